@@ -1,0 +1,151 @@
+"""Measurement: time a function honestly, and record who did what when.
+
+:func:`measure` runs warm-up calls first (they fill caches and import lazily loaded code), then
+``repeat`` timed calls, and reports the median with the min and max, never a single run: these
+machines are noisy, and one run can be several times off. :class:`Timeline` records
+``(stage, worker, start, end)`` spans for breakdowns and execution-timeline plots.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .errors import check_positive
+
+MB = 1e6  # throughput is reported in decimal megabytes per second, as disks are sold
+
+
+@dataclass
+class Timing:
+    """Seconds taken by repeated runs of one thing, and the bytes (or items) each run moved."""
+
+    seconds: list[float]
+    nbytes: int | None = None
+    label: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def max(self) -> float:
+        return max(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how much the runs disagree (0.1 = 10 %)."""
+        return (self.max - self.min) / self.median if self.median > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float | None:
+        """Median throughput in MB/s, when the bytes per run are known."""
+        if self.nbytes is None or self.median <= 0:
+            return None
+        return self.nbytes / self.median / MB
+
+    def __str__(self) -> str:
+        text = f"{format_seconds(self.median)} (min {format_seconds(self.min)}, max " \
+               f"{format_seconds(self.max)}, {len(self.seconds)} runs)"
+        if self.mb_per_s is not None:
+            text += f", {self.mb_per_s:,.1f} MB/s"
+        return f"{self.label}: {text}" if self.label else text
+
+
+def format_seconds(s: float) -> str:
+    """A duration with a unit that suits it: 12.3 µs, 4.56 ms, 7.89 s."""
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
+            nbytes: int | None = None, setup: Callable[[], object] | None = None,
+            label: str = "") -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeat`` timed ones.
+
+    ``setup`` (if given) runs before every call, untimed: use it to drop the page cache for a
+    cold read or to delete the previous run's output.
+    """
+    repeat = check_positive("repeat", repeat)
+    if warmup < 0:
+        warmup = check_positive("warmup", warmup)
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
+    seconds = []
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return Timing(seconds, nbytes, label)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One piece of work: which stage, done by which worker, from when to when (seconds)."""
+
+    stage: str
+    worker: str
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Timeline:
+    """A thread-safe recorder of spans; times are seconds since the timeline was created."""
+
+    spans: list[Span] = field(default_factory=list)
+    origin: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.origin
+
+    def add(self, stage: str, start: float, end: float, worker: str | None = None) -> None:
+        worker = worker or threading.current_thread().name
+        with self._lock:
+            self.spans.append(Span(stage, worker, start, end))
+
+    @contextmanager
+    def span(self, stage: str, worker: str | None = None):
+        """Record the time spent inside the ``with`` block as one span of ``stage``."""
+        start = self.now()
+        try:
+            yield
+        finally:
+            self.add(stage, start, self.now(), worker)
+
+    def totals(self) -> dict[str, float]:
+        """Seconds spent per stage, summed over spans (and workers), in first-seen order."""
+        out: dict[str, float] = defaultdict(float)
+        for s in self.spans:
+            out[s.stage] += s.seconds
+        return dict(out)
+
+    @property
+    def elapsed(self) -> float:
+        """From the first span's start to the last span's end."""
+        if not self.spans:
+            return 0.0
+        return max(s.end for s in self.spans) - min(s.start for s in self.spans)

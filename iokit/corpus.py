@@ -279,9 +279,13 @@ def _open_for_reading(path: Path):
     try:
         return open(path, "rb")
     except IsADirectoryError:
-        raise CorpusError(f"{path}: is a folder; give a JSONL file or a folder of .txt files.") from None
+        raise CorpusError(
+            f"{path}: is a folder; give a JSONL file or a folder of .txt files."
+        ) from None
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read ({exc.strerror}); check the path and permissions.") from None
+        raise CorpusError(
+            f"{path}: cannot read ({exc.strerror}); check the path and permissions."
+        ) from None
 
 
 def _decode(raw: bytes, path: Path, offset: int, where: str) -> str:
@@ -313,7 +317,8 @@ def _iter_jsonl(path: Path, text_field: str, id_field: str) -> Iterator[Document
                     "Each line must be one JSON object; fix or remove that line."
                 ) from None
             if not isinstance(record, dict) or text_field not in record:
-                keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
+                keys = (", ".join(map(str, record)) if isinstance(record, dict)
+                        else type(record).__name__)
                 raise CorpusError(
                     f"{path}: line {lineno}: no {text_field!r} field (found: {keys or 'nothing'}). "
                     "Pass text_field= (or --text-field) naming the field that holds the text."
@@ -333,7 +338,9 @@ def _iter_jsonl(path: Path, text_field: str, id_field: str) -> Iterator[Document
 def _iter_text_folder(folder: Path) -> Iterator[Document]:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if not files:
-        raise CorpusError(f"{folder}: no .txt files in this folder; put one document per .txt file.")
+        raise CorpusError(
+            f"{folder}: no .txt files in this folder; put one document per .txt file."
+        )
     for p in files:
         with _open_for_reading(p) as f:
             raw = f.read()

@@ -1,0 +1,7 @@
+"""``python -m iokit`` runs the ``iokit`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""The ``iokit`` command: make data, run the whole tour headless, benchmark.
+
+``iokit data [--scale S]`` makes the corpus; ``iokit tour`` runs every stage and prints a table;
+``iokit bench`` prints measured ratios. Errors in the input or settings print one line on
+stderr and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import IokitError
+
+
+def _corpus(args) -> Path:
+    from .corpus import ensure_corpus, iter_documents
+
+    if args.corpus:
+        path = Path(args.corpus)
+        next(iter(iter_documents(path, text_field=args.text_field)))  # fail early, clearly
+        return path
+    return ensure_corpus(args.scale)
+
+
+def cmd_data(args) -> int:
+    from .corpus import corpus_path, ensure_corpus, resolve_scale
+
+    existed = corpus_path(args.scale).is_file()
+    path = ensure_corpus(args.scale)
+    size = path.stat().st_size
+    print(f"{path} ({size / 1e6:,.1f} MB, scale {resolve_scale(args.scale)}"
+          f"{', already there' if existed else ''})")
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from .storage import open_storage
+    from .tour import format_table, run_tour
+
+    open_storage(args.storage)  # check the preset name before any work
+    corpus = _corpus(args)
+    print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB), storage: {args.storage}")
+    rows = run_tour(corpus, storage=args.storage,
+                    on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)", flush=True))
+    print()
+    print(format_table(rows))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    corpus = _corpus(args)
+    print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB)")
+    figures = run_bench(corpus)
+    if not figures:
+        print("no benchmark figures yet")
+    for f in figures:
+        print(f, flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iokit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_corpus_args(p):
+        p.add_argument("--scale", help="tiny, small or large (default: $IOKIT_SCALE or small)")
+        p.add_argument("--corpus", help="your own JSONL file or folder of .txt files")
+        p.add_argument("--text-field", default="text", help="JSONL field holding the text")
+
+    p = sub.add_parser("data", help="make the generated corpus")
+    p.add_argument("--scale", help="tiny, small or large (default: $IOKIT_SCALE or small)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("tour", help="run every stage and print the table")
+    add_corpus_args(p)
+    p.add_argument("--storage", default="local",
+                   help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
+    p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("bench", help="print measured ratios, side by side in one run")
+    add_corpus_args(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except IokitError as exc:
+        print(f"iokit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iokit: interrupted; no partial output was kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

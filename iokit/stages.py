@@ -1,0 +1,135 @@
+"""The read → process → write loops the notebooks compare, each timed stage by stage.
+
+Every loop reads the corpus, word-tokenizes each document (the "process" step) and writes the
+tokens out, one line per document; they differ only in *how* they read and write:
+
+* :func:`naive_loop` — one unbuffered read system call per byte of a line (what
+  ``readline`` on an unbuffered file does) and one small ``write`` per document;
+* :func:`chunked_loop` — reads ``chunk_size`` bytes per call and writes in batches of about
+  ``chunk_size`` bytes.
+
+Both produce byte-identical output files; each returns a :class:`LoopResult` with the seconds
+spent reading, processing and writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_write
+from .corpus import iter_documents
+from .errors import CorpusError, check_positive
+from .timing import MB, Timeline
+from .tokenize import word_tokenize
+
+
+@dataclass
+class LoopResult:
+    """What one loop did: bytes in and out, documents, tokens, and seconds per stage."""
+
+    name: str
+    bytes_in: int
+    bytes_out: int
+    documents: int
+    tokens: int
+    stage_seconds: dict[str, float]
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        """Corpus megabytes processed per second, end to end."""
+        return self.bytes_in / self.seconds / MB if self.seconds > 0 else float("inf")
+
+
+def _text_of(line: bytes, path: Path, lineno: int) -> str:
+    """The text of one JSONL line, with the kit's error on bad input."""
+    try:
+        return json.loads(line)["text"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        # The corpus reader knows how to explain each problem; let it say which.
+        for _ in iter_documents(path):
+            pass
+        raise CorpusError(f"{path}: line {lineno} is not a JSON object with a 'text' field.") \
+            from None
+
+
+def _tokens_line(text: str, tokenize: Callable[[str], list[str]]) -> bytes:
+    return (" ".join(tokenize(text)) + "\n").encode("utf-8")
+
+
+def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None = None
+               ) -> LoopResult:
+    """Read one document at a time from an unbuffered file, tokenize it, write it at once.
+
+    ``limit_bytes`` stops after the document that crosses that many bytes (to keep a slow
+    loop short on a large corpus).
+    """
+    corpus, out_path = Path(corpus), Path(out_path)
+    tl = Timeline()
+    bytes_in = bytes_out = docs = tokens = 0
+    start = tl.now()
+    with open(corpus, "rb", buffering=0) as src, atomic_write(out_path, "wb", buffering=0) as dst:
+        while True:
+            with tl.span("read"):
+                line = src.readline()  # unbuffered: one read() system call per byte
+            if not line:
+                break
+            docs += 1
+            bytes_in += len(line)
+            with tl.span("process"):
+                text = _text_of(line, corpus, docs)
+                out = _tokens_line(text, tokenize)
+                tokens += out.count(b" ") + 1
+            with tl.span("write"):
+                dst.write(out)  # unbuffered: one write() system call per document
+            bytes_out += len(out)
+            if limit_bytes is not None and bytes_in >= limit_bytes:
+                break
+    return LoopResult("naive", bytes_in, bytes_out, docs, tokens, tl.totals(), tl.now() - start)
+
+
+def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_tokenize,
+                 limit_bytes: int | None = None) -> LoopResult:
+    """Read ``chunk_size`` bytes per system call, tokenize each line, write in batches."""
+    chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
+    corpus, out_path = Path(corpus), Path(out_path)
+    tl = Timeline()
+    bytes_in = bytes_out = docs = tokens = 0
+    start = tl.now()
+    pending = b""
+    batch: list[bytes] = []
+    batch_bytes = 0
+    with open(corpus, "rb", buffering=0) as src, atomic_write(out_path, "wb", buffering=0) as dst:
+        done = False
+        while not done:
+            with tl.span("read"):
+                chunk = src.read(chunk_size)
+            done = not chunk
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop() if chunk else b""
+            if done and lines and lines[-1] == b"":
+                lines.pop()
+            with tl.span("process"):
+                for line in lines:
+                    docs += 1
+                    bytes_in += len(line) + 1
+                    out = _tokens_line(_text_of(line, corpus, docs), tokenize)
+                    tokens += out.count(b" ") + 1
+                    batch.append(out)
+                    batch_bytes += len(out)
+                    if limit_bytes is not None and bytes_in >= limit_bytes:
+                        done = True
+                        break
+            if batch_bytes >= chunk_size or (done and batch):
+                with tl.span("write"):
+                    dst.write(b"".join(batch))
+                bytes_out += batch_bytes
+                batch, batch_bytes = [], 0
+    if os.path.getsize(out_path) != bytes_out:  # pragma: no cover - a bug, not bad input
+        raise RuntimeError("chunked_loop wrote a different number of bytes than it counted")
+    return LoopResult(f"chunked {chunk_size:,} B", bytes_in, bytes_out, docs, tokens,
+                      tl.totals(), tl.now() - start)

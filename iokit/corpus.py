@@ -345,3 +345,65 @@ def _iter_text_folder(folder: Path) -> Iterator[Document]:
         with _open_for_reading(p) as f:
             raw = f.read()
         yield Document(str(p.relative_to(folder)), _decode(raw, p, 0, ""))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class CorpusStats:
+    """What a corpus looks like: sizes, document lengths, word frequencies, compressibility."""
+
+    path: Path
+    documents: int
+    bytes: int
+    characters: int
+    tokens: int
+    distinct_words: int
+    zstd3_ratio: float
+    doc_bytes: np.ndarray  # UTF-8 bytes of each document's text
+    word_counts: np.ndarray  # occurrences of each distinct word, most frequent first
+    top_words: list[str]
+
+    def summary(self) -> str:
+        return (f"{self.documents:,} documents, {self.bytes:,} bytes "
+                f"({self.characters:,} characters), {self.tokens:,} word tokens, "
+                f"{self.distinct_words:,} distinct words, zstd level-3 ratio "
+                f"{self.zstd3_ratio:.2f}")
+
+
+def corpus_stats(path, text_field: str = "text", top: int = 10) -> CorpusStats:
+    """Count documents, bytes, words (nltk word tokenizer, lower-cased) and the zstd-3 ratio."""
+    from collections import Counter
+
+    import zstandard
+
+    from .tokenize import word_tokenize
+
+    path = Path(path)
+    counts: Counter = Counter()
+    doc_bytes, chars, tokens = [], 0, 0
+    for doc in iter_documents(path, text_field=text_field):
+        doc_bytes.append(len(doc.text.encode("utf-8")))
+        chars += len(doc.text)
+        words = word_tokenize(doc.text)
+        tokens += len(words)
+        counts.update(w.lower() for w in words if w.isalpha())
+    size = path.stat().st_size if path.is_file() else int(sum(doc_bytes))
+    compressed = 0
+    cctx = zstandard.ZstdCompressor(level=3)
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    for f in files:
+        with open(f, "rb") as src:
+            chunker = cctx.chunker(chunk_size=1 << 20)
+            for block in iter(lambda: src.read(1 << 20), b""):
+                compressed += sum(len(c) for c in chunker.compress(block))
+            compressed += sum(len(c) for c in chunker.finish())
+    ranked = counts.most_common()
+    return CorpusStats(
+        path=path, documents=len(doc_bytes), bytes=size, characters=chars, tokens=tokens,
+        distinct_words=len(counts), zstd3_ratio=size / compressed if compressed else 1.0,
+        doc_bytes=np.array(doc_bytes, dtype=np.int64),
+        word_counts=np.array([c for _, c in ranked], dtype=np.int64),
+        top_words=[w for w, _ in ranked[:top]],
+    )

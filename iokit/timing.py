@@ -72,6 +72,8 @@ def format_seconds(s: float) -> str:
 
 def format_bytes(n: float) -> str:
     """1 B, 4 KiB, 16 MiB: binary units, as chunk sizes are chosen."""
+    if n != n or n in (float("inf"), float("-inf")):
+        return f"{n} B"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:,.0f} {unit}" if n == int(n) else f"{n:,.1f} {unit}"

@@ -55,8 +55,9 @@ _CODAS = "- - - - n r s t l m d nd nt st rt ng ck ll ss rn ld mp sh ch th x ght"
 _SUFFIXES = "- - - - - - - - s ed ing er ly tion ment ness able ous al ive ist ity".split()
 
 VOCAB_SIZE = 60_000  # distinct words the generator draws from
-N_PHRASES = 12_000  # frequent multi-word phrases drawn like words
-ZIPF_EXPONENT = 1.07  # word frequency ~ 1 / rank**s (English is close to 1)
+N_PHRASES = 20_000  # frequent multi-word phrases drawn like words
+PHRASE_ZIPF_EXPONENT = 1.15  # which words phrases are made of
+ZIPF_EXPONENT = 1.12  # word frequency ~ 1 / rank**s (English is close to 1)
 WORDS_PER_DOC_MEDIAN = 400
 WORDS_PER_DOC_SIGMA = 1.0  # lognormal spread: a long tail of long documents
 WORDS_PER_DOC_MAX = 60_000
@@ -126,9 +127,10 @@ def make_vocabulary(seed: int = DEFAULT_SEED, size: int = VOCAB_SIZE) -> list[st
     # much of what a compressor finds in it. Phrases are built from frequent words and take
     # ranks among them, so they are drawn as often as frequent words are.
     phrases = []
+    cdf = np.cumsum(np.arange(1, 20_001, dtype=np.float64) ** -PHRASE_ZIPF_EXPONENT)
+    cdf /= cdf[-1]
     for _ in range(N_PHRASES):
-        n = 2 + rng.poisson(1.2)
-        picks = np.minimum(rng.zipf(1.15, size=n) - 1, 20_000)
+        picks = np.searchsorted(cdf, rng.random(2 + rng.poisson(1.2)))
         phrases.append(" ".join(words[i] for i in picks))
     slots = np.sort(rng.choice(np.arange(20, 40_000), size=N_PHRASES, replace=False))
     for offset, (slot, phrase) in enumerate(zip(slots, phrases)):

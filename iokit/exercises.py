@@ -54,6 +54,24 @@ def object_store_seconds(answer) -> bool:
                    "with the preset's latency and per-stream bandwidth.")
 
 
+# --------------------------------------------------------------------------- notebook 00
+
+
+def mean_document_bytes(answer, stats) -> bool:
+    """00-1: the mean size of a document's text, in UTF-8 bytes."""
+    return _report(close(answer, float(stats.doc_bytes.mean()), 0.01),
+                   "divide the total UTF-8 bytes of all texts by the number of documents "
+                   "(stats.doc_bytes holds each document's size).")
+
+
+def top_words_share(answer, stats, n: int = 100) -> bool:
+    """00-2: the fraction of all word occurrences taken by the ``n`` most frequent words."""
+    expected = float(stats.word_counts[:n].sum() / stats.word_counts.sum())
+    return _report(close(answer, expected, 0.01),
+                   "stats.word_counts is sorted, most frequent first: sum the first n and "
+                   "divide by the sum of all.")
+
+
 # --------------------------------------------------------------------------- notebook 02
 
 

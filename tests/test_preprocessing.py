@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from iokit import exercises
-from iokit.corpus import ensure_corpus, iter_documents
+from iokit.corpus import iter_documents
 from iokit.epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
 from iokit.model import (
     EpochCostModel,
@@ -23,8 +23,8 @@ from iokit.tokenize import WordTokenizer
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
-    src = ensure_corpus("tiny", progress=False)
+def small_corpus(tmp_path_factory, tiny_corpus):
+    src = tiny_corpus
     path = tmp_path_factory.mktemp("c") / "corpus.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for d in itertools.islice(iter_documents(src), 60):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from iokit.atomic import leftover_temp_files
-from iokit.corpus import ensure_corpus, iter_documents
+from iokit.corpus import iter_documents
 from iokit.errors import FormatError, ParameterError
 from iokit.shards import (
     HEADER,
@@ -133,8 +133,8 @@ def test_same_input_same_bytes(tmp_path, docs):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
-def test_pretokenize_is_deterministic(tmp_path):
-    corpus = ensure_corpus("tiny", progress=False)
+def test_pretokenize_is_deterministic(tmp_path, tiny_corpus):
+    corpus = tiny_corpus
     texts = [d.text for d in itertools.islice(iter_documents(corpus), 100)]
     tok = WordTokenizer.train(texts, vocab_size=3_000)
     for name in ("a", "b"):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from iokit.corpus import ensure_corpus, iter_documents
+from iokit.corpus import iter_documents
 from iokit.errors import FormatError, ParameterError
 from iokit.tokenize import (
     EOD,
@@ -22,9 +22,8 @@ from iokit.tokenize import (
 
 
 @pytest.fixture(scope="module")
-def texts():
-    path = ensure_corpus("tiny", progress=False)
-    return [d.text for d in itertools.islice(iter_documents(path), 120)]
+def texts(tiny_corpus):
+    return [d.text for d in itertools.islice(iter_documents(tiny_corpus), 120)]
 
 
 @pytest.fixture(scope="module")

@@ -35,21 +35,17 @@ class SweepPoint:
     def mb_per_s(self) -> float:
         return self.nbytes / self.seconds / MB
 
+    @property
+    def request_bytes(self) -> float:
+        """Mean bytes per request (smaller than the chunk when the file is)."""
+        return self.nbytes / self.calls
+
 
 def powers_of_two(lo: int, hi: int) -> list[int]:
     """Chunk sizes lo, 2·lo, 4·lo, ... up to hi (both powers of two or not)."""
     lo, hi = check_positive("smallest chunk", lo), check_positive("largest chunk", hi)
     out = [1 << k for k in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
     return [c for c in out if lo <= c <= hi] or [lo]
-
-
-def format_bytes(n: float) -> str:
-    """1 B, 4 KiB, 16 MiB: binary units, as chunk sizes are chosen."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if n == int(n) else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} GiB"  # pragma: no cover
 
 
 def read_all(storage, path, chunk: int, limit: int | None = None) -> tuple[int, int]:

@@ -72,6 +72,38 @@ def throughput_model_curve(model, chunks):
     return xs, model.throughput(xs) / 1e6
 
 
+def predicted_vs_measured(pairs, ax=None):
+    """Grouped bars per stage: predicted and measured seconds, for (name, prediction, result)."""
+    ax = _axes(ax)
+    stages = ["read", "process", "write"]
+    width = 0.8 / (2 * len(pairs))
+    x = np.arange(len(stages))
+    for i, (name, pred, result) in enumerate(pairs):
+        offset = (2 * i - len(pairs) + 0.5) * width
+        ax.bar(x + offset, [pred.stage_seconds[s] for s in stages], width, alpha=0.45,
+               hatch="//", label=f"{name}: predicted", color=f"C{i}")
+        ax.bar(x + offset + width, [result.stage_seconds.get(s, 0.0) for s in stages], width,
+               label=f"{name}: measured", color=f"C{i}")
+    ax.set_xticks(x, stages)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("Predicted and measured time per stage")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def sweep_with_model(points, model, ax=None, label="measured"):
+    """Throughput against chunk size (log-log) with the fitted request-cost model through it."""
+    ax = _axes(ax)
+    chunks = [p.request_bytes for p in points]
+    ax.loglog(chunks, [p.mb_per_s for p in points], "o", label=label)
+    ax.loglog(*throughput_model_curve(model, chunks), "--", label=f"model: {model}")
+    ax.set_xlabel("bytes per request (log scale)")
+    ax.set_ylabel("throughput (MB/s, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 # --------------------------------------------------------------------------- notebook 02
 
 

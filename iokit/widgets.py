@@ -144,9 +144,10 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
     """
     import ipywidgets as w
 
-    from .chunks import chunk_sweep, fit_sweep, format_bytes, powers_of_two
+    from .chunks import chunk_sweep, fit_sweep, powers_of_two
     from .plots import throughput_model_curve
     from .storage import open_storage
+    from .timing import format_bytes
 
     sizes = powers_of_two(1, 64 << 20)
     options = [(format_bytes(c), c) for c in sizes]
@@ -156,7 +157,7 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
                                          layout=w.Layout(width="420px")),
         "storage": w.Dropdown(options=list(SWEEP_STORAGES), description="storage"),
     }
-    plot = LivePlot("chunk size (bytes per read call, log scale)",
+    plot = LivePlot("bytes per read call (log scale)",
                     "throughput (MB/s, log scale)", title="Read throughput against chunk size")
 
     def run(panel: Panel) -> None:
@@ -173,7 +174,7 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
         kwargs = {"max_calls": 25, "repeat": 1, "warmup": 0} if simulated else {}
         for p in chunk_sweep(path, chunks, storage, cold=cold, **kwargs):
             points.append(p)
-            plot.add_point(label, p.chunk, p.mb_per_s)
+            plot.add_point(label, p.request_bytes, p.mb_per_s)
             panel.say(f"{label}: {format_bytes(p.chunk)} → {p.mb_per_s:,.1f} MB/s "
                       f"({p.calls:,} calls)")
         panel.results[:] = points

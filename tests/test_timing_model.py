@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from iokit.chunks import chunk_sweep, fit_sweep, format_bytes, powers_of_two
+from iokit.chunks import chunk_sweep, fit_sweep, powers_of_two
 from iokit.errors import ParameterError
 from iokit.model import RequestCostModel, fit_request_model
 from iokit.storage import SimulatedStore, StoragePreset
-from iokit.timing import Timeline, Timing, format_seconds, measure
+from iokit.timing import Timeline, Timing, format_bytes, format_seconds, measure
 
 
 def test_measure_runs_warmup_then_repeats_and_reports_median():

@@ -116,32 +116,41 @@ def sampling_rate(folder, batch_size: int, block_size: int, *, batches: int = 20
                   cold: bool = False, repeat: int = 5, seed: int = 0) -> SamplingResult:
     """Time ``batches`` calls of ``sample_batch`` on the shards in ``folder``.
 
-    Warm: the shards stay open and cached between runs. Cold: before every run the page cache
-    of every ``.bin`` is dropped and the shards are opened afresh, so the first touch of each
-    page comes from the storage device.
+    Warm: the shards are opened once and every page is touched before timing, so the data is
+    cached and mapped. Cold: before every run the page cache of every ``.bin`` is dropped and
+    the shards are opened afresh, so the first touch of each page waits for the device.
+    Pages that another open :class:`ShardSet` has touched stay mapped and cannot be dropped:
+    close other sets of the same folder first (``resident_before`` shows what happened).
     """
     rng = np.random.default_rng(seed)
-    state: dict = {}
-
     paths = sorted(Path(folder).glob("*.bin"))
     state: dict = {}
 
-    def setup():  # untimed: a fresh open each run, after dropping the cache if cold
+    def resident():
+        fractions = [resident_fraction(p) for p in paths]
+        return None if None in fractions or not paths else float(np.mean(fractions))
+
+    def cold_setup():  # untimed: drop the cache, then open afresh
         if state.get("set") is not None:
             state["set"].close()
-        if cold:
-            for p in paths:
-                drop_cache(p)
-        fractions = [resident_fraction(p) for p in paths]
-        state["resident"] = None if None in fractions or not paths else float(np.mean(fractions))
+        for p in paths:
+            drop_cache(p)
+        state["resident"] = resident()
         state["set"] = open_shards(folder)
+
+    if not cold:
+        state["set"] = open_shards(folder)
+        for chunk in state["set"].iter_chunks():  # map and cache every page
+            chunk.sum()
+        state["resident"] = resident()
 
     def run():
         s = state["set"]
         for _ in range(batches):
             s.sample_batch(rng, batch_size, block_size)
 
-    timing = measure(run, repeat=repeat, warmup=0 if cold else 1, setup=setup,
+    timing = measure(run, repeat=repeat, warmup=0 if cold else 1,
+                     setup=cold_setup if cold else None,
                      label=f"sample {batch_size}×{block_size}")
     itemsize = state["set"].dtype.itemsize
     state["set"].close()
@@ -160,3 +169,34 @@ def copy_rate(nbytes: int, repeat: int = 7, number: int = 50) -> Timing:
 
     t = measure(run, repeat=repeat, warmup=1, nbytes=nbytes * number, label="numpy copy")
     return t
+
+
+def predict_epochs(corpus, tokenizer, sample_docs: int = 50):
+    """Predict R, S and P of :class:`~iokit.model.EpochCostModel` from small measurements.
+
+    Times the tokenizer on the first ``sample_docs`` documents (text bytes per second, tokens
+    per byte) and a numpy copy (memory bandwidth), then scales to the whole corpus:
+    R = text / tokenizer rate; S = tokens × (stored bytes + 8 int64 bytes) / memory bandwidth;
+    P = R + stored bytes / memory bandwidth (writing into the page cache). Returns
+    ``(model, facts)`` where ``facts`` holds the measured rates.
+    """
+    import itertools
+
+    from .model import EpochCostModel, token_itemsize
+
+    texts = [d.text for d in itertools.islice(iter_documents(corpus), sample_docs)]
+    sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    sample_tokens = sum(len(tokenizer.encode(t)) + 1 for t in texts)
+    tok_time = measure(lambda: [tokenizer.encode(t) for t in texts], repeat=3)
+    mem = copy_rate(1 << 22, repeat=5, number=5)
+    text_bytes = Path(corpus).stat().st_size
+    itemsize = token_itemsize(tokenizer.vocab_size)
+    n_tokens = text_bytes * sample_tokens / sample_bytes
+    bandwidth = mem.nbytes / mem.median
+    raw = text_bytes / (sample_bytes / tok_time.median)
+    shard = n_tokens * (itemsize + 8) / bandwidth
+    preprocess = raw + n_tokens * itemsize / bandwidth
+    facts = {"tokenize_bytes_per_s": sample_bytes / tok_time.median,
+             "tokens_per_byte": sample_tokens / sample_bytes,
+             "memory_bytes_per_s": bandwidth, "tokens": n_tokens}
+    return EpochCostModel(preprocess, raw, shard), facts

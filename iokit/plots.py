@@ -119,9 +119,12 @@ def epoch_breakdown(results, ax=None):
         left += secs
     other = np.array([r.seconds for r in results]) - left
     ax.barh(names, np.clip(other, 0, None), left=left, color="lightgray", label="other")
-    ax.set_xscale("log")
+    totals = np.array([r.seconds for r in results])
+    for i, t in enumerate(totals):
+        ax.text(t, i, f" {t * 1e3:,.3g} ms", va="center", fontsize="small")
+    ax.set_xlim(0, totals.max() * 1.25)  # linear: stacked bars keep their proportions
     ax.invert_yaxis()
-    ax.set_xlabel("seconds per epoch (log scale)")
+    ax.set_xlabel("seconds per epoch")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("One epoch: from text, or from pretokenized shards")
     return ax

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,6 +395,7 @@ class ShardSet:
         self.folder = folder
         self.starts = np.concatenate([[0], np.cumsum([s.n_tokens for s in shards])])
         self.doc_starts = np.concatenate([[0], np.cumsum([s.n_docs for s in shards])])
+        self._start_list = self.starts.tolist()
         first = shards[0]
         self.dtype, self.vocab_size, self.fingerprint = \
             first.dtype, first.vocab_size, first.fingerprint
@@ -470,9 +472,23 @@ class ShardSet:
         width = block_size + 1
         ix = rng.integers(0, n - block_size, size=batch_size)
         if len(self.shards) == 1 and hasattr(self.shards[0].source, "windows"):
+            # One memory-mapped shard: gather every window in one numpy call.
             out = self.shards[0].source.windows(width)[ix].astype(np.int64)
-            return out[:, :-1], out[:, 1:]
+        else:
+            out = np.empty((batch_size, width), dtype=np.int64)
+            for r, i in enumerate(ix.tolist()):
+                k = bisect_right(self._start_list, i) - 1  # the shard window r starts in
+                a = i - self._start_list[k]
+                if a + width <= self.shards[k].n_tokens:
+                    out[r] = self.shards[k].read(a, a + width)
+                else:  # the window crosses into the next shard(s)
+                    out[r] = self.read(i, i + width)
+        return out[:, :-1], out[:, 1:]
         out = np.empty((batch_size, width), dtype=np.int64)
+        if batch_size <= 16:  # few windows: one slice each is cheaper than grouping them
+            for r, i in enumerate(ix.tolist()):
+                out[r] = self.read(i, i + width)
+            return out[:, :-1], out[:, 1:]
         shard_of = np.searchsorted(self.starts, ix, side="right") - 1
         inside = ix + width <= self.starts[shard_of + 1]
         for s in np.unique(shard_of[inside]):

@@ -174,3 +174,16 @@ def test_bpe_missing_extra_names_it(monkeypatch, texts):
     monkeypatch.setattr(builtins, "__import__", no_tokenizers)
     with pytest.raises(ParameterError, match=r"optional 'bpe' extra.*pip install -e '\.\[bpe\]'"):
         train_tokenizer("bpe", texts[:2])
+
+
+def test_round_trips_on_any_text(bpe, word):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.text())
+    def check(text):
+        assert bpe.decode(bpe.encode(text)) == text
+        assert word.decode(word.encode(text)) == word.normalize(text)
+
+    check()

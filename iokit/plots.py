@@ -102,6 +102,7 @@ def sweep_with_model(points, model, ax=None, label="measured"):
     ax.set_ylabel("throughput (MB/s, log scale)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
+    return ax
 
 
 # --------------------------------------------------------------------------- notebook 02

@@ -131,6 +131,7 @@ def stage_shard_epoch(ctx: Context) -> Row:
 
     if "shards" not in ctx.extra:
         stage_pretokenize(ctx)
+    shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)  # warm-up: first-use costs
     r = shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)
     note = f"{r.tokens / r.seconds / 1e6:,.0f} M tokens/s"
     if "raw_epoch_s" in ctx.extra:

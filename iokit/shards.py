@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, write_bytes_atomic
+from .atomic import atomic_write, storage_error, write_bytes_atomic
 from .errors import FormatError, ParameterError, check_positive
 
 MAGIC = b"IOKITIDX"
@@ -163,8 +163,7 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _make_folder(out_dir)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
     done: list[Path] = []
     current = None
@@ -192,6 +191,15 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     return done
 
 
+def _make_folder(out_dir) -> Path:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out_dir, "create the shard folder") from None
+    return out_dir
+
+
 def _remove_stale(out_dir: Path, prefix: str, count: int) -> None:
     for p in out_dir.iterdir():
         m = _SHARD_NAME.match(p.name)
@@ -206,8 +214,7 @@ def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
     from .corpus import iter_documents
     from .tokenize import encode_corpus
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _make_folder(out_dir)
     tokenizer.save(out_dir / VOCAB_FILE)
     docs = iter_documents(corpus, text_field=text_field)
     return write_shards(encode_corpus(docs, tokenizer), out_dir,
@@ -229,7 +236,11 @@ class RawTokens:
     def __init__(self, path: Path, dtype: np.dtype, n_tokens: int):
         self._memmap = None
         if n_tokens:
-            self._memmap = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+            try:
+                self._memmap = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+            except OSError as exc:
+                raise FormatError(f"{path}: cannot map ({exc.strerror}); check the path and "
+                                  "permissions.") from None
             self.array = self._memmap.view(np.ndarray)  # plain views slice faster than memmaps
         else:
             self.array = np.empty(0, dtype=dtype)
@@ -317,6 +328,9 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
     except FileNotFoundError:
         raise FormatError(f"{idx_path}: no such index file; write the shards with "
                           "iokit.shards.pretokenize.") from None
+    except OSError as exc:
+        raise FormatError(f"{idx_path}: cannot read ({exc.strerror}); check the path and "
+                          "permissions.") from None
     if len(raw) < HEADER.size:
         raise _bad(idx_path, "header", f"the file has {len(raw)} bytes, the header alone needs "
                    f"{HEADER.size}: the file is truncated")

@@ -277,6 +277,9 @@ def load_tokenizer(path):
     except FileNotFoundError:
         raise FormatError(f"{path}: no such vocabulary file; build one with "
                           "iokit.tokenize.train_tokenizer and save it.") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read the vocabulary ({exc.strerror}); give the path "
+                          "of a saved vocabulary file.") from None
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -376,3 +376,49 @@ def test_close_unmaps(shard_dir):
     with open_shards(shard_dir) as s:
         s.sample_batch(0, 2, 8)
     assert all(sh.source.array is None for sh in s.shards)
+
+
+def test_unusable_paths(tmp_path, docs):
+    from iokit.errors import StorageError
+    from iokit.tokenize import load_tokenizer
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(StorageError, match=r"afile/sub: cannot create the shard folder"):
+        write_shards(docs, afile / "sub", vocab_size=1000)
+    with pytest.raises(FormatError, match=r"cannot read the vocabulary"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "shard-00000.idx").mkdir()
+    with pytest.raises(FormatError, match=r"shard-00000\.idx: cannot read"):
+        open_shards(tmp_path / "s")
+
+
+class ReadOnlySource:
+    """A token source with only read() and close(), as a block-compressed one would be."""
+
+    def __init__(self, array):
+        self.array_ = np.asarray(array)
+        self.reads = 0
+
+    def read(self, start, stop):
+        self.reads += 1
+        return self.array_[start:stop]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("max_shard_bytes", [4_000, 10**9])
+def test_other_token_sources_plug_in(tmp_path, docs, max_shard_bytes):
+    write_shards(docs, tmp_path, vocab_size=1000, max_shard_bytes=max_shard_bytes)
+    s = open_shards(tmp_path)
+    for shard in s.shards:
+        shard.source = ReadOnlySource(shard.source.array)
+    stream = np.concatenate(docs)
+    x, y = s.sample_batch(np.random.default_rng(4), 40, 120)
+    ix = np.random.default_rng(4).integers(0, len(stream) - 120, size=40)
+    assert np.array_equal(x, np.stack([stream[a:a + 120] for a in ix]))
+    assert np.array_equal(y, np.stack([stream[a + 1:a + 121] for a in ix]))
+    assert np.array_equal(s.document(3), docs[3])
+    assert sum(sh.source.reads for sh in s.shards) >= 41

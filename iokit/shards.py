@@ -157,13 +157,15 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     Streams: memory holds one document and one shard's document offsets, whatever the corpus
     size. A shard is closed when the next document would take it past ``max_shard_bytes``.
     ``dtype`` is ``"auto"`` (``uint16`` if the vocabulary fits, else ``uint32``), ``"uint16"``
-    or ``"uint32"``. Shards left in ``out_dir`` by an earlier, longer run are removed.
+    or ``"uint32"``. Shards already in ``out_dir`` (same ``prefix``) are removed first, so an
+    interrupted run leaves a set without a last shard, which readers reject.
     """
     vocab_size = check_positive("vocab_size", vocab_size)
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
     out_dir = _make_folder(out_dir)
+    _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
     done: list[Path] = []
     current = None
@@ -187,7 +189,6 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
         if current is not None:
             current.abort(exc)
         raise
-    _remove_stale(out_dir, prefix, len(done))
     return done
 
 
@@ -200,10 +201,10 @@ def _make_folder(out_dir) -> Path:
     return out_dir
 
 
-def _remove_stale(out_dir: Path, prefix: str, count: int) -> None:
+def _remove_shards(out_dir: Path, prefix: str) -> None:
     for p in out_dir.iterdir():
         m = _SHARD_NAME.match(p.name)
-        if m and m["prefix"] == prefix and int(m["index"]) >= count:
+        if m and m["prefix"] == prefix:
             p.unlink()
 
 

@@ -422,3 +422,17 @@ def test_other_token_sources_plug_in(tmp_path, docs, max_shard_bytes):
     assert np.array_equal(y, np.stack([stream[a + 1:a + 121] for a in ix]))
     assert np.array_equal(s.document(3), docs[3])
     assert sum(sh.source.reads for sh in s.shards) >= 41
+
+
+def test_an_interrupted_rewrite_never_looks_complete(tmp_path, docs):
+    write_shards(docs, tmp_path, vocab_size=1000, max_shard_bytes=2_000)
+
+    def failing():
+        yield from docs[:20]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(failing(), tmp_path, vocab_size=1000, max_shard_bytes=2_000)
+    assert leftover_temp_files(tmp_path) == []
+    with pytest.raises(FormatError, match="not marked as the last: the writer was interrupted"):
+        open_shards(tmp_path)

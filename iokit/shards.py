@@ -379,6 +379,15 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
             "bin_size": bin_size, "checksum": checksum, "offsets": offsets}
 
 
+def token_source(bin_path: Path, fields: dict):
+    """Where a shard's token bytes come from, given its checked index fields.
+
+    Codec 0 (the only one format version 1 knows): the raw ``.bin``, memory-mapped. A codec
+    that stores the ``.bin`` differently returns its own source here (see :class:`RawTokens`).
+    """
+    return RawTokens(bin_path, fields["dtype"], fields["n_tokens"])
+
+
 def open_shard(bin_path, *, verify: bool = False, expected_index: int | None = None) -> Shard:
     """Check one shard's ``.idx`` against its ``.bin`` and map the tokens."""
     bin_path = Path(bin_path)
@@ -395,7 +404,7 @@ def open_shard(bin_path, *, verify: bool = False, expected_index: int | None = N
             f"{bin_path}: has {size:,} bytes, but {idx_path.name} field 'bin size' says "
             f"{fields['bin_size']:,}: the .idx and .bin disagree (truncated, or from different "
             "runs); write the shards again.")
-    source = RawTokens(bin_path, fields["dtype"], fields["n_tokens"])
+    source = token_source(bin_path, fields)
     shard = Shard(bin_path=bin_path, idx_path=idx_path, source=source, **fields)
     if verify:
         shard.verify()

@@ -187,3 +187,13 @@ def test_round_trips_on_any_text(bpe, word):
         assert word.decode(word.encode(text)) == word.normalize(text)
 
     check()
+
+
+def test_tokenizers_survive_pickling(word, bpe, texts):
+    """Worker processes get tokenizers by pickle: the copies must encode the same."""
+    import pickle
+
+    for tok in (word, bpe):
+        copy = pickle.loads(pickle.dumps(tok))
+        assert copy.fingerprint == tok.fingerprint
+        assert np.array_equal(copy.encode(texts[0]), tok.encode(texts[0]))

@@ -112,7 +112,9 @@ class Panel:
     def box(self):
         import ipywidgets as w
 
-        return w.VBox([w.HBox([*self.controls.values(), self.button]), self.status])
+        # wrap onto a second row rather than squeeze sliders to nothing in a narrow notebook
+        row = w.HBox([*self.controls.values(), self.button], layout=w.Layout(flex_flow="row wrap"))
+        return w.VBox([row, self.status])
 
     def show(self, run: bool = True) -> Panel:
         """Display the controls and the plot; run the defaults once (for headless runs)."""

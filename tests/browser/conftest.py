@@ -99,14 +99,25 @@ class Lab:
         self.url, self.token, self.root, self.log = url, token, root, log
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        """The notebook alone in a workspace of its own, reset (no tabs left from other tests)."""
+        workspace = name.removesuffix(".ipynb")
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{name}?reset&token={self.token}"
+
+    def api(self, path: str, method: str = "GET"):
+        req = urllib.request.Request(f"{self.url}/api/{path}", method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
 
     def contents(self, name: str) -> dict:
         """The notebook as the server has it saved (REST contents API)."""
-        req = urllib.request.Request(f"{self.url}/api/contents/{name}?content=1",
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.load(resp)["content"]
+        return self.api(f"contents/{name}?content=1")["content"]
+
+    def stop_kernels(self) -> None:
+        """End every session and its kernel (frees the CPU for the next notebook)."""
+        for session in self.api("sessions"):
+            self.api(f"sessions/{session['id']}", method="DELETE")
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -186,8 +197,10 @@ _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-def page(browser, request, screenshots):
-    """A new page in a new context; when the test fails, a screenshot of how it looked."""
+def page(browser, lab, request, screenshots):
+    """A new page in a new context; when the test fails, a screenshot of how it looked.
+
+    Afterwards every kernel the page started is shut down."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -199,6 +212,7 @@ def page(browser, request, screenshots):
             print(f"screenshot of the failure: {path}")
     finally:
         context.close()
+        lab.stop_kernels()
 
 
 @pytest.fixture(scope="session")

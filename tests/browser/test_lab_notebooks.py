@@ -31,6 +31,8 @@ class Case:
 CASES = [
     # the lower end of the chunk-size range, 1 B → 16 B (four steps right)
     Case("01_naive_loop.ipynb", "chunk sizes", keys=("ArrowRight",) * 4, button="Run sweep"),
+    # batch size 64 → 256: a second line joins the plot
+    Case("02_preprocessing.ipynb", "batch size", keys=("ArrowRight",) * 2, button="Run sweep"),
 ]
 
 RUN_ALL_TIMEOUT_S = 90
@@ -66,6 +68,7 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
     assert control.count() == 1, f"{case.notebook}: no control labelled '{case.control}'"
     cell.scroll_into_view_if_needed()
     page.screenshot(path=screenshots / f"{stem}-panel.png")
+    check_layout(cell, case.notebook)
 
     before_value = control_value(control)
     if case.option is not None:
@@ -159,6 +162,22 @@ def check_no_errors(page, lab, notebook: str) -> None:
               for i, cell in enumerate(lab.contents(notebook)["cells"])
               for o in cell.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"{notebook}: cells with errors (index, name, message): {errors}"
+
+
+def check_layout(cell, notebook: str) -> None:
+    """Every control in the panel is usable: sliders have a track to drag, labels are not cut."""
+    cramped = cell.evaluate("""cell => {
+        const bad = [];
+        for (const t of cell.querySelectorAll('.noUi-target')) {
+            const w = t.getBoundingClientRect().width;
+            if (w < 100) bad.push(`a slider track ${Math.round(w)} px wide`);
+        }
+        for (const b of cell.querySelectorAll('.widget-button, .widget-label')) {
+            if (b.scrollWidth > b.clientWidth + 1) bad.push(`'${b.textContent.trim()}' cut off`);
+        }
+        return bad;
+    }""")
+    assert not cramped, f"{notebook}: the panel's controls are squeezed: {', '.join(cramped)}"
 
 
 def control_value(control) -> str:

@@ -6,7 +6,8 @@ Chromium on the machine (Debian: ``apt-get install chromium``); Playwright drive
 ``executable_path``, so nothing is downloaded at test time. Without a browser the tests are
 skipped with one line saying so, except in CI (``CI=true``), where that is a failure.
 
-``IOKIT_SCREENSHOTS=folder`` keeps the screenshots there (default: pytest's temporary folder).
+``IOKIT_SCREENSHOTS=folder`` keeps the screenshots there (default: pytest's temporary folder);
+``-m "not browser"`` leaves these tests out.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def find_chromium() -> str | None:
 
 
 _skipped: list[str] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: drives JupyterLab in headless Chromium "
+                            "(deselect with -m 'not browser')")
 
 
 def _skip_or_fail(reason: str) -> None:

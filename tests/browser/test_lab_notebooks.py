@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+pytestmark = pytest.mark.browser
 
 
 @dataclass(frozen=True)

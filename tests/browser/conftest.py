@@ -63,9 +63,24 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(message)
 
 
+_outcomes: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter):
     if _skipped:  # one line, even without -rs
         terminalreporter.write_line(_skipped[0], yellow=True)
+    elif _outcomes:  # one line that says these ran in a real browser, and how long they took
+        terminalreporter.write_line(f"browser tests (JupyterLab in headless {_browser_name()}): "
+                                    + "; ".join(_outcomes))
+
+
+def _browser_name() -> str:
+    path = find_chromium()
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() or "Chromium"
+    except (OSError, subprocess.SubprocessError, TypeError):
+        return "Chromium"
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +211,8 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call":
         item.stash[_FAILED] = report.failed
+        _outcomes.append(f"{item.name.split('[')[-1].rstrip(']')} {report.outcome} "
+                         f"in {report.duration:.0f} s")
     return report
 
 

@@ -41,7 +41,7 @@ SWEEP_TIMEOUT_S = 60
 
 
 def _ids(case):
-    return case.notebook.split("_")[0]
+    return case.notebook.removesuffix(".ipynb")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)

@@ -135,8 +135,8 @@ def run_all_cells(page) -> None:
 
 
 def menu(page, name: str, item: str, timeout_s: float = 30) -> None:
-    """Click menu ``name`` → ``item``, once the item is enabled (it is until the notebook is the
-    current document)."""
+    """Click menu ``name`` → ``item`` once the item is enabled (notebook commands stay disabled
+    until the notebook is the current document)."""
     deadline = time.monotonic() + timeout_s
     while True:
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(rf"^{name}$")).click()
@@ -153,9 +153,14 @@ def menu(page, name: str, item: str, timeout_s: float = 30) -> None:
 
 def check_no_errors(page, lab, notebook: str) -> None:
     """No error output on the page or in the saved notebook; every widget rendered."""
-    shown = page.locator(".jp-OutputArea-output").all_inner_texts()
-    bad = [t for t in shown if "Traceback (most recent call last)" in t
-           or "Error displaying widget" in t or "Loading widget..." in t]
+    deadline = time.monotonic() + 10  # a widget view may still be loading: give it a moment
+    while True:
+        shown = page.locator(".jp-OutputArea-output").all_inner_texts()
+        bad = [t for t in shown if "Traceback (most recent call last)" in t
+               or "Error displaying widget" in t or "Loading widget..." in t]
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert not bad, f"{notebook}: an output shows an error:\n{bad[0][:2000]}"
     page.keyboard.press("Control+s")
     page.locator(".jp-mod-dirty").first.wait_for(state="detached", timeout=10_000)

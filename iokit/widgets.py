@@ -68,7 +68,27 @@ class LivePlot:
     def show(self) -> None:
         from IPython.display import display
 
+        _ensure_png_figures(self.fig)
         self._handle = display(self.fig, display_id=True)
+
+
+def _ensure_png_figures(fig) -> None:
+    """Make IPython show figures as PNG images even if the notebook never imported pyplot.
+
+    The notebook backend registers its PNG formatter when pyplot is first used; until then a
+    figure displays as the text "<Figure size ...>" (which nbval masks, so only a browser sees
+    it)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    try:
+        shell.display_formatter.formatters["image/png"].lookup(fig)
+    except KeyError:
+        from IPython.core.pylabtools import select_figure_formats
+
+        select_figure_formats(shell, {"png"})
 
 
 @dataclass

@@ -46,6 +46,8 @@ def _ids(case):
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screenshots):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     assert (NOTEBOOKS / case.notebook).exists(), f"{case.notebook}: in CASES, not in notebooks/"
     stem = case.notebook.removesuffix(".ipynb")
     page.goto(lab.notebook_url(case.notebook))
@@ -54,8 +56,9 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
     page.locator(".jp-Cell .jp-InputPrompt").first.click()  # the notebook becomes current
 
-    run_all_cells(page)
+    prompts = run_all_cells(page)
     check_no_errors(page, lab, case.notebook)
+    assert all(re.fullmatch(r"\[\d+\]:", p) for p in prompts), f"cells not run: {prompts}"
 
     # The panel: its cell holds the control, the Run button and the live plot's image.
     button = page.locator(".jupyter-widgets.widget-button", has_text=case.button)
@@ -63,7 +66,11 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
     button.first.wait_for()
     assert cell.count() == 1, f"{case.notebook}: no single cell with a '{case.button}' button"
     image = cell.locator(".jp-RenderedImage img").first
-    image.wait_for()
+    try:
+        image.wait_for(timeout=10_000)
+    except PlaywrightTimeout:
+        shown = cell.locator(".jp-OutputArea").inner_text()[-300:]
+        pytest.fail(f"{case.notebook}: the panel's plot is not an image; the cell shows: {shown}")
     control = cell.locator(".widget-inline-hbox", has=page.locator(
         ".widget-label", has_text=re.compile(rf"^\s*{re.escape(case.control)}\s*$"))).first
     assert control.count() == 1, f"{case.notebook}: no control labelled '{case.control}'"
@@ -109,8 +116,9 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
     cell.screenshot(path=screenshots / f"{stem}-after-run.png")
 
 
-def run_all_cells(page) -> None:
-    """Edit → Clear Outputs of All Cells, Run → Run All Cells; wait until every cell has run.
+def run_all_cells(page) -> list[str]:
+    """Edit → Clear Outputs of All Cells, Run → Run All Cells; wait until every cell has run
+    (or the run stopped at an error); return the input prompts.
 
     Clearing first blanks the committed prompt numbers, so "[1]:" … "[n]:" in order (the
     kernel is fresh) can only mean this run finished.
@@ -127,8 +135,9 @@ def run_all_cells(page) -> None:
     while True:
         seen = [t.strip() for t in prompts.all_inner_texts()]
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
-        if seen == expected and idle:
-            return
+        stopped = idle and "[*]:" not in seen and any(re.search(r"\d", t) for t in seen)
+        if (seen == expected and idle) or stopped:
+            return seen
         if time.monotonic() > deadline:
             pytest.fail(f"cells did not all run within {RUN_ALL_TIMEOUT_S} s: prompts {seen}")
         time.sleep(0.25)

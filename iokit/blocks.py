@@ -306,31 +306,44 @@ class BlockReader:
                                   "read from.") from None
         return os.pread(self._fd, size, offset)
 
-    def block(self, i: int) -> bytes:
-        """Block ``i``, decompressed (checked against its checksum and its length first)."""
-        if self._cached[0] == i:
-            return self._cached[1]
+    def _where(self, i: int) -> str:
+        t = self.table
+        return (f"{self.path}: block {i} of {t.n_blocks} (bytes {self.start + t.offsets[i]:,}.."
+                f"{self.start + t.offsets[i + 1]:,})")
+
+    def fetch(self, i: int) -> bytes:
+        """The stored (compressed) bytes of block ``i``: the I/O half of reading a block."""
         t = self.table
         if not 0 <= i < t.n_blocks:
             raise ParameterError(f"{self.path}: block {i} does not exist; there are "
                                  f"{t.n_blocks} blocks.")
         lo, hi = int(t.offsets[i]), int(t.offsets[i + 1])
         packed = self._fetch(self.start + lo, hi - lo)
-        where = f"{self.path}: block {i} of {t.n_blocks} (bytes {self.start + lo:,}.." \
-                f"{self.start + hi:,})"
         if len(packed) != hi - lo:
-            raise FormatError(f"{where}: truncated: got {len(packed):,} of {hi - lo:,} bytes. "
-                              "The file was cut short; write it again.")
+            raise FormatError(f"{self._where(i)}: truncated: got {len(packed):,} of "
+                              f"{hi - lo:,} bytes. The file was cut short; write it again.")
+        return packed
+
+    def decode(self, i: int, packed: bytes) -> bytes:
+        """Block ``i`` from its stored bytes: check the checksum, decompress, check the length."""
+        t = self.table
         if self.verify and zlib.crc32(packed) != int(t.checksums[i]):
-            raise FormatError(f"{where}: checksum mismatch: the block is corrupt. "
+            raise FormatError(f"{self._where(i)}: checksum mismatch: the block is corrupt. "
                               "Write the file again (or restore it from a good copy).")
         try:
             raw = self.codec.decompress(packed)
         except FormatError as exc:
-            raise FormatError(f"{where}: {exc}") from None
+            raise FormatError(f"{self._where(i)}: {exc}") from None
         if len(raw) != t.raw_length(i):
-            raise FormatError(f"{where}: decompressed to {len(raw):,} bytes, expected "
+            raise FormatError(f"{self._where(i)}: decompressed to {len(raw):,} bytes, expected "
                               f"{t.raw_length(i):,}; the file is corrupt.")
+        return raw
+
+    def block(self, i: int) -> bytes:
+        """Block ``i``, decompressed (checked against its checksum and its length first)."""
+        if self._cached[0] == i:
+            return self._cached[1]
+        raw = self.decode(i, self.fetch(i))
         self._cached = (i, raw)
         return raw
 
@@ -352,10 +365,26 @@ class BlockReader:
         parts[-1] = parts[-1][:end - last * bs]
         return b"".join(parts)
 
-    def iter_blocks(self) -> Iterator[bytes]:
-        """Every block in order, decompressed one at a time (memory: one block)."""
-        for i in range(self.table.n_blocks):
-            yield self.block(i)
+    def iter_blocks(self, prefetch: bool = False) -> Iterator[bytes]:
+        """Every block in order, decompressed one at a time (memory: one or two blocks).
+
+        With ``prefetch=True`` a background thread fetches block i + 1 while block i is
+        decompressed, so I/O and decompression overlap (both release the GIL).
+        """
+        n = self.table.n_blocks
+        if not prefetch or n < 2:
+            for i in range(n):
+                yield self.block(i)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iokit-prefetch") as pool:
+            pending = pool.submit(self.fetch, 0)
+            for i in range(n):
+                packed = pending.result()
+                if i + 1 < n:
+                    pending = pool.submit(self.fetch, i + 1)
+                yield self.decode(i, packed)
 
     def read_all(self) -> bytes:
         return b"".join(self.iter_blocks())

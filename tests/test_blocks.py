@@ -151,3 +151,14 @@ def test_reads_through_a_simulated_store(tmp_path):
     fast = StoragePreset("test", 0.0, 1e12, 1e12, "instant")
     r = BlockReader(tmp_path / "x.blk", storage=SimulatedStore(fast))
     assert r.read_all() == DATA
+
+
+def test_prefetching_stream_gives_the_same_bytes_and_names_a_bad_block(tmp_path):
+    path = tmp_path / "x.blk"
+    table = write_blocks(path, DATA, "zstd:3", block_size=4096)
+    assert b"".join(BlockReader(path).iter_blocks(prefetch=True)) == DATA
+    raw = bytearray(path.read_bytes())
+    raw[16 + int(table.offsets[9]) + 3] ^= 0x55
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="block 9 "):
+        list(BlockReader(path).iter_blocks(prefetch=True))

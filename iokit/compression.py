@@ -1,0 +1,162 @@
+"""Measuring codecs: ratio and speed, block size against ratio, and reads from slow storage.
+
+The functions notebook 03 and ``iokit bench`` time. Each takes the bytes (or files) to work on
+and returns plain dataclasses; plotting lives in :mod:`iokit.plots`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockWriter, write_blocks
+from .codecs import get_codec, train_dictionary
+from .model import CodecProfile
+from .timing import MB, Timing, measure
+
+
+@dataclass
+class CodecResult:
+    """One codec on one piece of data: sizes and timings of compress and decompress."""
+
+    name: str
+    raw_bytes: int
+    stored_bytes: int
+    compress: Timing
+    decompress: Timing
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    @property
+    def compress_mb_s(self) -> float:
+        return self.raw_bytes / self.compress.median / MB
+
+    @property
+    def decompress_mb_s(self) -> float:
+        return self.raw_bytes / self.decompress.median / MB
+
+    def __str__(self) -> str:
+        return (f"{self.name:<10} ratio {self.ratio:5.2f}   compress {self.compress_mb_s:8.1f} MB/s"
+                f"   decompress {self.decompress_mb_s:8.1f} MB/s   ({self.raw_bytes:,} bytes)")
+
+
+def measure_codec(name, data: bytes, *, repeat: int = 3, warmup: int = 1,
+                  dictionary: bytes | None = None) -> CodecResult:
+    """Compress and decompress ``data`` with codec ``name``, timed; checks the round trip."""
+    codec = get_codec(name, dictionary=dictionary)
+    packed = codec.compress(data)
+    if codec.decompress(packed) != data:
+        raise AssertionError(f"{codec.name}: round trip changed the data")  # a bug, not input
+    ct = measure(lambda: codec.compress(data), repeat=repeat, warmup=warmup, nbytes=len(data),
+                 label=f"{codec.name} compress")
+    dt = measure(lambda: codec.decompress(packed), repeat=repeat, warmup=warmup,
+                 nbytes=len(data), label=f"{codec.name} decompress")
+    return CodecResult(codec.name, len(data), len(packed), ct, dt)
+
+
+def measure_codecs(names, data: bytes, *, slow_sample: int = 256 * 1024, repeat: int = 3):
+    """Each codec on ``data``; pure-Python LZW (a few MB/s) only on its first ``slow_sample``
+    bytes, once, so the whole comparison stays quick. Yields results as they are measured."""
+    for name in names:
+        if name.startswith("lzw"):
+            yield measure_codec(name, data[:slow_sample], repeat=1, warmup=0)
+        else:
+            yield measure_codec(name, data, repeat=repeat)
+
+
+def pareto_front(results, speed: str = "decompress_mb_s") -> list:
+    """The results no other beats on both ratio and speed, fastest first."""
+    front = []
+    for r in sorted(results, key=lambda r: (-getattr(r, speed), -r.ratio)):
+        if not front or r.ratio > front[-1].ratio:
+            front.append(r)
+    return front
+
+
+# --------------------------------------------------------------------------- block size
+
+
+@dataclass(frozen=True)
+class BlockSizePoint:
+    """Ratio of one codec at one block size (dictionary bytes not counted)."""
+
+    codec: str
+    block_size: int
+    raw_bytes: int
+    stored_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes
+
+
+def dictionary_samples(data: bytes, piece: int = 4096) -> list[bytes]:
+    """``data`` cut into ``piece``-byte samples for the dictionary trainer."""
+    return [data[i:i + piece] for i in range(0, len(data), piece)]
+
+
+def block_size_sweep(data: bytes, block_sizes, *, codec: str = "zstd:3",
+                     train_on: bytes | None = None, dict_size: int = 16 * 1024):
+    """Ratio of ``codec`` at each block size, without and with a trained dictionary.
+
+    The dictionary is trained on ``train_on`` (other bytes than ``data``, as in practice: it is
+    trained once on a sample and then used for new data), in pieces of 4 KiB. Yields points.
+    """
+    level = codec.partition(":")[2] or "3"
+    dictionary = None
+    if train_on is not None:
+        dictionary = train_dictionary(dictionary_samples(train_on), dict_size)
+    for bs in block_sizes:
+        for name, d in [(codec, None), (f"zstd-dict:{level}", dictionary)]:
+            if name.startswith("zstd-dict") and d is None:
+                continue
+            buf = io.BytesIO()
+            w = BlockWriter(buf, name, bs, dictionary=d)
+            w.write(data)
+            table = w.close()
+            yield BlockSizePoint(name, bs, len(data), table.compressed_size)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def write_codec_files(folder, data: bytes, names, block_size: int = DEFAULT_BLOCK_SIZE,
+                      dictionary: bytes | None = None) -> dict[str, Path]:
+    """``data`` as one block file per codec in ``folder``; returns {codec name: path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in names:
+        path = folder / f"blocks-{name.replace(':', '-')}.blk"
+        table = write_blocks(path, data, name, block_size, dictionary=dictionary)
+        paths[table.codec] = path
+    return paths
+
+
+def stream_seconds(path, storage=None, *, prefetch: bool = False) -> float:
+    """Seconds to read a block file start to end (one request per block), decompressing."""
+    start = time.perf_counter()
+    with BlockReader(path, storage=storage) as r:
+        for _ in r.iter_blocks(prefetch=prefetch):
+            pass
+    return time.perf_counter() - start
+
+
+def profile_codecs(paths: dict, *, repeat: int = 3) -> list[CodecProfile]:
+    """Ratio and decode speed of each block file, read warm from the local disk.
+
+    The decode speed is what the reader does per raw byte besides the transfer: checksum,
+    decompress (for ``none``: checksum and copy). Files are read fully once first, so the
+    page cache holds them and the transfer costs next to nothing.
+    """
+    out = []
+    for name, path in paths.items():
+        with BlockReader(path) as r:
+            raw, ratio = r.size, r.table.ratio
+        t = measure(lambda p=path: stream_seconds(p), repeat=repeat, warmup=1)
+        out.append(CodecProfile(name, ratio, raw / t.median))
+    return out

@@ -69,14 +69,14 @@ def test_predicted_winner_is_the_measured_winner_on_the_simulated_store(text, tm
     paths = write_codec_files(tmp_path, text, ["none", "zlib:1", "zstd:3"], block_size=65536)
     profiles = profile_codecs(paths)
     n_requests = -(-len(text) // 65536)
-    for bandwidth in (5 * MB, 100 * MB, 20_000 * MB):
+    for bandwidth in (2 * MB, 30 * MB, 20_000 * MB):
         store = SimulatedStore(StoragePreset(f"test-{bandwidth:g}", 0.0, bandwidth, bandwidth,
                                              "for the test"))
         predicted = predict_read_seconds(profiles, len(text), bandwidth)
         measured = {name: min(stream_seconds(p, store) for _ in range(3))
                     for name, p in paths.items()}
         ranked = sorted(predicted, key=predicted.get)
-        assert predicted[ranked[1]] > 1.15 * predicted[ranked[0]], (bandwidth, predicted)
+        assert predicted[ranked[1]] > 1.1 * predicted[ranked[0]], (bandwidth, predicted)
         assert min(measured, key=measured.get) == ranked[0], (bandwidth, predicted, measured)
         store.close()
     assert n_requests > 5

@@ -160,3 +160,68 @@ def profile_codecs(paths: dict, *, repeat: int = 3) -> list[CodecProfile]:
         t = measure(lambda p=path: stream_seconds(p), repeat=repeat, warmup=1)
         out.append(CodecProfile(name, ratio, raw / t.median))
     return out
+
+
+def corpus_text(corpus, limit: int | None = None, *, skip: int = 0) -> bytes:
+    """The corpus's document texts as UTF-8, one per line: bytes ``skip`` to ``skip + limit``.
+
+    This is the "raw text" a compressor sees (the JSONL wrapping left out).
+    """
+    from .corpus import iter_documents
+
+    out = bytearray()
+    want = None if limit is None else skip + limit
+    for doc in iter_documents(corpus):
+        out += doc.text.encode("utf-8") + b"\n"
+        if want is not None and len(out) >= want:
+            break
+    return bytes(out[skip:want])
+
+
+# --------------------------------------------------------------------------- break-even
+
+
+@dataclass(frozen=True)
+class ReadComparison:
+    """Predicted and measured seconds per codec for one storage, and each side's winner."""
+
+    storage: str
+    bandwidth: float
+    latency: float
+    predicted: dict
+    measured: dict
+
+    @property
+    def predicted_winner(self) -> str:
+        return min(self.predicted, key=self.predicted.get)
+
+    @property
+    def measured_winner(self) -> str:
+        return min(self.measured, key=self.measured.get)
+
+
+def compare_reads(paths: dict, profiles, preset, *, repeat: int = 1,
+                  prefetch: bool = False) -> ReadComparison:
+    """Read each codec's block file from a simulated store with ``preset``: predicted vs measured.
+
+    One request per block, so the prediction adds ``blocks × latency`` to the break-even model.
+    """
+    from .model import predict_read_seconds
+    from .storage import SimulatedStore
+
+    store = SimulatedStore(preset)
+    p = store.preset
+    bandwidth = min(p.stream_bandwidth, p.aggregate_bandwidth)
+    try:
+        predicted, measured = {}, {}
+        for prof in profiles:
+            with BlockReader(paths[prof.name]) as r:
+                n, blocks = r.size, r.table.n_blocks
+            predicted[prof.name] = predict_read_seconds(
+                [prof], n, bandwidth, overlap=prefetch, requests=blocks,
+                latency=p.latency)[prof.name]
+            measured[prof.name] = min(stream_seconds(paths[prof.name], store, prefetch=prefetch)
+                                      for _ in range(repeat))
+    finally:
+        store.close()
+    return ReadComparison(p.name, bandwidth, p.latency, predicted, measured)

@@ -199,6 +199,15 @@ class ReadComparison:
     def measured_winner(self) -> str:
         return min(self.measured, key=self.measured.get)
 
+    def contenders(self, tolerance: float = 0.05) -> list[str]:
+        """Codecs the model puts within ``tolerance`` of the predicted best (a near-tie)."""
+        best = self.predicted[self.predicted_winner]
+        return [k for k, v in self.predicted.items() if v <= best * (1 + tolerance)]
+
+    def agrees(self, tolerance: float = 0.05) -> bool:
+        """Whether the measured winner is one the model predicted to win or nearly tie."""
+        return self.measured_winner in self.contenders(tolerance)
+
 
 def compare_reads(paths: dict, profiles, preset, *, repeat: int = 1,
                   prefetch: bool = False) -> ReadComparison:
@@ -225,3 +234,25 @@ def compare_reads(paths: dict, profiles, preset, *, repeat: int = 1,
     finally:
         store.close()
     return ReadComparison(p.name, bandwidth, p.latency, predicted, measured)
+
+
+def token_bytes(corpus, text: bytes, *, vocab_size: int = 32_768,
+                train_bytes: int = 16 << 20) -> bytes:
+    """``text`` (documents one per line, as :func:`corpus_text` gives) as word-level token IDs,
+    each document ending with the end-of-document ID, stored as the shards store them
+    (little-endian ``uint16`` when the vocabulary fits).
+
+    The vocabulary is trained, as notebook 02 trains it, on the corpus (its first
+    ``train_bytes`` of text, so large corpora stay quick).
+    """
+    import numpy as np
+
+    from .shards import choose_dtype
+    from .tokenize import WordTokenizer, encode_corpus
+
+    train = corpus_text(corpus, train_bytes).decode("utf-8").splitlines()
+    tok = WordTokenizer.train(train, vocab_size)
+    docs = text.decode("utf-8", errors="ignore").splitlines()
+    dtype = choose_dtype(tok.vocab_size)
+    return b"".join(a.astype(dtype).tobytes() for a in encode_corpus(docs, tok)) \
+        if docs else np.empty(0, dtype).tobytes()

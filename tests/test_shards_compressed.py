@@ -162,3 +162,20 @@ def test_empty_corpus_compressed(tmp_path):
     write_shards([], tmp_path, vocab_size=1000, codec="zstd:3")
     with open_shards(tmp_path) as s:
         assert s.n_tokens == 0 and s.shards[0].compressed
+
+
+def test_tour_stages_and_bench_figures(tiny_corpus, tmp_path):
+    from iokit.bench import figure_compressed_shards
+    from iokit.tour import Context, stage_compress_shards, stage_compressed_epoch
+
+    ctx = Context(tiny_corpus, tmp_path)
+    rows = [stage_compress_shards(ctx), stage_compressed_epoch(ctx)]
+    assert "ratio" in rows[0].note and "memmap epoch" in rows[1].note
+    with open_shards(ctx.extra["compressed_shards"]) as z, open_shards(ctx.extra["shards"]) as r:
+        assert z.shards[0].compressed and z.n_tokens == r.n_tokens
+        assert np.array_equal(np.concatenate(list(z.iter_chunks())),
+                              np.concatenate(list(r.iter_chunks())))
+    figures = figure_compressed_shards(tiny_corpus, tmp_path / "bench")
+    frac, text, tokens = figures
+    assert frac.unit == "fraction" and frac.value > 0
+    assert text.value > tokens.value > 1  # token IDs compress worse than text

@@ -293,8 +293,8 @@ def break_even_panel(paths: dict, profiles, lo_mb: float = 10, hi_mb: float = 10
         for i, prof in enumerate(profiles):
             ys = [predict_read_seconds([prof], nbytes, b, overlap=overlap, requests=blocks,
                                        latency=latency)[prof.name] for b in bws]
-            plot.line(f"model: {prof.name}", "-", color=f"C{i}", lw=1)
-            plot.set_series(f"model: {prof.name}", bws / 1e6, ys, style="-")
+            plot.line(f"model: {prof.name}", "-", color=f"C{i}", lw=1).set_data(bws / 1e6, ys)
+        plot.redraw()  # once for all the model lines
         cmp = compare_reads(paths, profiles, preset, prefetch=overlap)
         for i, prof in enumerate(profiles):
             plot.line(prof.name, "o", color=f"C{i}")

@@ -157,20 +157,31 @@ def stream_seconds(path, storage=None, *, prefetch: bool = False) -> float:
     return time.perf_counter() - start
 
 
-def profile_codecs(paths: dict, *, repeat: int = 3) -> list[CodecProfile]:
+def profile_codecs(paths: dict, *, repeat: int = 5, min_run_s: float = 0.02
+                   ) -> list[CodecProfile]:
     """Ratio and decode speed of each block file, read warm from the local disk.
 
     The decode speed is what the reader does per raw byte besides the transfer: checksum,
-    decompress (for ``none``: checksum and copy). Files are read fully once first, so the
-    page cache holds them and the transfer costs next to nothing.
+    decompress (for ``none``: checksum and copy). Each file is read once first (so the page
+    cache holds it and the transfer costs next to nothing, and to learn how many passes make a
+    run last ``min_run_s``); then the codecs take turns, ``repeat`` runs each, so a busy moment
+    on a shared machine slows them all alike. The median run gives the speed.
     """
-    out = []
+    passes, sizes, ratios = {}, {}, {}
     for name, path in paths.items():
         with BlockReader(path) as r:
-            raw, ratio = r.size, r.table.ratio
-        t = measure(lambda p=path: stream_seconds(p), repeat=repeat, warmup=1)
-        out.append(CodecProfile(name, ratio, raw / t.median))
-    return out
+            sizes[name], ratios[name] = r.size, r.table.ratio
+        first = stream_seconds(path)
+        passes[name] = max(1, int(min_run_s / max(first, 1e-6)) + 1)
+    runs: dict = {name: [] for name in paths}
+    for _ in range(repeat):
+        for name, path in paths.items():
+            start = time.perf_counter()
+            for _ in range(passes[name]):
+                stream_seconds(path)
+            runs[name].append((time.perf_counter() - start) / passes[name])
+    return [CodecProfile(name, ratios[name], sizes[name] / Timing(runs[name]).median)
+            for name in paths]
 
 
 def corpus_text(corpus, limit: int | None = None, *, skip: int = 0) -> bytes:

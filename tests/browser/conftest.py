@@ -211,7 +211,10 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call":
         item.stash[_FAILED] = report.failed
-        _outcomes.append(f"{item.name.split('[')[-1].rstrip(']')} {report.outcome} "
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed (known bug)" if report.skipped else "xpassed"
+        _outcomes.append(f"{item.name.split('[')[-1].rstrip(']')} {outcome} "
                          f"in {report.duration:.0f} s")
     return report
 

@@ -34,6 +34,12 @@ CASES = [
     Case("01_naive_loop.ipynb", "chunk sizes", keys=("ArrowRight",) * 4, button="Run sweep"),
     # batch size 64 → 256: a second line joins the plot
     Case("02_preprocessing.ipynb", "batch size", keys=("ArrowRight",) * 2, button="Run sweep"),
+    # storage bandwidth 100 → 316 MB/s (ten log steps): each codec gets a new measured point
+    pytest.param(
+        Case("03_compression.ipynb", "MB/s", keys=("ArrowRight",) * 10, button="Measure"),
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "notebook 03's last cell deletes the block files its panel reads, so Measure after "
+            "Run All fails (No such file); remove this mark when the notebook keeps them"))),
 ]
 
 RUN_ALL_TIMEOUT_S = 90
@@ -41,7 +47,7 @@ SWEEP_TIMEOUT_S = 60
 
 
 def _ids(case):
-    return case.notebook.removesuffix(".ipynb")
+    return case.notebook.removesuffix(".ipynb") if isinstance(case, Case) else None
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -103,6 +109,8 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
             frames.append(page.screenshot())
         if not running and src != before:
             break
+        if not running and "error:" in (status := panel_status(cell)):
+            pytest.fail(f"{case.notebook}: after '{case.button}' the panel says: {status}")
         time.sleep(0.05)
     else:
         pytest.fail(f"{case.notebook}: the plot did not change within {SWEEP_TIMEOUT_S} s "
@@ -111,8 +119,8 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
         (screenshots / f"{stem}-mid-sweep.png").write_bytes(frames[len(frames) // 2])
     after = image.get_attribute("src")
     assert after.startswith("data:image/png") and after != before
-    status = cell.locator(".widget-html").first.inner_text()
-    assert "error" not in status.lower(), f"{case.notebook}: the panel says {status!r}"
+    status = panel_status(cell)
+    assert "error:" not in status, f"{case.notebook}: the panel says {status!r}"
     cell.screenshot(path=screenshots / f"{stem}-after-run.png")
 
 
@@ -193,6 +201,11 @@ def check_layout(cell, notebook: str) -> None:
         return bad;
     }""")
     assert not cramped, f"{notebook}: the panel's controls are squeezed: {', '.join(cramped)}"
+
+
+def panel_status(cell) -> str:
+    """The text of the panel's status line (Panel.say; errors start with "error:")."""
+    return cell.locator(".widget-html").first.inner_text()
 
 
 def control_value(control) -> str:

@@ -209,7 +209,7 @@ def browser(chromium_path):
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.when == "call":
+    if report.when == "call" and item.get_closest_marker("browser"):
         item.stash[_FAILED] = report.failed
         outcome = report.outcome
         if hasattr(report, "wasxfail"):

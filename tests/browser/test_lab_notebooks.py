@@ -4,11 +4,13 @@ nbval proves the notebooks execute in a kernel. This proves what a learner sees:
 render in the browser (the lab extension is there and its version matches), no cell shows an
 error, and changing a control then pressing Run redraws the live plot.
 
-A new notebook with a panel needs one entry in ``CASES``.
+A new notebook with a panel needs one entry in ``CASES`` (a quick test below, which needs no
+browser, fails until it has one).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -17,7 +19,6 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-pytestmark = pytest.mark.browser
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,17 @@ def _ids(case):
     return case.notebook.removesuffix(".ipynb") if isinstance(case, Case) else None
 
 
+def test_every_notebook_with_a_widget_has_a_case():
+    """A notebook whose committed outputs hold a widget needs an entry in CASES."""
+    covered = {(c.values[0] if hasattr(c, "values") else c).notebook for c in CASES}
+    with_widgets = {path.name for path in NOTEBOOKS.glob("*.ipynb")
+                    if any("application/vnd.jupyter.widget-view+json" in out.get("data", {})
+                           for cell in json.loads(path.read_text())["cells"]
+                           for out in cell.get("outputs", []))}
+    assert with_widgets - covered == set(), "add these notebooks to CASES"
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screenshots):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout

@@ -36,11 +36,7 @@ CASES = [
     # batch size 64 → 256: a second line joins the plot
     Case("02_preprocessing.ipynb", "batch size", keys=("ArrowRight",) * 2, button="Run sweep"),
     # storage bandwidth 100 → 316 MB/s (ten log steps): each codec gets a new measured point
-    pytest.param(
-        Case("03_compression.ipynb", "MB/s", keys=("ArrowRight",) * 10, button="Measure"),
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "notebook 03's last cell deletes the block files its panel reads, so Measure after "
-            "Run All fails (No such file); remove this mark when the notebook keeps them"))),
+    Case("03_compression.ipynb", "MB/s", keys=("ArrowRight",) * 10, button="Measure"),
 ]
 
 RUN_ALL_TIMEOUT_S = 90
@@ -48,12 +44,12 @@ SWEEP_TIMEOUT_S = 60
 
 
 def _ids(case):
-    return case.notebook.removesuffix(".ipynb") if isinstance(case, Case) else None
+    return case.notebook.removesuffix(".ipynb")
 
 
 def test_every_notebook_with_a_widget_has_a_case():
     """A notebook whose committed outputs hold a widget needs an entry in CASES."""
-    covered = {(c.values[0] if hasattr(c, "values") else c).notebook for c in CASES}
+    covered = {c.notebook for c in CASES}
     with_widgets = {path.name for path in NOTEBOOKS.glob("*.ipynb")
                     if any("application/vnd.jupyter.widget-view+json" in out.get("data", {})
                            for cell in json.loads(path.read_text())["cells"]

@@ -1,0 +1,115 @@
+"""Work that a parallel map sends to its workers.
+
+Every function here is defined at the top level of a module, so a worker process can import it
+by name whatever its start method (fork, spawn, forkserver). Arguments are small (a path and
+byte offsets, not the bytes) and results are compact numpy arrays, not lists of strings: what
+crosses between processes is pickled, and pickling a large object for every task can cost more
+than the work itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .tokenize import word_tokenize
+
+# --------------------------------------------------------------------------- the corpus by offsets
+
+
+def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
+    """Byte ranges ``(start, end)`` of the JSONL file, each whole lines of >= ``target_bytes``.
+
+    With the default (1) every range is one document. The ranges cover the file in order, so
+    tokenizing them one after another is tokenizing the file.
+    """
+    spans = []
+    start = pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            pos += len(line)
+            if pos - start >= target_bytes:
+                spans.append((start, pos))
+                start = pos
+    if pos > start:
+        spans.append((start, pos))
+    return spans
+
+
+def read_texts(path, span: tuple[int, int]) -> list[str]:
+    """The texts of the JSONL documents in the byte range ``span`` of ``path``."""
+    start, end = span
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    return [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+
+
+def tokenize_span(path, span: tuple[int, int]) -> np.ndarray:
+    """Token counts (``uint32``) of the documents in ``span``: the worker reads them itself."""
+    return np.array([len(word_tokenize(t)) for t in read_texts(path, span)], dtype=np.uint32)
+
+
+def tokenize_texts(texts: list[str]) -> np.ndarray:
+    """Token counts (``uint32``) of a list of texts, sent to the worker whole."""
+    return np.array([len(word_tokenize(t)) for t in texts], dtype=np.uint32)
+
+
+def tokenize_to_list(text: str) -> list[str]:
+    """The tokens of one text as a list of strings (large to send back; see the notebook)."""
+    return word_tokenize(text)
+
+
+# --------------------------------------------------------------------------- the I/O-bound stage
+
+
+def read_request(store, path, size: int, offset: int) -> int:
+    """One request of ``size`` bytes at ``offset`` from ``store``; returns the bytes read."""
+    return len(store.read(path, offset, size))
+
+
+def request_offsets(path, size: int, count: int) -> list[int]:
+    """``count`` request offsets of ``size`` bytes that walk through the file (wrapping)."""
+    total = Path(path).stat().st_size
+    stride = max(size, 1)
+    last = max(total - size, 0)
+    return [(i * stride) % (last + 1) for i in range(count)]
+
+
+# --------------------------------------------------------------------------- small demonstrations
+
+
+def square(x):
+    """``x * x``: a stand-in for real work."""
+    return x * x
+
+
+def slow_square(seconds: float, x):
+    """``x * x`` after sleeping ``seconds`` (work that waits, as I/O does)."""
+    time.sleep(seconds)
+    return x * x
+
+
+def fail_on(bad, x):
+    """``x * x``, but raise ValueError on ``bad`` (to see a worker's error reach the caller)."""
+    if x == bad:
+        raise ValueError(f"item {x!r} is bad")
+    return x * x
+
+
+def die_on(bad, x):
+    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad``."""
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)
+    return x * x
+
+
+def pid_of(x) -> int:
+    """The id of the process that ran this item."""
+    return os.getpid()

@@ -55,8 +55,9 @@ _CODAS = "- - - - n r s t l m d nd nt st rt ng ck ll ss rn ld mp sh ch th x ght"
 _SUFFIXES = "- - - - - - - - s ed ing er ly tion ment ness able ous al ive ist ity".split()
 
 VOCAB_SIZE = 60_000  # distinct words the generator draws from
-N_PHRASES = 12_000  # frequent multi-word phrases drawn like words
-ZIPF_EXPONENT = 1.07  # word frequency ~ 1 / rank**s (English is close to 1)
+N_PHRASES = 20_000  # frequent multi-word phrases drawn like words
+PHRASE_ZIPF_EXPONENT = 1.15  # which words phrases are made of
+ZIPF_EXPONENT = 1.12  # word frequency ~ 1 / rank**s (English is close to 1)
 WORDS_PER_DOC_MEDIAN = 400
 WORDS_PER_DOC_SIGMA = 1.0  # lognormal spread: a long tail of long documents
 WORDS_PER_DOC_MAX = 60_000
@@ -126,9 +127,10 @@ def make_vocabulary(seed: int = DEFAULT_SEED, size: int = VOCAB_SIZE) -> list[st
     # much of what a compressor finds in it. Phrases are built from frequent words and take
     # ranks among them, so they are drawn as often as frequent words are.
     phrases = []
+    cdf = np.cumsum(np.arange(1, 20_001, dtype=np.float64) ** -PHRASE_ZIPF_EXPONENT)
+    cdf /= cdf[-1]
     for _ in range(N_PHRASES):
-        n = 2 + rng.poisson(1.2)
-        picks = np.minimum(rng.zipf(1.15, size=n) - 1, 20_000)
+        picks = np.searchsorted(cdf, rng.random(2 + rng.poisson(1.2)))
         phrases.append(" ".join(words[i] for i in picks))
     slots = np.sort(rng.choice(np.arange(20, 40_000), size=N_PHRASES, replace=False))
     for offset, (slot, phrase) in enumerate(zip(slots, phrases)):
@@ -345,3 +347,65 @@ def _iter_text_folder(folder: Path) -> Iterator[Document]:
         with _open_for_reading(p) as f:
             raw = f.read()
         yield Document(str(p.relative_to(folder)), _decode(raw, p, 0, ""))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class CorpusStats:
+    """What a corpus looks like: sizes, document lengths, word frequencies, compressibility."""
+
+    path: Path
+    documents: int
+    bytes: int
+    characters: int
+    tokens: int
+    distinct_words: int
+    zstd3_ratio: float
+    doc_bytes: np.ndarray  # UTF-8 bytes of each document's text
+    word_counts: np.ndarray  # occurrences of each distinct word, most frequent first
+    top_words: list[str]
+
+    def summary(self) -> str:
+        return (f"{self.documents:,} documents, {self.bytes:,} bytes "
+                f"({self.characters:,} characters), {self.tokens:,} word tokens, "
+                f"{self.distinct_words:,} distinct words, zstd level-3 ratio "
+                f"{self.zstd3_ratio:.2f}")
+
+
+def corpus_stats(path, text_field: str = "text", top: int = 10) -> CorpusStats:
+    """Count documents, bytes, words (nltk word tokenizer, lower-cased) and the zstd-3 ratio."""
+    from collections import Counter
+
+    import zstandard
+
+    from .tokenize import word_tokenize
+
+    path = Path(path)
+    counts: Counter = Counter()
+    doc_bytes, chars, tokens = [], 0, 0
+    for doc in iter_documents(path, text_field=text_field):
+        doc_bytes.append(len(doc.text.encode("utf-8")))
+        chars += len(doc.text)
+        words = word_tokenize(doc.text)
+        tokens += len(words)
+        counts.update(w.lower() for w in words if w.isalpha())
+    size = path.stat().st_size if path.is_file() else int(sum(doc_bytes))
+    compressed = 0
+    cctx = zstandard.ZstdCompressor(level=3)
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    for f in files:
+        with open(f, "rb") as src:
+            chunker = cctx.chunker(chunk_size=1 << 20)
+            for block in iter(lambda: src.read(1 << 20), b""):
+                compressed += sum(len(c) for c in chunker.compress(block))
+            compressed += sum(len(c) for c in chunker.finish())
+    ranked = counts.most_common()
+    return CorpusStats(
+        path=path, documents=len(doc_bytes), bytes=size, characters=chars, tokens=tokens,
+        distinct_words=len(counts), zstd3_ratio=size / compressed if compressed else 1.0,
+        doc_bytes=np.array(doc_bytes, dtype=np.int64),
+        word_counts=np.array([c for _, c in ranked], dtype=np.int64),
+        top_words=[w for w, _ in ranked[:top]],
+    )

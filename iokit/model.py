@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .timing import MB
+from .timing import MB, format_bytes, format_seconds
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ class RequestCostModel:
         return self.overhead_s * self.bandwidth
 
     def __str__(self) -> str:
-        return (f"overhead {self.overhead_s * 1e6:,.2f} µs per call, "
-                f"bandwidth {self.bandwidth / MB:,.0f} MB/s, knee at {self.knee:,.0f} B")
+        return (f"overhead {format_seconds(self.overhead_s)} per call, "
+                f"bandwidth {self.bandwidth / MB:,.0f} MB/s, "
+                f"knee at {format_bytes(self.knee)}")
 
 
 def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:

@@ -133,3 +133,76 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
         raise RuntimeError("chunked_loop wrote a different number of bytes than it counted")
     return LoopResult(f"chunked {chunk_size:,} B", bytes_in, bytes_out, docs, tokens,
                       tl.totals(), tl.now() - start)
+
+
+@dataclass
+class LoopPrediction:
+    """Predicted seconds per stage, from small measurements of each cost."""
+
+    per_read_call: float  # seconds for one read() system call of 1 byte
+    tokenize_bytes_per_s: float
+    per_write_call: float  # seconds for one small write() system call
+    stage_seconds: dict[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+
+def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 256_000,
+                 tokenize=word_tokenize) -> LoopPrediction:
+    """Predict a loop's stage times before running it (``chunk_size=None``: the naive loop).
+
+    The model::
+
+        read    = read calls × per-call cost   (naive: one call per byte, plus one at the end)
+        process = corpus bytes / tokenizer speed
+        write   = write calls × per-call cost  (naive: one per document)
+
+    Each cost is measured on a small sample: an unbuffered ``readline`` of a 20,000-byte line
+    (20,001 one-byte read calls, as in the naive loop), tokenizing the corpus's first
+    ``sample_bytes``, and 2,000 small unbuffered writes.
+    """
+    import tempfile
+
+    from .timing import measure
+
+    corpus = Path(corpus)
+    size = corpus.stat().st_size
+    n = 20_000
+    with tempfile.TemporaryFile(buffering=0) as f:
+        f.write(b"x" * n)
+
+        def one_line():
+            f.seek(0)
+            f.readline()
+
+        per_read = measure(one_line, repeat=3).median / (n + 1)
+
+    texts, sample = [], 0
+    docs = 0
+    for doc in iter_documents(corpus):
+        docs += 1
+        if sample < sample_bytes:
+            texts.append(doc.text)
+            sample += len(doc.text.encode("utf-8"))
+    rate = sample / measure(lambda: [tokenize(t) for t in texts], repeat=3).median
+
+    line = b"x" * max(1, size // max(docs, 1))
+    with tempfile.TemporaryFile(buffering=0) as f:
+        def writes():
+            f.seek(0)
+            for _ in range(2_000):
+                f.write(line)
+        per_write = measure(writes, repeat=3).median / 2_000
+
+    if chunk_size is None:
+        calls_in, calls_out = size + 1, docs
+    else:
+        calls_in = size // chunk_size + 1
+        calls_out = max(1, size // chunk_size)
+    return LoopPrediction(per_read, rate, per_write, {
+        "read": calls_in * per_read,
+        "process": size / rate,
+        "write": calls_out * per_write,
+    })

@@ -70,6 +70,17 @@ def format_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def format_bytes(n: float) -> str:
+    """1 B, 4 KiB, 16 MiB: binary units, as chunk sizes are chosen."""
+    if n != n or n in (float("inf"), float("-inf")):
+        return f"{n} B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if n == int(n) else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} GiB"  # pragma: no cover
+
+
 def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
             nbytes: int | None = None, setup: Callable[[], object] | None = None,
             label: str = "") -> Timing:

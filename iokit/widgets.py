@@ -123,3 +123,65 @@ class Panel:
         if run:
             self.run()
         return self
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+SWEEP_STORAGES = {
+    "local disk, warm cache": ("local", False),
+    "local disk, cold cache": ("local", True),
+    "simulated local-nvme": ("local-nvme", False),
+    "simulated network-fs": ("network-fs", False),
+    "simulated hdd": ("hdd", False),
+    "simulated object-store": ("object-store", False),
+}
+
+
+def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
+    """Notebook 01's panel: sweep chunk sizes on a storage, plot MB/s, fit the cost model.
+
+    Controls: ``chunk sizes`` (a range of powers of two, bytes) and ``storage``.
+    """
+    import ipywidgets as w
+
+    from .chunks import chunk_sweep, fit_sweep, powers_of_two
+    from .plots import throughput_model_curve
+    from .storage import open_storage
+    from .timing import format_bytes
+
+    sizes = powers_of_two(1, 64 << 20)
+    options = [(format_bytes(c), c) for c in sizes]
+    controls = {
+        "chunks": w.SelectionRangeSlider(options=options, index=(sizes.index(lo), sizes.index(hi)),
+                                         description="chunk sizes", continuous_update=False,
+                                         layout=w.Layout(width="420px")),
+        "storage": w.Dropdown(options=list(SWEEP_STORAGES), description="storage"),
+    }
+    plot = LivePlot("bytes per read call (log scale)",
+                    "throughput (MB/s, log scale)", title="Read throughput against chunk size")
+
+    def run(panel: Panel) -> None:
+        label = panel.value("storage")
+        name, cold = SWEEP_STORAGES[label]
+        storage = open_storage(name)
+        lo_, hi_ = panel.value("chunks")
+        chunks = powers_of_two(lo_, hi_)
+        simulated = getattr(storage, "simulated", False)
+        for key in (label, f"model fit: {label}"):
+            if key in plot.lines:
+                plot.lines.pop(key).remove()
+        points = []
+        kwargs = {"max_calls": 25, "repeat": 1, "warmup": 0} if simulated else {}
+        for p in chunk_sweep(path, chunks, storage, cold=cold, **kwargs):
+            points.append(p)
+            plot.add_point(label, p.request_bytes, p.mb_per_s)
+            panel.say(f"{label}: {format_bytes(p.chunk)} → {p.mb_per_s:,.1f} MB/s "
+                      f"({p.calls:,} calls)")
+        panel.results[:] = points
+        if len(points) >= 2:
+            model = fit_sweep(points)
+            plot.set_series(f"model fit: {label}", *throughput_model_curve(model, chunks))
+            panel.model = model
+            panel.say(f"{label}: fitted {model}" + (" (simulated storage)" if simulated else ""))
+
+    return Panel(controls, plot, run, description="Run sweep")

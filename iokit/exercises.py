@@ -1,0 +1,72 @@
+"""Answer checks for the notebooks' exercises.
+
+Each check prints whether the answer is right (and a hint when it is not) and returns a bool,
+so a learner gets feedback in place and the notebooks' solution cells double as tests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def _report(ok: bool, hint: str) -> bool:
+    print("✓ correct" if ok else f"✗ not quite: {hint}")
+    return ok
+
+
+def close(answer, expected: float, rel: float = 0.1) -> bool:
+    """Whether ``answer`` is within ``rel`` (relative) of ``expected``."""
+    try:
+        return math.isclose(float(answer), expected, rel_tol=rel)
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def naive_read_calls(answer, corpus) -> bool:
+    """01-1: how many read() system calls does the naive loop make on this corpus?"""
+    expected = Path(corpus).stat().st_size + 1
+    return _report(answer == expected,
+                   "an unbuffered readline() asks the OS for one byte per call; "
+                   "and one more call finds the end of the file.")
+
+
+def knee_chunk(answer, model) -> bool:
+    """01-2: the chunk size at which per-call overhead and transfer time are equal."""
+    return _report(close(answer, model.knee, 0.05),
+                   "set calls × overhead equal to bytes / bandwidth for a single call: "
+                   "c = overhead × bandwidth (in bytes).")
+
+
+def object_store_seconds(answer) -> bool:
+    """01-3: seconds to read 1 GB (10**9 bytes) from the object-store preset in 64 KiB requests,
+    one request at a time."""
+    from .model import RequestCostModel
+    from .storage import get_preset
+
+    p = get_preset("object-store")
+    expected = RequestCostModel(p.latency, p.stream_bandwidth).seconds(1e9, 64 * 1024)
+    return _report(close(answer, expected, 0.02),
+                   "calls = ceil(10**9 / 65536); time = calls × latency + bytes / bandwidth, "
+                   "with the preset's latency and per-stream bandwidth.")
+
+
+# --------------------------------------------------------------------------- notebook 00
+
+
+def mean_document_bytes(answer, stats) -> bool:
+    """00-1: the mean size of a document's text, in UTF-8 bytes."""
+    return _report(close(answer, float(stats.doc_bytes.mean()), 0.01),
+                   "divide the total UTF-8 bytes of all texts by the number of documents "
+                   "(stats.doc_bytes holds each document's size).")
+
+
+def top_words_share(answer, stats, n: int = 100) -> bool:
+    """00-2: the fraction of all word occurrences taken by the ``n`` most frequent words."""
+    expected = float(stats.word_counts[:n].sum() / stats.word_counts.sum())
+    return _report(close(answer, expected, 0.01),
+                   "stats.word_counts is sorted, most frequent first: sum the first n and "
+                   "divide by the sum of all.")

@@ -1,0 +1,105 @@
+"""The kit's figures: plain matplotlib, drawn on axes the caller gives (or a new figure).
+
+Every axis says what it shows and in which unit; sizes that span decades get log scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _axes(ax=None, figsize=(7, 4)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def doc_length_histogram(doc_bytes, ax=None):
+    """Histogram of document sizes on a log axis: the long tail of long documents."""
+    ax = _axes(ax)
+    doc_bytes = np.asarray(doc_bytes)
+    bins = np.logspace(np.log10(max(doc_bytes.min(), 1)), np.log10(doc_bytes.max() + 1), 40)
+    ax.hist(doc_bytes, bins=bins, color="tab:blue", alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("document size (bytes, log scale)")
+    ax.set_ylabel("documents")
+    med = float(np.median(doc_bytes))
+    ax.axvline(med, color="k", ls="--", lw=1)
+    ax.set_title(f"Document sizes: median {med:,.0f} B, largest {doc_bytes.max():,} B")
+    return ax
+
+
+def zipf_plot(word_counts, ax=None, exponent: float = 1.0):
+    """Word frequency against rank on log-log axes, with a 1/rank**s reference line."""
+    ax = _axes(ax)
+    counts = np.asarray(word_counts, dtype=float)
+    ranks = np.arange(1, len(counts) + 1)
+    ax.loglog(ranks, counts, ".", ms=2, label="this corpus")
+    ax.loglog(ranks, counts[0] * ranks**-exponent, "k--", lw=1,
+              label=f"Zipf's law, frequency ∝ 1/rank^{exponent:g}")
+    ax.set_xlabel("word rank (1 = most frequent, log scale)")
+    ax.set_ylabel("occurrences (log scale)")
+    ax.set_title(f"Word frequencies: {len(counts):,} distinct words")
+    ax.legend()
+    return ax
+
+
+def stage_breakdown(results, ax=None):
+    """Stacked horizontal bars: seconds spent reading, processing and writing, per loop."""
+    ax = _axes(ax, figsize=(7, 1.2 + 0.6 * len(results)))
+    colors = {"read": "tab:blue", "process": "tab:orange", "write": "tab:green"}
+    names = [r.name for r in results]
+    left = np.zeros(len(results))
+    for stage, color in colors.items():
+        secs = np.array([r.stage_seconds.get(stage, 0.0) for r in results])
+        ax.barh(names, secs, left=left, color=color, label=stage)
+        left += secs
+    other = np.array([r.seconds for r in results]) - left
+    ax.barh(names, np.clip(other, 0, None), left=left, color="lightgray", label="loop overhead")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("Where the time goes")
+    return ax
+
+
+def throughput_model_curve(model, chunks):
+    """x (bytes) and y (MB/s) of a request-cost model's throughput over a chunk-size range."""
+    xs = np.logspace(np.log10(min(chunks)), np.log10(max(chunks)), 100)
+    return xs, model.throughput(xs) / 1e6
+
+
+def predicted_vs_measured(pairs, ax=None):
+    """Grouped bars per stage: predicted and measured seconds, for (name, prediction, result)."""
+    ax = _axes(ax)
+    stages = ["read", "process", "write"]
+    width = 0.8 / (2 * len(pairs))
+    x = np.arange(len(stages))
+    for i, (name, pred, result) in enumerate(pairs):
+        offset = (2 * i - len(pairs) + 0.5) * width
+        ax.bar(x + offset, [pred.stage_seconds[s] for s in stages], width, alpha=0.45,
+               hatch="//", label=f"{name}: predicted", color=f"C{i}")
+        ax.bar(x + offset + width, [result.stage_seconds.get(s, 0.0) for s in stages], width,
+               label=f"{name}: measured", color=f"C{i}")
+    ax.set_xticks(x, stages)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("Predicted and measured time per stage")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def sweep_with_model(points, model, ax=None, label="measured"):
+    """Throughput against chunk size (log-log) with the fitted request-cost model through it."""
+    ax = _axes(ax)
+    chunks = [p.request_bytes for p in points]
+    ax.loglog(chunks, [p.mb_per_s for p in points], "o", label=label)
+    ax.loglog(*throughput_model_curve(model, chunks), "--", label=f"model: {model}")
+    ax.set_xlabel("bytes per request (log scale)")
+    ax.set_ylabel("throughput (MB/s, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax

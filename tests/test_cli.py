@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+from iokit.cli import main
+
+
+def test_data_command_makes_the_corpus_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IOKIT_DATA", str(tmp_path))
+    assert main(["data", "--scale", "tiny"]) == 0
+    first = capsys.readouterr().out
+    assert "corpus-tiny-seed1234.jsonl" in first and "scale tiny" in first
+    assert main(["data", "--scale", "tiny"]) == 0
+    assert "already there" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["tour", "--scale", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iokit: error: unknown scale 'huge'") and err.count("\n") == 1
+    assert main(["tour", "--corpus", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such corpus" in capsys.readouterr().err
+    assert main(["tour", "--corpus", str(tmp_path), "--storage", "floppy"]) == 2
+    assert "unknown storage preset 'floppy'" in capsys.readouterr().err
+
+
+def test_python_dash_m_works_and_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    proc = subprocess.run([sys.executable, "-m", "iokit", "tour", "--corpus", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "line 1, column 1: malformed JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tour_prints_the_table(tiny_corpus, capsys):
+    assert main(["tour", "--corpus", str(tiny_corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "naive loop" in out and "speedup" in out and "output identical to naive" in out

@@ -103,7 +103,7 @@ def _init_worker(preload: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
-def _pause(seconds: float) -> int:
+def _pause(seconds: float, _item=None) -> int:
     import time
 
     time.sleep(seconds)

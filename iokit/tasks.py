@@ -113,3 +113,14 @@ def die_on(bad, x):
 def pid_of(x) -> int:
     """The id of the process that ran this item."""
     return os.getpid()
+
+
+def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
+    """Like :func:`tokenize_span`, but cut from ``data``, the whole corpus sent with the task.
+
+    The notebook's example of a mistake: bound with ``partial``, ``data`` travels with every
+    task.
+    """
+    start, end = span
+    texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
+    return tokenize_texts(texts)

@@ -185,3 +185,63 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
             panel.say(f"{label}: fitted {model}" + (" (simulated storage)" if simulated else ""))
 
     return Panel(controls, plot, run, description="Run sweep")
+
+
+# --------------------------------------------------------------------------- notebook 04
+
+
+def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size: int = 16,
+                   repeat: int = 3) -> Panel:
+    """Notebook 04's panel: tokenize with 1..n workers, plot the speedup, fit Amdahl's law.
+
+    Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
+    (processes or threads). After a run, ``panel.results`` holds the points and
+    ``panel.serial_fraction`` the fitted serial fraction.
+    """
+    import ipywidgets as w
+    import numpy as np
+
+    from .model import amdahl_speedup, fit_serial_fraction
+    from .scaling import tokenize_point
+
+    sizes = [1 << k for k in range(0, 11)]
+    controls = {
+        "workers": w.IntRangeSlider(value=workers, min=1, max=max_workers, description="workers",
+                                    continuous_update=False),
+        "chunk": w.SelectionSlider(options=sizes, value=chunk_size, description="chunk size",
+                                   continuous_update=False),
+        "kind": w.Dropdown(options=["processes", "threads"], description="kind"),
+    }
+    plot = LivePlot("workers", "speedup over 1 worker (×)", xscale="linear", yscale="linear",
+                    title="Tokenization speedup against workers")
+
+    def run(panel: Panel) -> None:
+        lo, hi = panel.value("workers")
+        chunk, kind = panel.value("chunk"), panel.value("kind")
+        label = f"{kind}, {chunk} docs per task"
+        for name in list(plot.lines):
+            if name != "ideal":
+                plot.lines.pop(name).remove()
+        plot.set_series("ideal", [1, hi], [1, hi], style="k:")
+        base = tokenize_point(path, spans, kind, 1, chunk, repeat=repeat)
+        points = [base] if lo == 1 else []
+        if lo == 1:
+            plot.add_point(label, 1, 1.0)
+        for n in range(max(lo, 2), hi + 1):
+            p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat)
+            points.append(p)
+            plot.add_point(label, n, p.speedup(base))
+            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup(base):.2f}× "
+                      f"over 1 ({base.seconds * 1e3:,.0f} ms)")
+        panel.results[:] = points
+        panel.baseline = base
+        if any(p.workers > 1 for p in points):
+            s = fit_serial_fraction([p.workers for p in points],
+                                    [p.speedup(base) for p in points])
+            panel.serial_fraction = s
+            xs = np.linspace(1, hi, 50)
+            plot.set_series(f"Amdahl fit, serial fraction {s:.2f}", xs, amdahl_speedup(xs, s))
+            panel.say(f"{label}: fitted serial fraction {s:.2f} (Amdahl: at most "
+                      f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
+
+    return Panel(controls, plot, run, description="Run")

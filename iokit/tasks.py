@@ -124,3 +124,11 @@ def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
     start, end = span
     texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
     return tokenize_texts(texts)
+
+
+def token_lines_span(path, span: tuple[int, int]) -> bytes:
+    """The documents in ``span`` as the loops of :mod:`iokit.stages` write them: one line of
+    space-separated tokens per document, as one ``bytes`` object (cheap to send back)."""
+    from .stages import _tokens_line
+
+    return b"".join(_tokens_line(t, word_tokenize) for t in read_texts(path, span))

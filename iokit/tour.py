@@ -81,3 +81,42 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"{r.stage:<48} {r.seconds:>8.2f}s {r.rate:>9,.1f} {r.unit:<4} "
                      f"{base / r.seconds:>7.1f}×  {r.note}")
     return "\n".join(lines)
+
+
+def stage_parallel_tokenize(ctx: Context) -> Row:
+    import os
+    import time
+
+    from .scaling import parallel_token_file
+
+    workers = os.cpu_count() or 1
+    out = ctx.workdir / "tokens-parallel.txt"
+    start = time.perf_counter()
+    bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=16)
+    seconds = time.perf_counter() - start
+    naive = ctx.workdir / "tokens-naive.txt"
+    note = f"{workers} processes, 16 docs per task, pool start-up included"
+    if naive.exists():
+        same = out.read_bytes() == naive.read_bytes()
+        note += "; output identical to naive" if same else "; OUTPUT DIFFERS from naive"
+    return Row(f"tokenize with {workers} processes", seconds, bytes_in, note=note)
+
+
+def stage_threaded_reads(ctx: Context) -> Row:
+    from .model import ThreadedReadModel
+    from .scaling import read_point
+    from .storage import SimulatedStore
+
+    threads, request = 16, 1 << 20
+    store = SimulatedStore("object-store")
+    p = read_point(store, ctx.corpus, threads, request, 8 * threads, repeat=1)
+    m = ThreadedReadModel.from_preset("object-store")
+    model = float(m.throughput(threads, request))
+    return Row(f"reads, {threads} threads (sim. object store)", p.seconds, p.nbytes,
+               note=f"1 MiB requests, {p.mb_per_s * 1e6 / model:.0%} of the model "
+                    f"({model / 1e6:,.0f} MB/s); one stream: "
+                    f"{float(m.per_stream(request)) / 1e6:.0f} MB/s")
+
+
+STAGES.append(stage_parallel_tokenize)
+STAGES.append(stage_threaded_reads)

@@ -204,7 +204,7 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     from .model import amdahl_speedup, fit_serial_fraction
     from .scaling import tokenize_point
 
-    sizes = [1 << k for k in range(0, 11)]
+    sizes = sorted({1 << k for k in range(0, 11)} | {chunk_size})
     controls = {
         "workers": w.IntRangeSlider(value=workers, min=1, max=max_workers, description="workers",
                                     continuous_update=False),

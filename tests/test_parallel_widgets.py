@@ -28,3 +28,9 @@ def test_parallel_panel_plots_speedups_and_fits_amdahl(tiny_corpus):
     assert xs == [1, 2, 3]
     assert [p.workers for p in panel.results] == [1, 2, 3]
     assert "fitted serial fraction" in panel.status.value
+
+
+def test_parallel_panel_accepts_any_chunk_size(tiny_corpus):
+    spans = corpus_sample(tiny_corpus, 20_000)
+    panel = parallel_panel(tiny_corpus, spans, chunk_size=217)
+    assert panel.value("chunk") == 217

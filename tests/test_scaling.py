@@ -22,3 +22,18 @@ def test_read_point_reads_every_request(tiny_corpus):
     store = SimulatedStore("network-fs")
     p = read_point(store, tiny_corpus, 4, 4096, 12, repeat=1)
     assert (p.kind, p.workers, p.items, p.nbytes) == ("threads", 4, 12, 12 * 4096)
+
+
+def test_parallel_token_file_matches_the_naive_loop(tiny_corpus, tmp_path):
+    import hashlib
+
+    from iokit.scaling import parallel_token_file
+    from iokit.stages import chunked_loop
+
+    chunked_loop(tiny_corpus, tmp_path / "naive.txt")  # byte-identical to the naive loop
+    want = hashlib.sha256((tmp_path / "naive.txt").read_bytes()).hexdigest()
+    for workers, chunk in [(1, 1), (2, 5), (3, 64)]:
+        out = tmp_path / f"par-{workers}-{chunk}.txt"
+        bytes_in, bytes_out = parallel_token_file(tiny_corpus, out, workers, chunk)
+        assert bytes_in == tiny_corpus.stat().st_size and bytes_out == out.stat().st_size
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == want

@@ -13,10 +13,12 @@ import json
 import os
 import signal
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .errors import CorpusError
 from .tokenize import word_tokenize
 
 # --------------------------------------------------------------------------- the corpus by offsets
@@ -41,13 +43,26 @@ def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
     return spans
 
 
-def read_texts(path, span: tuple[int, int]) -> list[str]:
+def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[str]:
     """The texts of the JSONL documents in the byte range ``span`` of ``path``."""
     start, end = span
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(end - start)
-    return [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+    texts = []
+    offset = start
+    for line in raw.splitlines(keepends=True):
+        if line.strip():
+            try:
+                texts.append(json.loads(line)[text_field])
+            except (ValueError, KeyError, TypeError):
+                raise CorpusError(
+                    f"{path}: the document at byte offset {offset} is not a JSON object with a "
+                    f"{text_field!r} field; check it with iokit.iter_documents({str(path)!r}), "
+                    "which names the line."
+                ) from None
+        offset += len(line)
+    return texts
 
 
 def tokenize_span(path, span: tuple[int, int]) -> np.ndarray:
@@ -124,6 +139,37 @@ def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
     start, end = span
     texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
     return tokenize_texts(texts)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(vocab_path: str, stamp: float):
+    from .tokenize import load_tokenizer
+
+    return load_tokenizer(vocab_path)
+
+
+def load_tokenizer_once(vocab_path) -> object:
+    """The tokenizer saved at ``vocab_path``, loaded once per worker (and again if the file
+    changes)."""
+    return _tokenizer(str(vocab_path), os.stat(vocab_path).st_mtime_ns)
+
+
+def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text") -> list:
+    """The token IDs of each document in ``span``, each ending with the end-of-document ID.
+
+    Only the tokenizer's path travels with the task; the worker loads it once.
+    """
+    from .tokenize import encode_corpus
+
+    tok = load_tokenizer_once(vocab_path)
+    return list(encode_corpus(read_texts(path, span, text_field), tok))
+
+
+def encode_texts(vocab_path, texts: list[str]) -> list:
+    """The token IDs of each text (for corpora that are folders of ``.txt`` files)."""
+    from .tokenize import encode_corpus
+
+    return list(encode_corpus(texts, load_tokenizer_once(vocab_path)))
 
 
 def token_lines_span(path, span: tuple[int, int]) -> bytes:

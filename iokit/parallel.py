@@ -207,12 +207,14 @@ class WorkerPool:
         if self.kind == "processes":
             check_sendable(fn, self.start_method)
         if self.kind == "serial":
-            first = 0
-            for chunk in chunked(items, chunk_size):
-                yield from _run_chunk(fn, first, chunk)
-                first += len(chunk)
-            return
-        yield from self._imap_pool(fn, items, chunk_size)
+            return self._imap_serial(fn, items, chunk_size)
+        return self._imap_pool(fn, items, chunk_size)
+
+    def _imap_serial(self, fn, items, chunk_size):
+        first = 0
+        for chunk in chunked(items, chunk_size):
+            yield from _run_chunk(fn, first, chunk)
+            first += len(chunk)
 
     def _submit(self, fn, first: int, chunk: list) -> Future:
         if self.kind == "threads":

@@ -172,3 +172,12 @@ def test_tokenizing_spans_in_parallel_equals_tokenizing_texts(small_corpus):
     counts = parallel_map(partial(tasks.tokenize_span, str(path)), spans, workers=2,
                           kind="processes", chunk_size=2)
     assert [int(c) for arr in counts for c in arr] == list(tasks.tokenize_texts(texts))
+
+
+def test_imap_checks_its_arguments_at_once():
+    pool = WorkerPool(2, "processes")
+    with pytest.raises(ParameterError, match="chunk size"):
+        pool.imap(tasks.square, [1], chunk_size=0)
+    with pytest.raises(ParameterError, match="top level of a module"):
+        pool.imap(lambda x: x, [1])
+    pool.close()

@@ -72,3 +72,26 @@ def test_a_bad_line_in_a_worker_names_the_file_and_offset(tmp_path, tokenizer):
     with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset}"):
         parallel_pretokenize(corpus, tokenizer, out, workers=2, chunk_size=3)
     assert leftover_temp_files(out) == []
+
+
+def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, monkeypatch):
+    from iokit import tasks
+    from iokit.errors import FormatError
+
+    real = tasks.encode_span
+    calls = []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C arrives while document 300 is being encoded
+        calls.append(1)
+        if len(calls) == 300:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "encode_span", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, chunk_size=4,
+                             kind="threads", max_shard_bytes=MAX_SHARD)
+    assert leftover_temp_files(tmp_path) == []
+    assert len(list(tmp_path.glob("*.bin"))) >= 1  # complete shards before the interruption
+    with pytest.raises(FormatError):  # but the set has no last shard, and says so
+        shards.open_shards(tmp_path)

@@ -37,6 +37,44 @@ def run_bench(corpus, figures=None) -> list[Figure]:
     return out
 
 
+# --------------------------------------------------------------------------- pretokenized shards
+
+
+def figure_pretokenized(corpus: Path, workdir: Path) -> list[Figure]:
+    """(a) epoch from shards vs from text; (b) window sampling vs a numpy copy of its bytes."""
+    from .corpus import iter_documents
+    from .epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
+    from .shards import open_shards, pretokenize
+    from .timing import measure
+    from .tokenize import WordTokenizer
+
+    tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
+    folder = workdir / "shards-word"
+    pretokenize(corpus, tok, folder)
+    size = corpus.stat().st_size
+    shards = open_shards(folder)
+    raw = measure(lambda: raw_epoch(corpus, tok), repeat=3, warmup=1)
+    pre = measure(lambda: shard_epoch(shards, size), repeat=5, warmup=1)
+    shards.close()
+    batch, block = 64, 1024
+    sample = sampling_rate(folder, batch, block, batches=20, repeat=5)
+    number = 50
+    copy = copy_rate(sample.bytes_per_batch, number=number)
+    fraction = (copy.median / number) / sample.seconds_per_batch
+    return [
+        Figure("pretokenized epoch speedup over raw-text epoch (word tokenizer)",
+               raw.median / pre.median, "×",
+               f"text {raw.median:.3g} s, shards {pre.median:.3g} s per epoch"),
+        Figure(f"window sampling ({batch}×{block}, warm) / numpy copy of same bytes",
+               fraction, "fraction",
+               f"{sample.tokens_per_s / 1e6:,.1f} M tokens/s; copy "
+               f"{copy.mb_per_s:,.0f} MB/s"),
+    ]
+
+
+FIGURES.append(figure_pretokenized)
+
+
 def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
     """Tokenization speedup with one process per core at the best chunk size, and threaded
     reads on the simulated object store as a fraction of the model, side by side."""

@@ -72,6 +72,55 @@ def top_words_share(answer, stats, n: int = 100) -> bool:
                    "divide by the sum of all.")
 
 
+# --------------------------------------------------------------------------- notebook 02
+
+
+def token_dtype(answer, vocab_size: int) -> bool:
+    """02-1: the numpy dtype to store IDs of a ``vocab_size`` vocabulary ('uint16'/'uint32')."""
+    import numpy as np
+
+    from .model import token_itemsize
+
+    expected = "uint16" if token_itemsize(vocab_size) == 2 else "uint32"
+    try:
+        given = np.dtype(answer).name
+    except TypeError:
+        given = str(answer)
+    return _report(given == expected,
+                   "IDs run from 0 to vocab_size - 1; uint16 holds 0..65,535, so it fits a "
+                   "vocabulary of at most 65,536 IDs.")
+
+
+def corpus_disk_bytes(answer, n_tokens: int, vocab_size: int) -> bool:
+    """02-2: bytes on disk of ``n_tokens`` stored IDs of a ``vocab_size`` vocabulary."""
+    from .model import shard_bytes
+
+    return _report(close(answer, shard_bytes(n_tokens, vocab_size), 0.001),
+                   "tokens × bytes per token (2 for uint16, 4 for uint32); the .idx adds only "
+                   "8 bytes per document.")
+
+
+def break_even_epochs(answer, model) -> bool:
+    """02-3: after how many epochs has pretokenizing paid for itself (a real number)?"""
+    return _report(close(answer, model.break_even, 0.02),
+                   "set k × R = P + k × S and solve for k: k = P / (R - S).")
+
+
+ONE_TOKEN_CHOICES = {
+    "a": "the disk is slow for small reads",
+    "b": "each token pays Python and numpy overhead per item (an index, a new scalar object), "
+         "which costs far more than its 2 bytes",
+    "c": "the memory map copies the whole file on every access",
+}
+
+
+def one_token_at_a_time(answer) -> bool:
+    """02-4: why is reading a window one token at a time from the memmap so slow? a, b or c."""
+    return _report(str(answer).strip().lower() == "b",
+                   "the file is in the page cache (warm) and slicing a map copies nothing: look "
+                   "at what each loop iteration does besides moving 2 bytes.")
+
+
 # --------------------------------------------------------------------------- notebook 04
 
 

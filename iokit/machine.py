@@ -38,12 +38,19 @@ def describe_machine(data_dir=None) -> dict:
     }
 
 
+def _shown_path(path) -> str:
+    """A path as the learner would type it: relative to the working folder when inside it."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith(".." + os.sep + "..") else str(path)
+
+
 def setup_check(data_dir=None) -> dict:
     """Print the machine description and what to do about anything missing; return it."""
     info = describe_machine(data_dir)
     print(f"Python {info['python']} on {info['os']}, {info['cores']} cores")
     if info["free_disk_gb"] is not None:
-        print(f"free disk where data goes: {info['free_disk_gb']:,.1f} GB ({info['data_dir']})")
+        print(f"free disk where data goes: {info['free_disk_gb']:,.1f} GB "
+              f"({_shown_path(info['data_dir'])})")
     print("cold reads (drop a file from the page cache):",
           "possible" if info["cold_reads"] else "not on this OS; every read will be warm")
     print(f"corpus scale: {info['scale']} (set IOKIT_SCALE=tiny|small|large to change)")

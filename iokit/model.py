@@ -76,6 +76,111 @@ def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:
     return RequestCostModel(float(overhead), float(1 / inv_bw) if inv_bw > 0 else math.inf)
 
 
+# --------------------------------------------------------------------------- notebook 02
+#
+# Tokenize on the fly and every epoch pays the tokenizer; tokenize once and every epoch only
+# reads the stored IDs, after a one-off preprocessing cost P:
+#
+#     on the fly:  k epochs cost k × R          (R = read + tokenize the text)
+#     pretokenized: k epochs cost P + k × S     (S = read the shards)
+#
+# so pretokenizing pays from k > P / (R - S) epochs on. Stored IDs take itemsize bytes each:
+# 2 (uint16) when the vocabulary has at most 65,536 IDs, else 4 (uint32).
+
+
+@dataclass(frozen=True)
+class EpochCostModel:
+    """Cumulative seconds of k epochs on the fly (k × R) or from shards (P + k × S)."""
+
+    preprocess_s: float  # P: tokenize once and write the shards
+    raw_epoch_s: float  # R: one epoch from text
+    shard_epoch_s: float  # S: one epoch from shards
+
+    def on_the_fly(self, epochs) -> np.ndarray:
+        return np.asarray(epochs, dtype=float) * self.raw_epoch_s
+
+    def pretokenized(self, epochs) -> np.ndarray:
+        return self.preprocess_s + np.asarray(epochs, dtype=float) * self.shard_epoch_s
+
+    @property
+    def break_even(self) -> float:
+        """Epochs after which pretokenizing has paid for itself (inf if it never does)."""
+        saved = self.raw_epoch_s - self.shard_epoch_s
+        return self.preprocess_s / saved if saved > 0 else math.inf
+
+    @property
+    def epochs_to_pay(self) -> int:
+        """The first whole number of epochs at which pretokenizing is cheaper in total."""
+        be = self.break_even
+        return math.floor(be) + 1 if math.isfinite(be) else -1
+
+    def __str__(self) -> str:
+        return (f"preprocess once {self.preprocess_s:.3g} s; epoch from text "
+                f"{self.raw_epoch_s:.3g} s, from shards {self.shard_epoch_s:.3g} s; "
+                f"break-even after {self.break_even:.2f} epochs")
+
+
+def token_itemsize(vocab_size: int) -> int:
+    """Bytes per stored token ID: 2 if IDs 0..vocab_size-1 fit uint16, else 4."""
+    return 2 if vocab_size <= 65_536 else 4
+
+
+def shard_bytes(n_tokens: int, vocab_size: int) -> int:
+    """Bytes of token data on disk for ``n_tokens`` IDs of a ``vocab_size`` vocabulary."""
+    return int(n_tokens) * token_itemsize(vocab_size)
+
+
+@dataclass(frozen=True)
+class SamplingCostModel:
+    """time per batch = call_s + batch × window_s + bytes / bandwidth.
+
+    A batch call pays a fixed overhead (drawing random starts, Python), every window a small one
+    (finding its shard, one gather), and every byte its copy and widening to int64.
+    """
+
+    call_s: float
+    window_s: float
+    bandwidth: float  # stored bytes per second
+
+    def seconds(self, batch_size, block_size, itemsize: int = 2):
+        b = np.asarray(batch_size, dtype=float)
+        nbytes = b * (np.asarray(block_size, dtype=float) + 1) * itemsize
+        return self.call_s + b * self.window_s + nbytes / self.bandwidth
+
+    def tokens_per_s(self, batch_size, block_size, itemsize: int = 2):
+        return (np.asarray(batch_size, dtype=float) * np.asarray(block_size, dtype=float)
+                / self.seconds(batch_size, block_size, itemsize))
+
+    def __str__(self) -> str:
+        return (f"{self.call_s * 1e6:,.1f} µs per batch + {self.window_s * 1e6:,.2f} µs per "
+                f"window + bytes at {self.bandwidth / MB:,.0f} MB/s")
+
+
+def fit_sampling_model(batch_sizes, block_sizes, seconds_per_batch, itemsize: int = 2
+                       ) -> SamplingCostModel:
+    """Fit the three terms to measured batches (non-negative, relative error)."""
+    b = np.asarray(batch_sizes, dtype=float)
+    nbytes = b * (np.asarray(block_sizes, dtype=float) + 1) * itemsize
+    t = np.asarray(seconds_per_batch, dtype=float)
+    if not (len(b) == len(nbytes) == len(t)) or len(t) < 3:
+        raise ValueError("need at least three measured batch shapes")
+    a = np.column_stack([np.ones_like(b), b, nbytes]) / t[:, None]
+    rhs = np.ones_like(t)
+    best = None
+    for cols in ([0, 1, 2], [0, 2], [1, 2], [0, 1], [2], [0], [1]):
+        coef, *_ = np.linalg.lstsq(a[:, cols], rhs, rcond=None)
+        if np.any(coef < 0):
+            continue
+        full = np.zeros(3)
+        full[cols] = coef
+        err = float(np.sum((a @ full - rhs) ** 2))
+        if best is None or err < best[0]:
+            best = (err, full)
+    call_s, window_s, inv_bw = best[1]
+    return SamplingCostModel(float(call_s), float(window_s),
+                             float(1 / inv_bw) if inv_bw > 0 else math.inf)
+
+
 # --------------------------------------------------------------------------- parallel work
 
 

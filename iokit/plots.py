@@ -105,6 +105,69 @@ def sweep_with_model(points, model, ax=None, label="measured"):
     return ax
 
 
+# --------------------------------------------------------------------------- notebook 02
+
+
+def epoch_breakdown(results, ax=None):
+    """Stacked horizontal bars: seconds of one epoch spent reading and tokenizing, per way."""
+    ax = _axes(ax, figsize=(7, 1.2 + 0.6 * len(results)))
+    colors = {"read": "tab:blue", "tokenize": "tab:orange"}
+    names = [r.name for r in results]
+    left = np.zeros(len(results))
+    for stage, color in colors.items():
+        secs = np.array([r.stage_seconds.get(stage, 0.0) for r in results])
+        ax.barh(names, secs, left=left, color=color, label=stage)
+        left += secs
+    other = np.array([r.seconds for r in results]) - left
+    ax.barh(names, np.clip(other, 0, None), left=left, color="lightgray", label="other")
+    totals = np.array([r.seconds for r in results])
+    for i, t in enumerate(totals):
+        ax.text(t, i, f" {t * 1e3:,.3g} ms", va="center", fontsize="small")
+    ax.set_xlim(0, totals.max() * 1.25)  # linear: stacked bars keep their proportions
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per epoch")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("One epoch: from text, or from pretokenized shards")
+    return ax
+
+
+def break_even(model, max_epochs: int | None = None, ax=None):
+    """Cumulative seconds after k epochs, on the fly (k·R) against pretokenized (P + k·S)."""
+    ax = _axes(ax)
+    be = model.break_even
+    top = max_epochs or max(5, int(np.ceil(2 * be)) if np.isfinite(be) else 5)
+    k = np.arange(0, top + 1)
+    ax.plot(k, model.on_the_fly(k), "o-", color="tab:orange",
+            label=f"tokenize every epoch: k × {model.raw_epoch_s:.3g} s")
+    ax.plot(k, model.pretokenized(k), "s-", color="tab:blue",
+            label=f"pretokenize once: {model.preprocess_s:.3g} s + k × {model.shard_epoch_s:.2g} s")
+    if np.isfinite(be):
+        ax.axvline(be, color="k", ls="--", lw=1, label=f"break-even: {be:.2f} epochs")
+    ax.set_xlabel("epochs k")
+    ax.set_ylabel("cumulative seconds")
+    ax.set_title("When does tokenizing once pay?")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+def disk_bytes(labels, nbytes, tokens=None, ax=None):
+    """Horizontal bars of bytes on disk (MB), annotated with bytes per token where known."""
+    ax = _axes(ax, figsize=(7, 1.2 + 0.5 * len(labels)))
+    mb = np.asarray(nbytes, dtype=float) / 1e6
+    bars = ax.barh(labels, mb, color="tab:blue")
+    for i, bar in enumerate(bars):
+        note = f"{mb[i]:,.2f} MB"
+        if tokens is not None and tokens[i]:
+            note += f" · {nbytes[i] / tokens[i]:.2f} B/token"
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + note, va="center",
+                fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, mb.max() * 1.45)
+    ax.set_xlabel("bytes on disk (MB)")
+    ax.set_title("The same corpus as text and as token IDs")
+
+
 # --------------------------------------------------------------------------- notebook 04
 
 

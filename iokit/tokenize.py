@@ -1,13 +1,45 @@
-"""Tokenizers: text to tokens (and, with a vocabulary, to integer IDs).
+"""Tokenizers: text to tokens, and with a vocabulary, to integer IDs and back.
 
 The word-level tokenizer is nltk's ``WordPunctTokenizer`` (runs of letters and digits, runs of
 punctuation), which needs no downloaded nltk data. Call it per document or per chunk, never on
 a whole file at once: nltk runs its pattern with a time limit per call.
+
+Two tokenizers turn text into IDs, with the same small interface (``encode``, ``decode``,
+``vocab_size``, ``eod_id``, ``fingerprint``, ``save``):
+
+* :class:`WordTokenizer` — nltk's WordPunct pattern plus a vocabulary of the most frequent
+  (lower-cased) words of the corpus, an unknown-word ID and an end-of-document ID, saved as a
+  small JSON file. Its round trip is **lossy**, and exactly so::
+
+      decode(encode(text)) == normalize(text)
+
+  where ``normalize`` lower-cases every token, replaces words outside the vocabulary by
+  ``<unk>``, and joins the tokens with single spaces (so all spacing and line breaks become
+  one space, and punctuation gets a space before it: ``"Hi, you."`` → ``"hi , you ."``).
+  To keep tokenization fast, it runs nltk's pattern with Python's own ``re`` engine (about
+  5× faster than nltk's time-limited ``regex`` call; the tokens are the same).
+* :class:`BPETokenizer` — a byte-level BPE tokenizer (the kind GPT-2 and most LLMs use),
+  trained on the corpus with Hugging Face ``tokenizers`` (the optional ``bpe`` extra). Its round
+  trip is lossless: ``decode(encode(text)) == text`` for any text.
+
+:func:`load_tokenizer` reads either kind back from its JSON file; :func:`encode_corpus` turns
+documents into one ID array each, ending with the end-of-document ID.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_bytes_atomic
+from .errors import FormatError, ParameterError, check_positive
 
 
 @lru_cache(maxsize=1)
@@ -20,3 +52,258 @@ def _word_punct():
 def word_tokenize(text: str) -> list[str]:
     """Split ``text`` into words and punctuation runs with nltk (no downloads needed)."""
     return _word_punct().tokenize(text)
+
+
+@lru_cache(maxsize=1)
+def _fast_pattern() -> re.Pattern:
+    # nltk's own WordPunct pattern (``\w+|[^\w\s]+``), compiled with the standard ``re``.
+    tok = _word_punct()
+    return re.compile(tok._pattern, tok._flags)
+
+
+def fast_word_tokenize(text: str) -> list[str]:
+    """The same tokens as :func:`word_tokenize`, about 5× faster (standard ``re`` engine)."""
+    return _fast_pattern().findall(text)
+
+
+def _fingerprint(data: bytes) -> int:
+    """A 64-bit fingerprint of a vocabulary, stored in shard indexes to match them up."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+# --------------------------------------------------------------------------- word level
+
+UNK = "<unk>"
+EOD = "<eod>"
+WORD_FORMAT = "iokit-word-vocab"
+WORD_FORMAT_VERSION = 1
+
+
+class WordTokenizer:
+    """Word-level tokenizer: lower-cased WordPunct tokens looked up in a fixed vocabulary.
+
+    ID 0 is ``<unk>`` (any word not in the vocabulary), ID 1 is ``<eod>`` (end of document);
+    words follow, most frequent first. Build one with :meth:`train`.
+    """
+
+    kind = "word"
+
+    def __init__(self, words: list[str]):
+        self.tokens = [UNK, EOD, *words]
+        self.ids = {t: i for i, t in enumerate(self.tokens)}
+        if len(self.ids) != len(self.tokens):
+            raise ParameterError("the vocabulary lists a word twice; every word must be unique.")
+        self.unk_id, self.eod_id = 0, 1
+        self._table = np.array(self.tokens, dtype=object)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 32_768) -> WordTokenizer:
+        """The ``vocab_size`` - 2 most frequent words of ``texts`` (ties broken alphabetically)."""
+        vocab_size = check_positive("vocab_size", vocab_size)
+        if vocab_size < 3:
+            raise ParameterError(f"vocab_size must be at least 3 (<unk>, <eod> and one word), "
+                                 f"got {vocab_size}.")
+        counts: Counter = Counter()
+        for text in texts:
+            counts.update(fast_word_tokenize(text.lower()))
+        counts.pop(UNK, None)
+        counts.pop(EOD, None)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls([w for w, _ in ranked[: vocab_size - 2]])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def name(self) -> str:
+        return f"word-level ({self.vocab_size:,} IDs)"
+
+    def encode(self, text: str) -> np.ndarray:
+        """The IDs of ``text``'s tokens (``uint32``; unknown words get ID 0)."""
+        get = self.ids.get
+        words = fast_word_tokenize(text.lower())
+        return np.fromiter((get(w, 0) for w in words), dtype=np.uint32, count=len(words))
+
+    def decode(self, ids) -> str:
+        """The tokens of ``ids`` joined by single spaces (see :meth:`normalize`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            bad = int(ids[(ids < 0) | (ids >= self.vocab_size)][0])
+            raise ParameterError(f"ID {bad} is outside this vocabulary (0 to "
+                                 f"{self.vocab_size - 1}); were the IDs made with another one?")
+        return " ".join(self._table[ids].tolist())
+
+    def normalize(self, text: str) -> str:
+        """Exactly what a round trip gives back: ``decode(encode(text)) == normalize(text)``."""
+        ids = self.ids
+        return " ".join(w if w in ids else UNK for w in fast_word_tokenize(text.lower()))
+
+    def to_json(self) -> str:
+        return json.dumps({"format": WORD_FORMAT, "version": WORD_FORMAT_VERSION,
+                           "lowercase": True, "specials": [UNK, EOD],
+                           "words": self.tokens[2:]}, ensure_ascii=False, indent=0)
+
+    @property
+    def fingerprint(self) -> int:
+        return _fingerprint(json.dumps(self.tokens, ensure_ascii=False).encode("utf-8"))
+
+    def save(self, path) -> Path:
+        """Write the vocabulary as JSON (atomically) and return the path."""
+        return write_bytes_atomic(path, self.to_json().encode("utf-8"))
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer({self.vocab_size:,} IDs, fingerprint {self.fingerprint:016x})"
+
+
+def _word_from_json(data: dict, path: Path) -> WordTokenizer:
+    version = data.get("version")
+    if version != WORD_FORMAT_VERSION:
+        raise FormatError(f"{path}: field 'version' is {version!r}, this iokit reads version "
+                          f"{WORD_FORMAT_VERSION}; rebuild the vocabulary with this iokit.")
+    if data.get("specials") != [UNK, EOD]:
+        raise FormatError(f"{path}: field 'specials' must be {[UNK, EOD]!r}, found "
+                          f"{data.get('specials')!r}; rebuild the vocabulary.")
+    words = data.get("words")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise FormatError(f"{path}: field 'words' must be a list of strings; rebuild the "
+                          "vocabulary.")
+    try:
+        return WordTokenizer(words)
+    except ParameterError as exc:
+        raise FormatError(f"{path}: field 'words': {exc}") from None
+
+
+# --------------------------------------------------------------------------- byte-level BPE
+
+BPE_EOD = "<|endoftext|>"
+
+
+def _require_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise ParameterError(
+            "the BPE tokenizer needs the optional 'bpe' extra (Hugging Face tokenizers): "
+            "pip install -e '.[bpe]'  (or: pip install tokenizers)"
+        ) from None
+    return tokenizers
+
+
+class BPETokenizer:
+    """Byte-level BPE (Hugging Face ``tokenizers``): lossless, any text, no unknown words.
+
+    Build one with :meth:`train`; the end-of-document ID is ``<|endoftext|>``'s, as in GPT-2.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        eod = tokenizer.token_to_id(BPE_EOD)
+        if eod is None:
+            raise ParameterError(f"this BPE tokenizer has no {BPE_EOD} token; train it with "
+                                 "iokit.tokenize.BPETokenizer.train.")
+        self.eod_id = eod
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8_192) -> BPETokenizer:
+        """Train byte-level BPE merges on ``texts`` up to ``vocab_size`` IDs."""
+        tk = _require_tokenizers()
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        vocab_size = check_positive("vocab_size", vocab_size)
+        tok = tk.Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=[BPE_EOD], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    @property
+    def name(self) -> str:
+        return f"byte-level BPE ({self.vocab_size:,} IDs)"
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+
+    def decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in np.asarray(ids).ravel()],
+                                skip_special_tokens=False)
+
+    def normalize(self, text: str) -> str:
+        """A byte-level BPE round trip loses nothing: the text itself."""
+        return text
+
+    def to_json(self) -> str:
+        return self._tok.to_str()
+
+    @property
+    def fingerprint(self) -> int:
+        return _fingerprint(self.to_json().encode("utf-8"))
+
+    def save(self, path) -> Path:
+        """Write the tokenizer (HF ``tokenizer.json`` format) atomically and return the path."""
+        return write_bytes_atomic(path, self.to_json().encode("utf-8"))
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer({self.vocab_size:,} IDs, fingerprint {self.fingerprint:016x})"
+
+
+# --------------------------------------------------------------------------- both
+
+TOKENIZERS = {"word": WordTokenizer, "bpe": BPETokenizer}
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None):
+    """Train a ``"word"`` or ``"bpe"`` tokenizer on ``texts`` (default sizes 32,768 / 8,192)."""
+    if kind not in TOKENIZERS:
+        raise ParameterError(f"unknown tokenizer {kind!r}; choose one of: bpe, word.")
+    cls = TOKENIZERS[kind]
+    return cls.train(texts) if vocab_size is None else cls.train(texts, vocab_size)
+
+
+def load_tokenizer(path):
+    """Read a tokenizer saved by ``save``: a word vocabulary or a BPE ``tokenizer.json``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such vocabulary file; build one with "
+                          "iokit.tokenize.train_tokenizer and save it.") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read the vocabulary ({exc.strerror}); give the path "
+                          "of a saved vocabulary file.") from None
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: not a JSON vocabulary file ({exc}); it may be truncated: "
+                          "rebuild it.") from None
+    if isinstance(data, dict) and data.get("format") == WORD_FORMAT:
+        return _word_from_json(data, path)
+    if isinstance(data, dict) and "model" in data:
+        tk = _require_tokenizers()
+        try:
+            return BPETokenizer(tk.Tokenizer.from_str(raw.decode("utf-8")))
+        except Exception as exc:  # tokenizers raises plain Exceptions on bad files
+            raise FormatError(f"{path}: not a valid BPE tokenizer file ({exc}).") from None
+    raise FormatError(f"{path}: field 'format' is missing: neither an iokit word vocabulary "
+                      "nor a tokenizers BPE file.")
+
+
+def encode_corpus(docs: Iterable, tokenizer) -> Iterator[np.ndarray]:
+    """One ID array per document (``Document``s or strings), each ending with ``eod_id``.
+
+    The arrays depend only on the documents and the tokenizer, so shards written from them
+    are the same however (and in how many processes) the encoding was done.
+    """
+    eod = np.array([tokenizer.eod_id], dtype=np.uint32)
+    for doc in docs:
+        text = doc if isinstance(doc, str) else doc.text
+        yield np.concatenate([tokenizer.encode(text), eod])

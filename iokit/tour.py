@@ -83,6 +83,67 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- pretokenized shards
+
+
+def _word_tokenizer(ctx: Context):
+    """The word-level tokenizer trained on the corpus, made once per tour."""
+    if "word_tokenizer" not in ctx.extra:
+        from .corpus import iter_documents
+        from .tokenize import WordTokenizer
+
+        ctx.extra["word_tokenizer"] = WordTokenizer.train(d.text for d in
+                                                          iter_documents(ctx.corpus))
+    return ctx.extra["word_tokenizer"]
+
+
+def stage_raw_epoch(ctx: Context) -> Row:
+    from .epochs import raw_epoch
+
+    r = raw_epoch(ctx.corpus, _word_tokenizer(ctx))
+    ctx.extra["raw_epoch_s"] = r.seconds
+    return Row("epoch from text (read + tokenize to IDs)", r.seconds, r.text_bytes,
+               note=f"{r.tokens:,} tokens; tokenize {r.stage_seconds.get('tokenize', 0):.2f} s")
+
+
+def stage_pretokenize(ctx: Context) -> Row:
+    import time
+
+    from .shards import open_shards, pretokenize
+
+    start = time.perf_counter()
+    tok = _word_tokenizer(ctx)  # built already if the text epoch ran; part of the cost if not
+    folder = ctx.workdir / "shards-word"
+    pretokenize(ctx.corpus, tok, folder)
+    seconds = time.perf_counter() - start
+    ctx.extra["shards"] = folder
+    ctx.extra["preprocess_s"] = seconds
+    with open_shards(folder) as s:
+        note = (f"once: {s.n_tokens:,} {s.dtype.name} tokens, {s.nbytes / MB:,.1f} MB "
+                f"in {len(s.shards)} shard(s)")
+    return Row("pretokenize once (word vocab → .bin/.idx)", seconds,
+               ctx.corpus.stat().st_size, note=note)
+
+
+def stage_shard_epoch(ctx: Context) -> Row:
+    from .epochs import shard_epoch
+    from .model import EpochCostModel
+
+    if "shards" not in ctx.extra:
+        stage_pretokenize(ctx)
+    shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)  # warm-up: first-use costs
+    r = shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)
+    note = f"{r.tokens / r.seconds / 1e6:,.0f} M tokens/s"
+    if "raw_epoch_s" in ctx.extra:
+        m = EpochCostModel(ctx.extra["preprocess_s"], ctx.extra["raw_epoch_s"], r.seconds)
+        note += (f"; {ctx.extra['raw_epoch_s'] / r.seconds:,.0f}× the text epoch; pays after "
+                 f"{m.break_even:.2f} epochs")
+    return Row("epoch from pretokenized shards (memmap)", r.seconds, r.text_bytes, note=note)
+
+
+STAGES.extend([stage_raw_epoch, stage_pretokenize, stage_shard_epoch])
+
+
 def stage_parallel_tokenize(ctx: Context) -> Row:
     import os
     import time

@@ -187,6 +187,59 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
     return Panel(controls, plot, run, description="Run sweep")
 
 
+# --------------------------------------------------------------------------- notebook 02
+
+
+def sampling_panel(folders: dict, model=None, *, batch: int = 16,
+                   blocks: tuple[int, int] = (16, 1024)) -> Panel:
+    """Notebook 02's panel: random-window sampling throughput against block size.
+
+    ``folders`` maps a tokenizer name to its shard folder. Controls: ``batch`` size, a range of
+    ``block`` sizes (powers of two), the ``tokenizer`` (shard set) and the page ``cache`` (warm,
+    or dropped before every run). ``model`` (a SamplingCostModel), if given, is drawn dashed.
+    """
+    import ipywidgets as w
+
+    from .chunks import powers_of_two
+    from .epochs import sampling_rate
+
+    batches = powers_of_two(1, 512)
+    block_options = powers_of_two(4, 16384)
+    controls = {
+        "batch": w.SelectionSlider(options=batches, value=batch, description="batch size",
+                                   continuous_update=False),
+        "blocks": w.SelectionRangeSlider(options=block_options, index=(
+            block_options.index(blocks[0]), block_options.index(blocks[1])),
+            description="block sizes", continuous_update=False, layout=w.Layout(width="360px")),
+        "tokenizer": w.Dropdown(options=list(folders), description="tokenizer"),
+        "cache": w.Dropdown(options=["warm", "cold"], description="page cache"),
+    }
+    plot = LivePlot("block size (tokens per window, log scale)",
+                    "sampled tokens per second (log scale)",
+                    title="Random training windows from a memory-mapped shard")
+
+    def run(panel: Panel) -> None:
+        b, tok, cache = panel.value("batch"), panel.value("tokenizer"), panel.value("cache")
+        label = f"{tok}, batch {b}, {cache}"
+        if label in plot.lines:
+            plot.lines.pop(label).remove()
+        lo, hi = panel.value("blocks")
+        sizes = powers_of_two(lo, hi)
+        for t in sizes:
+            n = max(1, min(50, 1_000_000 // (b * t)))
+            r = sampling_rate(folders[tok], b, t, batches=n, cold=cache == "cold", repeat=3)
+            panel.results.append(r)
+            plot.add_point(label, t, r.tokens_per_s)
+            panel.say(f"{label}: block {t:,} → {r.tokens_per_s / 1e6:,.2f} M tokens/s")
+        if model is not None:
+            key = f"model, batch {b}"
+            if key in plot.lines:
+                plot.lines.pop(key).remove()
+            plot.set_series(key, sizes, model.tokens_per_s(b, sizes))
+
+    return Panel(controls, plot, run, description="Run sweep")
+
+
 # --------------------------------------------------------------------------- notebook 04
 
 

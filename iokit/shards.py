@@ -1,0 +1,623 @@
+"""Token shards: tokenize once, store the IDs in a binary file, memory-map it, sample windows.
+
+A shard set is a folder of ``shard-00000.bin`` / ``shard-00000.idx`` pairs (as Megatron-LM's
+``.bin``/``.idx``, nanoGPT's ``train.bin``, llm.c's shards). The ``.bin`` holds token IDs back to
+back, little-endian ``uint16`` when the vocabulary has at most 65,536 IDs, else ``uint32`` —
+no header, so ``np.memmap`` maps it directly. The ``.idx`` beside it describes it:
+
+======  ==========  =====  ==================================================================
+offset  size        type   field
+======  ==========  =====  ==================================================================
+0       8           bytes  magic: ``b"IOKITIDX"``
+8       4           u32    version: 1
+12      1           u8     dtype code: 1 = ``uint16``, 2 = ``uint32``
+13      1           u8     codec code: 0 = none (raw ``.bin``); others reserved (see below)
+14      2           u16    flags: bit 0 = last shard of the set; other bits 0
+16      4           u32    shard index: the ``NNNNN`` in the file name
+20      4           u32    reserved: 0
+24      8           u64    vocabulary size (every ID is below it)
+32      8           u64    tokenizer fingerprint (0 = not recorded)
+40      8           u64    document count ``n``
+48      8           u64    token count
+56      8           u64    ``.bin`` size in bytes
+64      8           u64    ``.bin`` checksum: BLAKE2b with an 8-byte digest, read little-endian
+72      8 × (n+1)   i64    document offsets, in tokens: 0, end of document 0, ..., token count
+======  ==========  =====  ==================================================================
+
+All integers are little-endian. A version-1 reader accepts only codec 0 and an ``.idx`` of
+exactly ``72 + 8 × (n + 1)`` bytes. Block compression of the ``.bin`` is reserved for format
+version 2: a non-zero codec code, a block table after the document offsets, and ``.bin`` size
+and checksum describing the compressed file.
+
+Reading checks every field (and, with ``verify=True``, the checksum) and raises
+:class:`~iokit.errors.FormatError` naming the file and the field. Writing streams documents into
+shards of at most ``max_shard_bytes`` (a document is never split; a single document larger than
+that gets a shard of its own), every file through :func:`~iokit.atomic.atomic_write`. The output
+depends only on the ordered token arrays and the settings: same corpus, tokenizer and settings
+give byte-identical shards, however the arrays were computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write, storage_error, write_bytes_atomic
+from .errors import FormatError, ParameterError, check_positive
+
+MAGIC = b"IOKITIDX"
+VERSION = 1
+HEADER = struct.Struct("<8sIBBHIIQQQQQQ")  # the fields of the table above, up to the offsets
+assert HEADER.size == 72
+DTYPE_CODES = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
+DTYPE_NAMES = {"uint16": 1, "uint32": 2}
+CODEC_NONE = 0
+FLAG_LAST = 1
+UINT16_IDS = 65_536  # a vocabulary of at most this many IDs fits uint16
+DEFAULT_MAX_SHARD_BYTES = 64 * 2**20
+VOCAB_FILE = "vocab.json"
+_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.(?P<ext>bin|idx)$")
+
+
+def choose_dtype(vocab_size: int) -> np.dtype:
+    """``uint16`` when every ID fits (vocabulary of at most 65,536), else ``uint32``."""
+    vocab_size = check_positive("vocab_size", vocab_size)
+    if vocab_size > 2**32:
+        raise ParameterError(f"a vocabulary of {vocab_size:,} IDs does not fit uint32.")
+    return DTYPE_CODES[1] if vocab_size <= UINT16_IDS else DTYPE_CODES[2]
+
+
+def _resolve_dtype(dtype, vocab_size: int) -> np.dtype:
+    if dtype in (None, "auto"):
+        return choose_dtype(vocab_size)
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPE_NAMES:
+        raise ParameterError(f"unknown token dtype {dtype!r}; choose one of: auto, uint16, "
+                             "uint32.")
+    dt = DTYPE_CODES[DTYPE_NAMES[name]]
+    limit = np.iinfo(dt).max + 1
+    if vocab_size > limit:
+        raise ParameterError(
+            f"a vocabulary of {vocab_size:,} IDs does not fit {name} (at most {limit:,} IDs); "
+            "use dtype='uint32' or dtype='auto'.")
+    return dt
+
+
+def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]:
+    """The ``.bin`` and ``.idx`` paths of shard ``index``."""
+    stem = Path(out_dir) / f"{prefix}-{index:05d}"
+    return stem.with_suffix(".bin"), stem.with_suffix(".idx")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _OpenShard:
+    """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
+
+    def __init__(self, out_dir: Path, index: int, prefix: str):
+        self.index = index
+        self.bin_path, self.idx_path = shard_paths(out_dir, index, prefix)
+        self._cm = atomic_write(self.bin_path, "wb")
+        self._f = self._cm.__enter__()
+        self.hash = hashlib.blake2b(digest_size=8)
+        self.offsets = [0]
+        self.nbytes = 0
+
+    def add(self, data: bytes, n_tokens: int) -> None:
+        self._f.write(data)
+        self.hash.update(data)
+        self.nbytes += len(data)
+        self.offsets.append(self.offsets[-1] + n_tokens)
+
+    def abort(self, exc: BaseException) -> None:
+        self._cm.__exit__(type(exc), exc, exc.__traceback__)
+
+    def finish(self, *, last: bool, dtype: np.dtype, vocab_size: int, fingerprint: int) -> None:
+        self._cm.__exit__(None, None, None)  # the .bin is complete: rename it into place
+        offsets = np.array(self.offsets, dtype="<i8")
+        header = HEADER.pack(
+            MAGIC, VERSION, _dtype_code(dtype), CODEC_NONE, FLAG_LAST if last else 0, self.index,
+            0, vocab_size, fingerprint, len(offsets) - 1, int(offsets[-1]), self.nbytes,
+            int.from_bytes(self.hash.digest(), "little"))
+        write_bytes_atomic(self.idx_path, header + offsets.tobytes())
+
+
+def _dtype_code(dtype: np.dtype) -> int:
+    return next(code for code, dt in DTYPE_CODES.items() if dt == dtype)
+
+
+def _document_bytes(arr, k: int, dtype: np.dtype, vocab_size: int) -> tuple[bytes, int]:
+    arr = np.asarray(arr)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ParameterError(f"document {k}: expected a 1-D array of integer token IDs, got "
+                             f"shape {arr.shape} of {arr.dtype}.")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ParameterError(
+                f"document {k}: token ID {bad:,} is outside the vocabulary (0 to "
+                f"{vocab_size - 1:,}); pass the vocab_size of the tokenizer that made the IDs.")
+    return arr.astype(dtype, copy=False).tobytes(), int(arr.size)
+
+
+def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="auto",
+                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, fingerprint: int = 0,
+                 prefix: str = "shard") -> list[Path]:
+    """Write one token array per document into shards in ``out_dir``; return the ``.bin`` paths.
+
+    Streams: memory holds one document and one shard's document offsets, whatever the corpus
+    size. A shard is closed when the next document would take it past ``max_shard_bytes``.
+    ``dtype`` is ``"auto"`` (``uint16`` if the vocabulary fits, else ``uint32``), ``"uint16"``
+    or ``"uint32"``. Shards already in ``out_dir`` (same ``prefix``) are removed first, so an
+    interrupted run leaves a set without a last shard, which readers reject.
+    """
+    vocab_size = check_positive("vocab_size", vocab_size)
+    max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
+                                     hint="Use e.g. 67108864 (64 MiB).")
+    dt = _resolve_dtype(dtype, vocab_size)
+    out_dir = _make_folder(out_dir)
+    _remove_shards(out_dir, prefix)
+    meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
+    done: list[Path] = []
+    current = None
+    try:
+        for k, arr in enumerate(token_arrays):
+            data, n = _document_bytes(arr, k, dt, vocab_size)
+            if current is not None and len(current.offsets) > 1 and \
+                    current.nbytes + len(data) > max_shard_bytes:
+                current.finish(last=False, **meta)
+                done.append(current.bin_path)
+                current = None
+            if current is None:
+                current = _OpenShard(out_dir, len(done), prefix)
+            current.add(data, n)
+        if current is None:  # no documents at all: one empty shard says so
+            current = _OpenShard(out_dir, 0, prefix)
+        current.finish(last=True, **meta)
+        done.append(current.bin_path)
+        current = None
+    except BaseException as exc:
+        if current is not None:
+            current.abort(exc)
+        raise
+    return done
+
+
+def _make_folder(out_dir) -> Path:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out_dir, "create the shard folder") from None
+    return out_dir
+
+
+def _remove_shards(out_dir: Path, prefix: str) -> None:
+    for p in out_dir.iterdir():
+        m = _SHARD_NAME.match(p.name)
+        if m and m["prefix"] == prefix:
+            p.unlink()
+
+
+def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text"
+                ) -> list[Path]:
+    """Tokenize ``corpus`` once into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
+    from .corpus import iter_documents
+    from .tokenize import encode_corpus
+
+    out_dir = _make_folder(out_dir)
+    tokenizer.save(out_dir / VOCAB_FILE)
+    docs = iter_documents(corpus, text_field=text_field)
+    return write_shards(encode_corpus(docs, tokenizer), out_dir,
+                        vocab_size=tokenizer.vocab_size, dtype=dtype,
+                        max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class RawTokens:
+    """The token bytes of an uncompressed ``.bin``: a read-only memory map (no copy).
+
+    This is the one place a reader gets token bytes from. Another source (say, block-compressed
+    bytes) needs only ``read(start, stop) -> np.ndarray`` and ``close()``; ``windows(width)`` is
+    there only for sources that hold the whole array, and lets sampling gather in one step.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, n_tokens: int):
+        self._memmap = None
+        if n_tokens:
+            try:
+                self._memmap = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+            except OSError as exc:
+                raise FormatError(f"{path}: cannot map ({exc.strerror}); check the path and "
+                                  "permissions.") from None
+            self.array = self._memmap.view(np.ndarray)  # plain views slice faster than memmaps
+        else:
+            self.array = np.empty(0, dtype=dtype)
+        self._windows: dict[int, np.ndarray] = {}
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+    def windows(self, width: int) -> np.ndarray:
+        """Every window of ``width`` tokens as rows of a 2-D view (no copy)."""
+        if width not in self._windows:
+            self._windows[width] = np.lib.stride_tricks.sliding_window_view(self.array, width)
+        return self._windows[width]
+
+    def close(self) -> None:
+        mm = getattr(self._memmap, "_mmap", None)
+        self.array = self._memmap = None
+        self._windows.clear()
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # someone still holds a view: the OS unmaps when it is freed
+                pass
+
+
+@dataclass
+class Shard:
+    """One ``.bin`` + ``.idx`` pair, its header checked and its tokens mapped."""
+
+    bin_path: Path
+    idx_path: Path
+    index: int
+    dtype: np.dtype
+    codec: int
+    flags: int
+    vocab_size: int
+    fingerprint: int
+    n_tokens: int
+    bin_size: int
+    checksum: int
+    offsets: np.ndarray  # int64, n_docs + 1 token offsets
+    source: RawTokens
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & FLAG_LAST)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``start:stop`` of this shard (a view of the map for raw shards)."""
+        return self.source.read(start, stop)
+
+    def document(self, i: int) -> np.ndarray:
+        return self.read(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def compute_checksum(self) -> int:
+        h = hashlib.blake2b(digest_size=8)
+        with open(self.bin_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return int.from_bytes(h.digest(), "little")
+
+    def verify(self) -> None:
+        """Recompute the ``.bin`` checksum; raise FormatError if it differs from the index."""
+        got = self.compute_checksum()
+        if got != self.checksum:
+            raise FormatError(
+                f"{self.bin_path}: checksum mismatch: {self.idx_path.name} field 'checksum' is "
+                f"{self.checksum:016x}, the .bin's bytes give {got:016x}. The .bin is corrupt: "
+                "write the shards again.")
+
+
+def _bad(path: Path, field: str, what: str, todo: str = "write the shards again") -> FormatError:
+    return FormatError(f"{path}: field '{field}': {what}; {todo}.")
+
+
+def read_index(idx_path, expected_index: int | None = None) -> dict:
+    """Read and check one ``.idx`` file; return its fields (``offsets`` as an int64 array)."""
+    idx_path = Path(idx_path)
+    try:
+        raw = idx_path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{idx_path}: no such index file; write the shards with "
+                          "iokit.shards.pretokenize.") from None
+    except OSError as exc:
+        raise FormatError(f"{idx_path}: cannot read ({exc.strerror}); check the path and "
+                          "permissions.") from None
+    if len(raw) < HEADER.size:
+        raise _bad(idx_path, "header", f"the file has {len(raw)} bytes, the header alone needs "
+                   f"{HEADER.size}: the file is truncated")
+    (magic, version, dtype_code, codec, flags, index, reserved, vocab_size, fingerprint, n_docs,
+     n_tokens, bin_size, checksum) = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise _bad(idx_path, "magic", f"expected {MAGIC!r}, found {magic!r}: this is not an iokit "
+                   "shard index", "give the folder of shards iokit wrote")
+    if version != VERSION:
+        raise _bad(idx_path, "version", f"{version}, but this iokit reads version {VERSION}",
+                   "write the shards again with this iokit (or use the iokit that wrote them)")
+    if dtype_code not in DTYPE_CODES:
+        raise _bad(idx_path, "dtype code", f"{dtype_code} is not 1 (uint16) or 2 (uint32)")
+    if codec != CODEC_NONE:
+        raise _bad(idx_path, "codec code", f"{codec}, but format version 1 stores raw tokens "
+                   "(codec 0)")
+    if flags & ~FLAG_LAST or reserved:
+        raise _bad(idx_path, "flags", f"unknown flags {flags:#x} / reserved {reserved}")
+    if expected_index is not None and index != expected_index:
+        raise _bad(idx_path, "shard index", f"{index}, but the file name says {expected_index}",
+                   "do not rename shard files")
+    dtype = DTYPE_CODES[dtype_code]
+    limit = np.iinfo(dtype).max + 1
+    if not 0 < vocab_size <= limit:
+        raise _bad(idx_path, "vocabulary size", f"{vocab_size:,} IDs do not fit {dtype.name}")
+    expected_size = HEADER.size + 8 * (n_docs + 1)
+    if len(raw) != expected_size:
+        raise _bad(idx_path, "document count", f"{n_docs:,} documents need an index of "
+                   f"{expected_size:,} bytes, the file has {len(raw):,}: the file is truncated "
+                   "or corrupt")
+    if bin_size != n_tokens * dtype.itemsize:
+        raise _bad(idx_path, "bin size", f"{bin_size:,} bytes, but field 'token count' says "
+                   f"{n_tokens:,} tokens of {dtype.name} = {n_tokens * dtype.itemsize:,} bytes")
+    offsets = np.frombuffer(raw, dtype="<i8", offset=HEADER.size).astype(np.int64)
+    if offsets[0] != 0 or offsets[-1] != n_tokens:
+        raise _bad(idx_path, "document offsets", f"they run from {offsets[0]:,} to "
+                   f"{offsets[-1]:,}, but must run from 0 to the token count {n_tokens:,}")
+    steps = np.diff(offsets)
+    if steps.size and steps.min() < 0:
+        k = int(np.argmax(steps < 0))
+        raise _bad(idx_path, "document offsets", f"document {k + 1} starts at "
+                   f"{offsets[k + 1]:,}, before document {k} (at {offsets[k]:,})")
+    return {"index": index, "dtype": dtype, "codec": codec, "flags": flags,
+            "vocab_size": vocab_size, "fingerprint": fingerprint, "n_tokens": n_tokens,
+            "bin_size": bin_size, "checksum": checksum, "offsets": offsets}
+
+
+def token_source(bin_path: Path, fields: dict):
+    """Where a shard's token bytes come from, given its checked index fields.
+
+    Codec 0 (the only one format version 1 knows): the raw ``.bin``, memory-mapped. A codec
+    that stores the ``.bin`` differently returns its own source here (see :class:`RawTokens`).
+    """
+    return RawTokens(bin_path, fields["dtype"], fields["n_tokens"])
+
+
+def open_shard(bin_path, *, verify: bool = False, expected_index: int | None = None) -> Shard:
+    """Check one shard's ``.idx`` against its ``.bin`` and map the tokens."""
+    bin_path = Path(bin_path)
+    idx_path = bin_path.with_suffix(".idx")
+    fields = read_index(idx_path, expected_index)
+    try:
+        size = bin_path.stat().st_size
+    except FileNotFoundError:
+        raise FormatError(f"{bin_path}: missing, but {idx_path.name} describes it: the writer "
+                          "was interrupted or the file was removed; write the shards again."
+                          ) from None
+    if size != fields["bin_size"]:
+        raise FormatError(
+            f"{bin_path}: has {size:,} bytes, but {idx_path.name} field 'bin size' says "
+            f"{fields['bin_size']:,}: the .idx and .bin disagree (truncated, or from different "
+            "runs); write the shards again.")
+    source = token_source(bin_path, fields)
+    shard = Shard(bin_path=bin_path, idx_path=idx_path, source=source, **fields)
+    if verify:
+        shard.verify()
+    return shard
+
+
+class ShardSet:
+    """All shards of a folder, read as one stream of tokens (documents back to back)."""
+
+    def __init__(self, shards: list[Shard], folder: Path):
+        self.shards = shards
+        self.folder = folder
+        self.starts = np.concatenate([[0], np.cumsum([s.n_tokens for s in shards])])
+        self.doc_starts = np.concatenate([[0], np.cumsum([s.n_docs for s in shards])])
+        self._start_list = self.starts.tolist()
+        first = shards[0]
+        self.dtype, self.vocab_size, self.fingerprint = \
+            first.dtype, first.vocab_size, first.fingerprint
+
+    def __len__(self) -> int:
+        """The number of documents."""
+        return int(self.doc_starts[-1])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of token data on disk (the ``.bin`` files)."""
+        return sum(s.bin_size for s in self.shards)
+
+    @property
+    def bin_paths(self) -> list[Path]:
+        return [s.bin_path for s in self.shards]
+
+    def document(self, i: int) -> np.ndarray:
+        """The tokens of document ``i`` (counting across shards)."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"document {i} out of range: {self.folder} holds {n:,} documents")
+        i %= n
+        s = int(np.searchsorted(self.doc_starts, i, side="right")) - 1
+        return self.shards[s].document(i - int(self.doc_starts[s]))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``start:stop`` of the whole stream (copied only when they span shards)."""
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pieces = []
+        s = max(first, 0)
+        while start < stop and s < len(self.shards):
+            base = int(self.starts[s])
+            end = min(stop, int(self.starts[s + 1]))
+            if end > start:
+                pieces.append(self.shards[s].read(start - base, end - base))
+            start = max(start, end)
+            s += 1
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=self.dtype)
+
+    def iter_chunks(self, chunk_tokens: int = 1 << 20) -> Iterator[np.ndarray]:
+        """Every token once, in order, as arrays of at most ``chunk_tokens`` (an epoch)."""
+        chunk_tokens = check_positive("chunk_tokens", chunk_tokens)
+        for shard in self.shards:
+            for a in range(0, shard.n_tokens, chunk_tokens):
+                yield shard.read(a, min(a + chunk_tokens, shard.n_tokens))
+
+    def sample_batch(self, rng, batch_size: int, block_size: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``batch_size`` random windows of ``block_size`` tokens, as nanoGPT's ``get_batch``.
+
+        Returns ``(x, y)``, both ``int64`` of shape ``(batch_size, block_size)``, with
+        ``y[:, t] == x[:, t + 1]``: the target of each position is the next token. Window
+        starts are uniform over the whole token stream, so windows may cross shard (and
+        document) boundaries. ``x`` and ``y`` are views of one ``(batch, block + 1)`` array.
+        """
+        batch_size = check_positive("batch_size", batch_size)
+        block_size = check_positive("block_size", block_size)
+        rng = np.random.default_rng(rng)
+        n = self.n_tokens
+        if block_size + 1 > n:
+            biggest = max(self.shards, key=lambda s: s.n_tokens)
+            raise ParameterError(
+                f"block_size {block_size:,} needs windows of {block_size + 1:,} tokens, but the "
+                f"shards in {self.folder} hold {n:,} tokens in all (largest shard "
+                f"{biggest.bin_path.name}: {biggest.n_tokens:,}); use a smaller block_size or "
+                "more data.")
+        width = block_size + 1
+        ix = rng.integers(0, n - block_size, size=batch_size)
+        if len(self.shards) == 1 and hasattr(self.shards[0].source, "windows"):
+            # One memory-mapped shard: gather every window in one numpy call.
+            out = self.shards[0].source.windows(width)[ix].astype(np.int64)
+        else:
+            out = np.empty((batch_size, width), dtype=np.int64)
+            for r, i in enumerate(ix.tolist()):
+                k = bisect_right(self._start_list, i) - 1  # the shard window r starts in
+                a = i - self._start_list[k]
+                if a + width <= self.shards[k].n_tokens:
+                    out[r] = self.shards[k].read(a, a + width)
+                else:  # the window crosses into the next shard(s)
+                    out[r] = self.read(i, i + width)
+        return out[:, :-1], out[:, 1:]
+        out = np.empty((batch_size, width), dtype=np.int64)
+        if batch_size <= 16:  # few windows: one slice each is cheaper than grouping them
+            for r, i in enumerate(ix.tolist()):
+                out[r] = self.read(i, i + width)
+            return out[:, :-1], out[:, 1:]
+        shard_of = np.searchsorted(self.starts, ix, side="right") - 1
+        inside = ix + width <= self.starts[shard_of + 1]
+        for s in np.unique(shard_of[inside]):
+            rows = np.flatnonzero(inside & (shard_of == s))
+            local = ix[rows] - self.starts[s]
+            source = self.shards[s].source
+            if hasattr(source, "windows"):  # one gather of whole windows from the map
+                out[rows] = source.windows(width)[local]
+            else:
+                for r, a in zip(rows, local):
+                    out[r] = source.read(int(a), int(a) + width)
+        for r in np.flatnonzero(~inside):  # windows that cross a shard boundary
+            out[r] = self.read(int(ix[r]), int(ix[r]) + width)
+        return out[:, :-1], out[:, 1:]
+
+    def verify(self) -> None:
+        """Recompute every shard's checksum (raises FormatError naming the first bad one)."""
+        for s in self.shards:
+            s.verify()
+
+    def close(self) -> None:
+        """Unmap the shards (so a dropped page cache stays dropped)."""
+        for s in self.shards:
+            s.source.close()
+
+    def __enter__(self) -> ShardSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ShardSet({self.folder}: {len(self.shards)} shards, {len(self):,} documents, "
+                f"{self.n_tokens:,} {self.dtype.name} tokens, vocabulary {self.vocab_size:,})")
+
+
+def open_shards(folder, *, verify: bool = False, tokenizer=None, prefix: str = "shard"
+                ) -> ShardSet:
+    """Open every shard in ``folder``, checking each index, the set, and the vocabulary.
+
+    ``tokenizer`` (a tokenizer or the path of its saved vocabulary), if given, must be the one
+    the shards were written with. ``verify=True`` also recomputes every checksum.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FormatError(f"{folder}: no such folder of shards; write them with "
+                          "iokit.shards.pretokenize.")
+    found: dict[int, Path] = {}
+    bins: set[int] = set()
+    for p in folder.iterdir():
+        m = _SHARD_NAME.match(p.name)
+        if m and m["prefix"] == prefix:
+            (found.__setitem__(int(m["index"]), p) if m["ext"] == "idx"
+             else bins.add(int(m["index"])))
+    if not found:
+        raise FormatError(f"{folder}: no {prefix}-NNNNN.idx files here; write the shards with "
+                          "iokit.shards.pretokenize.")
+    count = len(found)
+    missing = sorted(set(range(count)) - set(found))
+    if missing:
+        raise FormatError(f"{shard_paths(folder, missing[0], prefix)[1]}: missing (the shards "
+                          "must be numbered from 00000 without gaps); write the shards again.")
+    orphans = sorted(bins - set(found))
+    if orphans:
+        raise FormatError(f"{shard_paths(folder, orphans[0], prefix)[0]}: has no .idx beside it: "
+                          "the writer was interrupted; write the shards again.")
+    shards = [open_shard(shard_paths(folder, i, prefix)[0], verify=verify, expected_index=i)
+              for i in range(count)]
+    for s in shards[:-1]:
+        if s.last:
+            raise _bad(s.idx_path, "flags", f"marks shard {s.index} as the last, but "
+                       f"{shards[-1].bin_path.name} follows it: shards from different runs are "
+                       "mixed")
+    if not shards[-1].last:
+        raise _bad(shards[-1].idx_path, "flags", "this is the highest-numbered shard but is not "
+                   "marked as the last: the writer was interrupted")
+    first = shards[0]
+    for s in shards[1:]:
+        for field, a, b in (("dtype code", s.dtype, first.dtype),
+                            ("vocabulary size", s.vocab_size, first.vocab_size),
+                            ("tokenizer fingerprint", s.fingerprint, first.fingerprint)):
+            if a != b:
+                raise _bad(s.idx_path, field, f"{a} differs from {first.idx_path.name}'s {b}: "
+                           "shards from different runs are mixed")
+    shard_set = ShardSet(shards, folder)
+    if tokenizer is not None:
+        check_vocabulary(shard_set, tokenizer)
+    return shard_set
+
+
+def check_vocabulary(shard_set: ShardSet, tokenizer) -> None:
+    """Raise FormatError unless ``tokenizer`` (or a saved vocabulary path) made these shards."""
+    where = ""
+    if isinstance(tokenizer, (str, Path)):
+        from .tokenize import load_tokenizer
+
+        where = f"{tokenizer}: "
+        tokenizer = load_tokenizer(tokenizer)
+    first = shard_set.shards[0]
+    same_size = tokenizer.vocab_size == shard_set.vocab_size
+    same_print = shard_set.fingerprint in (0, tokenizer.fingerprint)
+    if not (same_size and same_print):
+        raise FormatError(
+            f"{where}this vocabulary ({tokenizer.vocab_size:,} IDs, fingerprint "
+            f"{tokenizer.fingerprint:016x}) does not match the shards in {shard_set.folder} "
+            f"({first.idx_path.name}: vocabulary size {shard_set.vocab_size:,}, fingerprint "
+            f"{shard_set.fingerprint:016x}); load the vocabulary the shards were written with "
+            f"({VOCAB_FILE} in that folder) or pretokenize again with this one.")

@@ -179,5 +179,31 @@ def stage_threaded_reads(ctx: Context) -> Row:
                     f"{float(m.per_stream(request)) / 1e6:.0f} MB/s")
 
 
+def stage_parallel_pretokenize(ctx: Context) -> Row:
+    import os
+    import time
+
+    from .parallel_prep import parallel_pretokenize
+
+    tok = _word_tokenizer(ctx)
+    workers = os.cpu_count() or 1
+    folder = ctx.workdir / "shards-word-parallel"
+    start = time.perf_counter()
+    parallel_pretokenize(ctx.corpus, tok, folder, workers=workers, chunk_size=16)
+    seconds = time.perf_counter() - start
+    note = f"{workers} processes, 16 docs per task"
+    serial = ctx.extra.get("shards")
+    if serial is not None:
+        names = sorted(p.name for p in Path(serial).iterdir())
+        same = names == sorted(p.name for p in folder.iterdir()) and all(
+            (Path(serial) / n).read_bytes() == (folder / n).read_bytes() for n in names)
+        note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
+        if "preprocess_s" in ctx.extra:
+            note += f"; {ctx.extra['preprocess_s'] / seconds:.1f}× the 1-process pretokenize"
+    return Row(f"pretokenize with {workers} processes", seconds, ctx.corpus.stat().st_size,
+               note=note)
+
+
 STAGES.append(stage_parallel_tokenize)
 STAGES.append(stage_threaded_reads)
+STAGES.append(stage_parallel_pretokenize)

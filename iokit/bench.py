@@ -107,6 +107,7 @@ def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
             one.append(timed(serial, best))
             many.append(timed(pool, best))
     speedup = statistics.median(one) / statistics.median(many)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     threads, request = 16, 1 << 20
     model = ThreadedReadModel.from_preset("object-store")
@@ -117,7 +118,8 @@ def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
     predicted = float(model.throughput(threads, request))
     return [
         Figure(f"tokenize: {cores} processes vs 1 ({best} docs per task)", speedup, "×",
-               f"{sum(e - s for s, e in spans) / 1e6:.1f} MB, medians of 5 alternating runs"),
+               f"{sum(e - s for s, e in spans) / 1e6:.1f} MB, medians of 5 alternating runs; "
+               f"load average {load:.1f} on {cores} cores"),
         Figure(f"reads: {threads} threads on sim. object store vs model", p.mb_per_s * 1e6
                / predicted, "of model",
                f"{p.mb_per_s:,.0f} MB/s measured, {predicted / 1e6:,.0f} MB/s predicted"),

@@ -214,10 +214,11 @@ def read_scaling(points, model, request_bytes: int, ax=None):
     return ax
 
 
-def chunk_size_effect(points, baseline_seconds: float, ax=None):
-    """Speedup against chunk size (items per task, log scale) at a fixed worker count."""
+def chunk_size_effect(points, ax=None):
+    """Speedup against chunk size (items per task, log scale) at a fixed worker count; each
+    point's speedup is over the single-worker runs timed in turn with it."""
     ax = _axes(ax)
-    ax.semilogx([p.chunk_size for p in points], [baseline_seconds / p.seconds for p in points],
+    ax.semilogx([p.chunk_size for p in points], [p.speedup() for p in points],
                 "o-", base=2, label=f"{points[0].workers} {points[0].kind}")
     ax.axhline(points[0].workers, color="k", ls=":", lw=1, label="ideal")
     ax.axhline(1, color="gray", lw=1)

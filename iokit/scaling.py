@@ -13,7 +13,8 @@ Every point is measured on a pool that is already running (its start-up is timed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,20 +38,42 @@ class ScalingPoint:
     max_seconds: float
     items: int
     nbytes: int
+    baseline_seconds: float | None = None  # one worker, timed in turn with this point's runs
 
     @property
     def mb_per_s(self) -> float:
         return self.nbytes / self.seconds / MB
 
-    def speedup(self, baseline: ScalingPoint | float) -> float:
-        """How many times faster than ``baseline`` (a point or seconds)."""
+    def speedup(self, baseline: ScalingPoint | float | None = None) -> float:
+        """How many times faster than ``baseline`` (a point or seconds; by default the
+        single-worker runs timed in turn with this point's own)."""
+        if baseline is None:
+            if self.baseline_seconds is None:
+                raise ValueError("this point has no baseline of its own; pass one")
+            baseline = self.baseline_seconds
         base = baseline.seconds if isinstance(baseline, ScalingPoint) else baseline
         return base / self.seconds
 
 
-def _point(pool: WorkerPool, chunk_size: int, t: Timing, items: int, nbytes: int):
+def _point(pool: WorkerPool, chunk_size: int, t: Timing, items: int, nbytes: int,
+           baseline: float | None = None):
     return ScalingPoint(pool.kind, pool.workers, chunk_size, t.median, t.min, t.max, items,
-                        nbytes)
+                        nbytes, baseline)
+
+
+def _interleaved(one: Callable, other: Callable, repeat: int, warmup: int):
+    """Time ``one()`` and ``other()`` in turn (so a busy moment slows both alike)."""
+    first, second = [], []
+    for i in range(warmup + repeat):
+        t0 = time.perf_counter()
+        one()
+        t1 = time.perf_counter()
+        other()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            first.append(t1 - t0)
+            second.append(t2 - t1)
+    return Timing(first), Timing(second)
 
 
 def corpus_sample(path, max_bytes: int | None = None) -> list[tuple[int, int]]:
@@ -67,23 +90,32 @@ def spans_bytes(spans) -> int:
 
 def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
                    chunk_size: int = 16, *, start_method: str | None = None, repeat: int = 3,
-                   warmup: int = 1, pool: WorkerPool | None = None) -> ScalingPoint:
+                   warmup: int = 1, pool: WorkerPool | None = None,
+                   baseline: bool = False) -> ScalingPoint:
     """Time tokenizing the documents at ``spans`` with a pool of ``workers`` (items: documents).
 
-    Pass ``pool`` to reuse a running one (its kind and workers are then used).
+    Pass ``pool`` to reuse a running one (its kind and workers are then used). With
+    ``baseline=True``, every pool run alternates with a run in this process alone, and the
+    point's :meth:`~ScalingPoint.speedup` compares the two medians: on a shared machine this
+    is far steadier than a baseline measured once, earlier.
     """
     fn = partial(tasks.tokenize_span, str(path))
     own = pool is None
     pool = pool or WorkerPool(workers, kind, start_method, preload=("iokit.tasks",))
     try:
         pool.warm()
-        t = measure(lambda: pool.map(fn, spans, chunk_size), repeat=repeat, warmup=warmup)
+        run = lambda: pool.map(fn, spans, chunk_size)
+        if baseline:
+            one, t = _interleaved(lambda: [fn(s) for s in spans], run, repeat, warmup)
+        else:
+            one, t = None, measure(run, repeat=repeat, warmup=warmup)
     except BaseException:
         pool.abort()
         raise
     if own:
         pool.close()
-    return _point(pool, chunk_size, t, len(spans), spans_bytes(spans))
+    return _point(pool, chunk_size, t, len(spans), spans_bytes(spans),
+                  one.median if one is not None else None)
 
 
 def worker_sweep(path, spans, workers: Iterable[int], kind: str = "processes",

@@ -248,8 +248,9 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     """Notebook 04's panel: tokenize with 1..n workers, plot the speedup, fit Amdahl's law.
 
     Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
-    (processes or threads). After a run, ``panel.results`` holds the points and
-    ``panel.serial_fraction`` the fitted serial fraction.
+    (processes or threads). Each point's runs alternate with runs of one worker, and its
+    speedup compares the two. After a run, ``panel.results`` holds the points (2 workers and
+    up) and ``panel.serial_fraction`` the fitted serial fraction.
     """
     import ipywidgets as w
     import numpy as np
@@ -276,21 +277,19 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
             if name != "ideal":
                 plot.lines.pop(name).remove()
         plot.set_series("ideal", [1, hi], [1, hi], style="k:")
-        base = tokenize_point(path, spans, kind, 1, chunk, repeat=repeat)
-        points = [base] if lo == 1 else []
+        points = []
         if lo == 1:
             plot.add_point(label, 1, 1.0)
         for n in range(max(lo, 2), hi + 1):
-            p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat)
+            p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat, baseline=True)
             points.append(p)
-            plot.add_point(label, n, p.speedup(base))
-            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup(base):.2f}× "
-                      f"over 1 ({base.seconds * 1e3:,.0f} ms)")
+            plot.add_point(label, n, p.speedup())
+            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup():.2f}× one worker "
+                      f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)")
         panel.results[:] = points
-        panel.baseline = base
-        if any(p.workers > 1 for p in points):
-            s = fit_serial_fraction([p.workers for p in points],
-                                    [p.speedup(base) for p in points])
+        if points:
+            s = fit_serial_fraction([1] + [p.workers for p in points],
+                                    [1.0] + [p.speedup() for p in points])
             panel.serial_fraction = s
             xs = np.linspace(1, hi, 50)
             plot.set_series(f"Amdahl fit, serial fraction {s:.2f}", xs, amdahl_speedup(xs, s))

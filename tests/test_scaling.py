@@ -37,3 +37,15 @@ def test_parallel_token_file_matches_the_naive_loop(tiny_corpus, tmp_path):
         bytes_in, bytes_out = parallel_token_file(tiny_corpus, out, workers, chunk)
         assert bytes_in == tiny_corpus.stat().st_size and bytes_out == out.stat().st_size
         assert hashlib.sha256(out.read_bytes()).hexdigest() == want
+
+
+def test_tokenize_point_with_a_baseline_timed_in_turn(tiny_corpus):
+    import pytest
+
+    spans = corpus_sample(tiny_corpus, 30_000)
+    p = tokenize_point(tiny_corpus, spans, "threads", 2, 4, repeat=2, warmup=0, baseline=True)
+    assert p.baseline_seconds > 0
+    assert p.speedup() == p.baseline_seconds / p.seconds
+    bare = tokenize_point(tiny_corpus, spans, "threads", 2, 4, repeat=1, warmup=0)
+    with pytest.raises(ValueError, match="no baseline"):
+        bare.speedup()

@@ -49,3 +49,17 @@ def test_tokenize_point_with_a_baseline_timed_in_turn(tiny_corpus):
     bare = tokenize_point(tiny_corpus, spans, "threads", 2, 4, repeat=1, warmup=0)
     with pytest.raises(ValueError, match="no baseline"):
         bare.speedup()
+
+
+def test_many_threads_on_a_fresh_store_do_not_deadlock(tiny_corpus):
+    import threading
+
+    done = []
+    for _ in range(5):  # the first reads race to open the store's link file
+        store = SimulatedStore("local-nvme")
+        t = threading.Thread(target=lambda s=store: done.append(
+            read_point(s, tiny_corpus, 16, 4096, 64, repeat=1)), daemon=True)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "threads deadlocked on the simulated store's lock"
+    assert len(done) == 5 and all(p.nbytes == 64 * 4096 for p in done)

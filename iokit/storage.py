@@ -26,6 +26,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ class SimulatedStore:
             os.close(fd)
         self.state_file = str(state_file)
         self._fd = None
+        self._fd_pid = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -143,6 +146,8 @@ class SimulatedStore:
         self.preset = state["preset"]
         self.state_file = state["state_file"]
         self._fd = None
+        self._fd_pid = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         p = self.preset
@@ -154,15 +159,20 @@ class SimulatedStore:
         """Book ``nbytes`` on the shared link no earlier than ``ready``; return when done."""
         import fcntl
 
-        if self._fd is None:
-            self._fd = os.open(self.state_file, os.O_RDWR)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            (free_at,) = struct.unpack("d", os.pread(self._fd, 8, 0))
-            done = max(ready, free_at) + nbytes / self.preset.aggregate_bandwidth
-            os.pwrite(self._fd, struct.pack("d", done), 0)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        # flock excludes other processes only through a file opened by this process (a forked
+        # copy shares its parent's), and never other threads using the same one: so one file
+        # per process, and a thread lock around it.
+        with self._lock:
+            if self._fd is None or self._fd_pid != os.getpid():
+                self._fd, self._fd_pid = os.open(self.state_file, os.O_RDWR), os.getpid()
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                (free_at,) = struct.unpack("d", os.pread(fd, 8, 0))
+                done = max(ready, free_at) + nbytes / self.preset.aggregate_bandwidth
+                os.pwrite(fd, struct.pack("d", done), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         return done
 
     def request_seconds(self, nbytes: int) -> float:

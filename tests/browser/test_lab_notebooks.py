@@ -37,6 +37,8 @@ CASES = [
     Case("02_preprocessing.ipynb", "batch size", keys=("ArrowRight",) * 2, button="Run sweep"),
     # storage bandwidth 100 → 316 MB/s (ten log steps): each codec gets a new measured point
     Case("03_compression.ipynb", "MB/s", keys=("ArrowRight",) * 10, button="Measure"),
+    # workers 1–n → 2–n (the lower handle one step right): the curve starts at 2 workers
+    Case("04_parallel_io.ipynb", "workers", keys=("ArrowRight",), button="Run"),
 ]
 
 RUN_ALL_TIMEOUT_S = 90
@@ -75,7 +77,8 @@ def test_notebook_runs_and_its_widget_redraws_the_plot(case, lab, page, screensh
     assert all(re.fullmatch(r"\[\d+\]:", p) for p in prompts), f"cells not run: {prompts}"
 
     # The panel: its cell holds the control, the Run button and the live plot's image.
-    button = page.locator(".jupyter-widgets.widget-button", has_text=case.button)
+    button = page.locator(".jupyter-widgets.widget-button",
+                          has_text=re.compile(rf"^\s*{re.escape(case.button)}\s*$"))
     cell = page.locator(".jp-CodeCell", has=button)
     button.first.wait_for()
     assert cell.count() == 1, f"{case.notebook}: no single cell with a '{case.button}' button"

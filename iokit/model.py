@@ -179,3 +179,88 @@ def fit_sampling_model(batch_sizes, block_sizes, seconds_per_batch, itemsize: in
     call_s, window_s, inv_bw = best[1]
     return SamplingCostModel(float(call_s), float(window_s),
                              float(1 / inv_bw) if inv_bw > 0 else math.inf)
+
+
+# --------------------------------------------------------------------------- notebook 05
+#
+# A pipelined loader delivers at the rate of its slowest stage. Each batch takes L seconds to
+# make (read + decompress + batch, one worker); with w workers and a prefetch depth d, at most
+# min(w, d) batches are in the making while the loop computes (Little's law), and CPU stages
+# share the cores. The loop consumes one batch per step time S. So, after the first batch
+# (which nobody can hide):
+#
+#     loader rate     r = min(min(w, d) / L, cores / CPU seconds per batch)
+#     busy fraction   b = min(1, r × S)          (pipelined, d ≥ 1 and w ≥ 1)
+#                     b = S / (S + L)            (naive: load, then compute, in turn)
+#
+# over N steps the first batch's L is added once: busy = N·S / (L + N·max(S, 1/r)).
+
+
+@dataclass(frozen=True)
+class PipelineModel:
+    """Predicted busy fraction of a training loop fed by a pipelined loader."""
+
+    read_s: float  # seconds per batch, one worker (mostly waiting on storage)
+    decompress_s: float  # CPU seconds per batch
+    batch_s: float  # CPU seconds per batch
+    step_s: float  # the training step time
+    workers: int = 1
+    prefetch: int = 1
+    cores: int = 2
+
+    @property
+    def load_s(self) -> float:
+        """Seconds to make one batch, one worker, all stages in turn."""
+        return self.read_s + self.decompress_s + self.batch_s
+
+    @property
+    def in_flight(self) -> int:
+        """Batches being made at once while the loop computes (0: no overlap)."""
+        return min(self.workers, self.prefetch)
+
+    @property
+    def loader_rate(self) -> float:
+        """Batches per second the loader can deliver (its slowest limit)."""
+        if self.in_flight == 0:
+            return 1 / self.load_s if self.load_s > 0 else math.inf
+        cpu = self.decompress_s + self.batch_s
+        rates = [self.in_flight / self.load_s if self.load_s > 0 else math.inf,
+                 self.cores / cpu if cpu > 0 else math.inf]
+        return min(rates)
+
+    @property
+    def bottleneck(self) -> str:
+        """What limits the loader: 'latency' (too few batches in flight) or 'cpu'."""
+        if self.in_flight == 0:
+            return "serial: loading and computing take turns"
+        cpu = self.decompress_s + self.batch_s
+        if cpu > 0 and self.cores / cpu < self.in_flight / self.load_s:
+            return "cpu"
+        return "read latency" if self.read_s >= cpu else "cpu"
+
+    @property
+    def consumption_rate(self) -> float:
+        return 1 / self.step_s if self.step_s > 0 else math.inf
+
+    def busy_fraction(self, steps: int | None = None) -> float:
+        """Predicted compute time / wall time, over ``steps`` steps (None: steady state)."""
+        s, load = self.step_s, self.load_s
+        if self.in_flight == 0:
+            return s / (s + load) if s + load > 0 else 1.0
+        per_step = max(s, 1 / self.loader_rate)
+        if steps is None:
+            return min(1.0, s / per_step) if per_step > 0 else 1.0
+        return steps * s / (load + steps * per_step)
+
+    def min_prefetch(self) -> int:
+        """The smallest prefetch depth whose in-flight batches keep up with the step time
+        (enough workers assumed): ceil(L / S)."""
+        if self.step_s <= 0:
+            return math.inf
+        return max(1, math.ceil(self.load_s / self.step_s))
+
+    def __str__(self) -> str:
+        return (f"batch load {self.load_s * 1e3:.2f} ms (read {self.read_s * 1e3:.2f}, "
+                f"decompress {self.decompress_s * 1e3:.2f}, batch {self.batch_s * 1e3:.2f}); "
+                f"{self.in_flight} in flight → loader {self.loader_rate:,.0f} batches/s vs "
+                f"loop {self.consumption_rate:,.0f}/s: busy {self.busy_fraction():.0%}")

@@ -1,0 +1,469 @@
+"""The pipeline: background workers read, decompress and batch shards while the model trains.
+
+A training step should never wait for data. :class:`Loader` hands batches to a training loop
+through a bounded prefetch queue, filled by ``workers`` background threads; each worker makes
+one batch at a time in three stages, every one recorded as a span in a :class:`~iokit.timing.
+Timeline`::
+
+    read        fetch the batch's bytes from storage (local disk or a simulated store)
+    decompress  turn stored bytes into token IDs (a no-op for plain shards)
+    batch       cut the IDs into ``batch_size`` windows of ``block_size + 1`` tokens, as int64
+
+An epoch is the shard set's token stream cut into consecutive batches of ``batch_size ×
+(block_size + 1)`` tokens (the tail that does not fill a batch is left out); batch ``k`` has
+inputs ``x`` and targets ``y = x`` shifted by one, as nanoGPT's ``get_batch``. Every batch
+arrives exactly once per epoch, in order ``0, 1, 2, …`` or, with ``shuffle=True``, in a
+permutation fixed by ``seed`` and the epoch number. Delivery order never depends on which
+worker finished first.
+
+The knobs:
+
+* ``workers`` — background threads (0: the training loop loads each batch itself, the naive
+  loop). Threads suit this work: reading waits on storage, and zstd and numpy release the GIL.
+* ``prefetch`` — how many batches the loader may make ahead of the one the loop asks for (0:
+  load only on demand, no overlap). At most ``min(workers, prefetch + 1)`` batches are in the
+  making at once: by Little's law the loader delivers at most that many per batch-load time.
+
+Shutdown is clean whatever happens: leaving the ``for`` loop early, an exception in the loop,
+or an error in a worker stops and joins every worker thread before control returns. A worker's
+exception reaches the loop as :class:`LoaderError` naming the worker and the batch, with the
+worker's traceback attached (as its ``__cause__`` and as a note), at the failed batch's place
+in the order: every batch before it still arrives, none after it is started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IokitError, ParameterError, check_positive
+from .timing import Timeline
+
+STAGES = ("read", "decompress", "batch")
+JOIN_TIMEOUT_S = 10.0
+
+
+class LoaderError(IokitError):
+    """A loader worker failed; the message names the worker and the batch."""
+
+
+# --------------------------------------------------------------------------- batch sources
+
+
+class ShardBatches:
+    """Batches of a plain shard set, read through a storage backend (one request per shard
+    piece a batch touches, usually one).
+
+    ``fetch(k)`` is the I/O (stage ``read``), ``decode(k, payload)`` turns its bytes into token
+    IDs (stage ``decompress``; plain shards need no decompression). Any object with
+    ``n_batches``, ``tokens_per_batch``, ``fetch`` and ``decode`` can feed a :class:`Loader`.
+    """
+
+    codec = "none"
+
+    def __init__(self, shards, tokens_per_batch: int, storage=None):
+        from .storage import LocalDisk
+
+        self.shards = shards
+        self.dtype = shards.dtype
+        self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
+        self.storage = storage if storage is not None else LocalDisk()
+        self.n_batches = shards.n_tokens // self.tokens_per_batch
+        if self.n_batches == 0:
+            raise ParameterError(
+                f"a batch needs {self.tokens_per_batch:,} tokens, but the shards in "
+                f"{shards.folder} hold {shards.n_tokens:,}; use a smaller batch_size or "
+                "block_size, or more data.")
+
+    @property
+    def stored_bytes_per_batch(self) -> float:
+        return self.tokens_per_batch * self.dtype.itemsize
+
+    def fetch(self, k: int) -> list[bytes]:
+        start, stop = k * self.tokens_per_batch, (k + 1) * self.tokens_per_batch
+        isz = self.dtype.itemsize
+        pieces = []
+        starts = self.shards.starts
+        s = int(np.searchsorted(starts, start, side="right")) - 1
+        while start < stop:
+            base, end = int(starts[s]), min(stop, int(starts[s + 1]))
+            if end > start:
+                path = self.shards.shards[s].bin_path
+                pieces.append(self.storage.read(path, (start - base) * isz, (end - start) * isz))
+            start = max(start, end)
+            s += 1
+        return pieces
+
+    def decode(self, k: int, payload: list[bytes]) -> np.ndarray:
+        data = payload[0] if len(payload) == 1 else b"".join(payload)
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def close(self) -> None:
+        pass
+
+
+class BlockBatches:
+    """Batches of a block-compressed copy of the token stream (:func:`pack_tokens`).
+
+    ``fetch(k)`` fetches the compressed blocks batch ``k`` touches (one storage request each);
+    ``decode`` checks and decompresses them and keeps the batch's tokens.
+    """
+
+    def __init__(self, path, dtype, tokens_per_batch: int, storage=None):
+        from .blocks import BlockReader
+
+        self.reader = BlockReader(path, storage=storage)
+        self.codec = self.reader.table.codec
+        self.dtype = np.dtype(dtype)
+        self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
+        n_tokens = self.reader.size // self.dtype.itemsize
+        self.n_batches = n_tokens // self.tokens_per_batch
+        if self.n_batches == 0:
+            raise ParameterError(f"a batch needs {self.tokens_per_batch:,} tokens, but {path} "
+                                 f"holds {n_tokens:,}; use a smaller batch.")
+
+    @property
+    def stored_bytes_per_batch(self) -> float:
+        return self.reader.table.compressed_size / self.n_batches
+
+    def _range(self, k: int) -> tuple[int, int, int, int]:
+        nbytes = self.tokens_per_batch * self.dtype.itemsize
+        lo, hi = k * nbytes, (k + 1) * nbytes
+        bs = self.reader.table.block_size
+        return lo, hi, lo // bs, (hi - 1) // bs
+
+    def fetch(self, k: int) -> list[bytes]:
+        _, _, first, last = self._range(k)
+        return [self.reader.fetch(i) for i in range(first, last + 1)]
+
+    def decode(self, k: int, payload: list[bytes]) -> np.ndarray:
+        lo, hi, first, _ = self._range(k)
+        raw = b"".join(self.reader.decode(first + j, p) for j, p in enumerate(payload))
+        skip = lo - first * self.reader.table.block_size
+        return np.frombuffer(raw, dtype=self.dtype, count=(hi - lo) // self.dtype.itemsize,
+                             offset=skip)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def pack_tokens(shards, path, codec: str = "zstd:3", block_bytes: int = 256 * 1024) -> Path:
+    """Write the shard set's token stream as one block-compressed file; return its path.
+
+    Choose ``block_bytes`` equal to a batch's bytes (``batch × (block + 1) × itemsize``) and a
+    batch is exactly one block: one request, one decompression.
+    """
+    try:
+        from .blocks import write_blocks
+    except ImportError:  # pragma: no cover - until block compression is installed
+        raise ParameterError(f"codec {codec!r} needs block-compressed data (iokit.blocks), "
+                             "which this iokit does not have; use codec='none'.") from None
+    pieces = (s.read(0, s.n_tokens).tobytes() for s in shards.shards)
+    write_blocks(path, pieces, codec, block_bytes)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+@dataclass
+class Batch:
+    """One batch: its place in the epoch's order, which batch of the stream it is, x and y."""
+
+    position: int
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+
+
+def epoch_order(n_batches: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0
+                ) -> np.ndarray:
+    """The order batches arrive in: 0..n-1, or a permutation fixed by ``seed`` and ``epoch``."""
+    if not shuffle:
+        return np.arange(n_batches)
+    return np.random.default_rng([seed, epoch]).permutation(n_batches)
+
+
+def make_batch(tokens: np.ndarray, batch_size: int, block_size: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Token IDs → (x, y): ``batch_size`` rows of ``block_size`` int64 IDs, y shifted by one."""
+    out = np.asarray(tokens).reshape(batch_size, block_size + 1).astype(np.int64)
+    return out[:, :-1], out[:, 1:]
+
+
+class Loader:
+    """Batches from a source, made by background workers, handed over in a fixed order.
+
+    ``for batch in loader`` runs one epoch (``loader.epoch`` counts them). Use it in a ``with``
+    block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
+    """
+
+    def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
+                 prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
+                 timeline: Timeline | None = None):
+        self.source = source
+        self.batch_size = check_positive("batch_size", batch_size)
+        self.block_size = check_positive("block_size", block_size)
+        if source.tokens_per_batch != self.batch_size * (self.block_size + 1):
+            raise ParameterError(
+                f"the source makes batches of {source.tokens_per_batch:,} tokens, but "
+                f"batch_size × (block_size + 1) = {self.batch_size * (self.block_size + 1):,}.")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ParameterError(f"workers must be a whole number >= 0, got {workers!r} (0 "
+                                 "loads in the training loop itself).")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ParameterError(f"prefetch must be a whole number >= 0, got {prefetch!r} (0 "
+                                 "loads only when the loop asks).")
+        self.workers, self.prefetch = workers, prefetch
+        self.shuffle, self.seed = shuffle, seed
+        self.limit = None if limit is None else check_positive("limit", limit)
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.epoch = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def n_batches(self) -> int:
+        """Batches per epoch (or ``limit``, if smaller)."""
+        n = self.source.n_batches
+        return n if self.limit is None else min(n, self.limit)
+
+    def load(self, index: int, worker: str) -> tuple[np.ndarray, np.ndarray]:
+        """Make batch ``index``: read, decompress, batch, each recorded on the timeline."""
+        tl = self.timeline
+        with tl.span("read", worker):
+            payload = self.source.fetch(index)
+        with tl.span("decompress", worker):
+            tokens = self.source.decode(index, payload)
+        with tl.span("batch", worker):
+            return make_batch(tokens, self.batch_size, self.block_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = epoch_order(self.source.n_batches, shuffle=self.shuffle, seed=self.seed,
+                            epoch=self.epoch)[:self.n_batches]
+        self.epoch += 1
+        if self.workers == 0:
+            return self._inline(order)
+        return self._background(order)
+
+    def _inline(self, order) -> Iterator[Batch]:
+        for p, k in enumerate(order.tolist()):
+            yield Batch(p, k, *self.load(k, "loop"))
+
+    def _background(self, order) -> Iterator[Batch]:
+        n = len(order)
+        state = _Shared(threading.Condition())
+        self._threads = [
+            threading.Thread(target=self._work, args=(state, order, f"worker-{w}"),
+                             name=f"iokit-loader-{w}", daemon=True)
+            for w in range(self.workers)]
+        for t in self._threads:
+            t.start()
+        try:
+            for p in range(n):
+                with state.cond:
+                    state.asked = p + 1  # the loop wants batch p now
+                    state.cond.notify_all()
+                    while p not in state.ready and p not in state.errors and \
+                            not (state.errors and p >= state.next):
+                        state.cond.wait()
+                    if p not in state.ready:  # this batch failed, or will never be made
+                        raise state.errors.get(p) or state.errors[min(state.errors)]
+                    x, y = state.ready.pop(p)
+                    state.cond.notify_all()
+                yield Batch(p, int(order[p]), x, y)
+        finally:
+            self._stop(state)
+
+    def _work(self, state: _Shared, order, worker: str) -> None:
+        n = len(order)
+        while True:
+            with state.cond:
+                while not state.stop and state.next < n and \
+                        state.next >= state.asked + self.prefetch:
+                    state.cond.wait()
+                if state.stop or state.errors or state.next >= n:
+                    return
+                p = state.next
+                state.next += 1
+            try:
+                batch = self.load(int(order[p]), worker)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
+                with state.cond:  # batches before it still arrive; none after it is started
+                    state.errors[p] = _loader_error(exc, worker, int(order[p]), p)
+                    state.cond.notify_all()
+                return
+            with state.cond:
+                state.ready[p] = batch
+                state.cond.notify_all()
+
+    def _stop(self, state: _Shared) -> None:
+        with state.cond:
+            state.stop = True
+            state.ready.clear()
+            state.cond.notify_all()
+        for t in self._threads:
+            t.join(JOIN_TIMEOUT_S)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        self._threads = []
+        if alive:  # pragma: no cover - a storage read that never returns
+            raise LoaderError(f"loader threads {', '.join(alive)} did not stop within "
+                              f"{JOIN_TIMEOUT_S:g} s; a storage read may be stuck.")
+
+    def close(self) -> None:
+        """Release the source (workers stop when an epoch ends or the loop leaves)."""
+        self.source.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class _Shared:
+    """What the loop and the workers share, guarded by ``cond``."""
+
+    cond: threading.Condition
+    next: int = 0  # the next position a worker will take
+    asked: int = 0  # positions the loop has asked for (including the one it waits for)
+    ready: dict = field(default_factory=dict)  # position -> (x, y)
+    stop: bool = False
+    errors: dict = field(default_factory=dict)  # position -> LoaderError
+
+
+def _loader_error(exc: BaseException, worker: str, index: int, position: int) -> LoaderError:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    err = LoaderError(f"{worker} failed on batch {index} (position {position} of the epoch): "
+                      f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    err.worker_traceback = tb
+    if hasattr(err, "add_note"):
+        err.add_note(f"the worker's traceback:\n{tb}")
+    return err
+
+
+# --------------------------------------------------------------------------- opening a loader
+
+
+def open_loader(folder, *, storage: str = "local", codec: str = "none", workers: int = 2,
+                prefetch: int = 4, batch_size: int = 16, block_size: int = 256,
+                shuffle: bool = True, seed: int = 0, limit: int | None = None,
+                codec_block_bytes: int | None = None, timeline: Timeline | None = None,
+                workdir=None) -> Loader:
+    """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
+
+    ``storage``: ``"local"`` or a simulated preset (``object-store``, ...). ``codec``:
+    ``"none"`` reads the plain shards; a codec name (``"zstd:3"``) reads a block-compressed
+    copy, made once in ``workdir`` (default: beside the shards) with one block per batch
+    unless ``codec_block_bytes`` says otherwise.
+    """
+    from .shards import open_shards
+    from .storage import open_storage
+
+    store = open_storage(storage)
+    shards = open_shards(folder)
+    tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
+                                                                        block_size) + 1)
+    if codec == "none":
+        source = ShardBatches(shards, tokens, store)
+    else:
+        block_bytes = codec_block_bytes or tokens * shards.dtype.itemsize
+        out = Path(workdir or folder) / f"packed-{codec.replace(':', '-')}-{block_bytes}.blk"
+        if not out.exists():
+            pack_tokens(shards, out, codec, block_bytes)
+        dtype = shards.dtype
+        shards.close()
+        source = BlockBatches(out, dtype, tokens, store)
+    return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
+                  prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+@dataclass
+class TrainRun:
+    """What a simulated training run saw: per step, seconds waiting for data and computing."""
+
+    wait_s: list[float]
+    compute_s: list[float]
+    seconds: float  # wall time of the loop, first request to last step's end
+    timeline: Timeline
+    step_s: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.compute_s)
+
+    @property
+    def busy_fraction(self) -> float:
+        """Time the accelerator computed / the loop's wall time: 1.0 = never waited for data."""
+        return sum(self.compute_s) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def stage_means(self) -> dict[str, float]:
+        """Mean seconds per span of each stage (read, decompress, batch, wait, train)."""
+        sums: dict[str, list[float]] = {}
+        for s in self.timeline.spans:
+            sums.setdefault(s.stage, []).append(s.seconds)
+        return {k: float(np.mean(v)) for k, v in sums.items()}
+
+    def __str__(self) -> str:
+        return (f"{self.steps} steps of {self.step_s * 1e3:.1f} ms in {self.seconds:.2f} s: "
+                f"busy {self.busy_fraction:.0%}, {self.steps_per_s:,.1f} steps/s")
+
+
+def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
+    """Run a simulated training loop: each step takes a batch and computes for ``step_s``.
+
+    The computation is a sleep, standing in for the accelerator (it holds no GIL, as a GPU
+    kernel would not). Per step it records the wait for the batch and the compute time, and
+    puts ``wait`` and ``train`` spans on the loader's timeline (worker ``trainer``).
+    """
+    if not step_s >= 0:
+        raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
+    tl = loader.timeline
+    waits, computes = [], []
+    start = tl.now()
+    it = iter(loader)
+    try:
+        while steps is None or len(computes) < steps:
+            t0 = tl.now()
+            batch = next(it, None)
+            t1 = tl.now()
+            if batch is None:
+                break
+            tl.add("wait", t0, t1, "trainer")
+            _ = batch.x.shape  # the accelerator would copy the batch here
+            time.sleep(step_s)
+            t2 = tl.now()
+            tl.add("train", t1, t2, "trainer")
+            waits.append(t1 - t0)
+            computes.append(t2 - t1)
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+    settings = {"workers": loader.workers, "prefetch": loader.prefetch,
+                "batch_size": loader.batch_size, "block_size": loader.block_size,
+                "codec": getattr(loader.source, "codec", "none")}
+    return TrainRun(waits, computes, tl.now() - start, tl, step_s, settings)
+
+
+def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loader_kwargs
+                 ) -> TrainRun:
+    """Open a loader on ``folder`` (see :func:`open_loader`), train ``steps`` steps, close."""
+    with open_loader(folder, **loader_kwargs) as loader:
+        run = train(loader, step_s, steps)
+    run.settings["storage"] = loader_kwargs.get("storage", "local")
+    return run

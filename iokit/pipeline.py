@@ -467,3 +467,103 @@ def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loa
         run = train(loader, step_s, steps)
     run.settings["storage"] = loader_kwargs.get("storage", "local")
     return run
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class WalkStep:
+    """One technique of the walk from the naive loop to the full pipeline."""
+
+    technique: str
+    removes: str  # the bottleneck it takes away
+    settings: dict
+
+
+WALK = [
+    WalkStep("naive: the loop loads each batch", "(baseline)",
+             {"workers": 0, "prefetch": 0}),
+    WalkStep("+ background worker, prefetch 1",
+             "loading and computing taking turns", {"workers": 1, "prefetch": 1}),
+    WalkStep("+ 4 worker threads, prefetch 8",
+             "storage latency (one request in flight)", {"workers": 4, "prefetch": 8}),
+]
+COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
+                           "bytes over the link (helps when bandwidth-bound)",
+                           {"workers": 4, "prefetch": 8, "codec": "zstd:3"})
+
+
+@dataclass
+class WalkRow:
+    """A technique, its run, the model's prediction, and its speedup over the naive loop."""
+
+    step: WalkStep
+    run: TrainRun
+    model: object  # PipelineModel
+    speedup: float = 1.0
+
+    @property
+    def predicted_busy(self) -> float:
+        return self.model.busy_fraction(self.run.steps)
+
+
+def calibrate(folder, batches: int = 10, **loader_kwargs):
+    """Seconds per batch of each stage, one batch at a time (no overlap): the model's input."""
+    kwargs = {**loader_kwargs, "workers": 0, "prefetch": 0, "limit": batches}
+    run = run_training(folder, step_s=0.0, steps=batches, **kwargs)
+    means = run.stage_means()
+    return means.get("read", 0.0), means.get("decompress", 0.0), means.get("batch", 0.0)
+
+
+def walk_steps(compressed: bool | None = None) -> list[WalkStep]:
+    """The walk's steps; the compressed one only where block compression is available."""
+    if compressed is None:
+        try:
+            from . import blocks  # noqa: F401
+            compressed = True
+        except ImportError:
+            compressed = False
+    return WALK + ([COMPRESSED_STEP] if compressed else [])
+
+
+def pipeline_walk(folder, *, storage: str = "object-store", step_s: float = 0.005,
+                  steps: int = 40, batch_size: int = 16, block_size: int = 256,
+                  walk: list[WalkStep] | None = None, on_row=None, workdir=None
+                  ) -> list[WalkRow]:
+    """Run every step of the walk on ``storage``; speedups are training steps per second over
+    the first step's. Each row carries the model's prediction from a one-batch-at-a-time
+    calibration of the same source."""
+    import os
+
+    from .model import PipelineModel
+
+    rows: list[WalkRow] = []
+    calibrations: dict = {}
+    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
+              "seed": 0, "limit": steps, "workdir": workdir}
+    for st in walk or walk_steps():
+        kwargs = {**common, **st.settings}
+        codec = kwargs.get("codec", "none")
+        if codec not in calibrations:
+            calibrations[codec] = calibrate(folder, **{**kwargs, "storage": storage})
+        run = run_training(folder, step_s=step_s, steps=steps, **kwargs)
+        model = PipelineModel(*calibrations[codec], step_s, workers=kwargs["workers"],
+                              prefetch=kwargs["prefetch"], cores=os.cpu_count() or 1)
+        row = WalkRow(st, run, model)
+        row.speedup = run.steps_per_s / rows[0].run.steps_per_s if rows else 1.0
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def format_walk(rows: list[WalkRow]) -> str:
+    """The walk as a plain-text table: technique, busy (model), steps/s, speedup, removes."""
+    lines = [f"{'technique':<44} {'busy':>5} {'model':>6} {'steps/s':>8} {'speedup':>8}  "
+             "bottleneck removed"]
+    for r in rows:
+        lines.append(f"{r.step.technique:<44} {r.run.busy_fraction:>5.0%} "
+                     f"{r.predicted_busy:>6.0%} {r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  "
+                     f"{r.step.removes}")
+    return "\n".join(lines)

@@ -79,7 +79,7 @@ FIGURES.append(figure_pretokenized)
 
 
 def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
-    """Busy fraction of a 5 ms training step on the object store: naive loader vs 4 workers
+    """Busy fraction of a 5 ms training step on the object store: naive loader vs 8 workers
     with prefetch, and the measured speedup in training steps per second."""
     from .pipeline import WALK, pipeline_walk
 
@@ -95,9 +95,9 @@ def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
     return [
         Figure("pipeline busy fraction, naive loader (object store, 5 ms step)",
                naive.run.busy_fraction, "fraction", f"model {naive.predicted_busy:.2f}"),
-        Figure("pipeline busy fraction, 4 workers + prefetch 8 (same)",
+        Figure("pipeline busy fraction, 8 workers + prefetch 8 (same)",
                best.run.busy_fraction, "fraction", f"model {best.predicted_busy:.2f}"),
-        Figure("pipeline training speedup, 4 workers + prefetch 8 / naive",
+        Figure("pipeline training speedup, 8 workers + prefetch 8 / naive",
                best.run.steps_per_s / naive.run.steps_per_s, "×",
                f"{naive.run.steps_per_s:,.0f} → {best.run.steps_per_s:,.0f} steps/s"),
     ]

@@ -486,12 +486,12 @@ WALK = [
              {"workers": 0, "prefetch": 0}),
     WalkStep("+ background worker, prefetch 1",
              "loading and computing taking turns", {"workers": 1, "prefetch": 1}),
-    WalkStep("+ 4 worker threads, prefetch 8",
-             "storage latency (one request in flight)", {"workers": 4, "prefetch": 8}),
+    WalkStep("+ 8 worker threads, prefetch 8",
+             "storage latency (one request in flight)", {"workers": 8, "prefetch": 8}),
 ]
 COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
                            "bytes over the link (helps when bandwidth-bound)",
-                           {"workers": 4, "prefetch": 8, "codec": "zstd:3"})
+                           {"workers": 8, "prefetch": 8, "codec": "zstd:3"})
 
 
 @dataclass

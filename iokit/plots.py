@@ -188,7 +188,8 @@ def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = Non
             bars = [(s.start - t0, max(s.seconds, 1e-5)) for s in spans
                     if s.worker == w and s.stage == stage]
             if bars:
-                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=color,
+                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=color, edgecolor="white",
+                               linewidth=0.5,
                                label=stage if stage not in seen else None)
                 seen.add(stage)
     ax.set_yticks(range(len(workers)), workers)
@@ -231,6 +232,6 @@ def busy_predicted_vs_measured(labels, predicted, measured, ax=None):
     ax.set_xlim(0, 1.05)
     ax.axvline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xlabel("busy fraction (time computing / wall time)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize="small")
     ax.set_title("Is the training loop starved? Model against measurement")
     return ax

@@ -34,7 +34,7 @@ def test_tour_rows_carry_the_walk(story):
     assert naive.run.steps == best.run.steps == 12
     assert rows[1].speedup == 1.0 and rows[2].speedup == pytest.approx(best.speedup)
     table = format_table(rows)
-    assert "pipeline: + 4 worker threads" in table and "busy" in table
+    assert "pipeline: + 8 worker threads" in table and "busy" in table
 
 
 def test_report_writes_html_and_figures(story, tmp_path):

@@ -33,6 +33,7 @@ in the order: every batch before it still arrives, none after it is started.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import traceback
@@ -375,7 +376,11 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
         source = ShardBatches(shards, tokens, store)
     else:
         block_bytes = codec_block_bytes or tokens * shards.dtype.itemsize
-        out = Path(workdir or folder) / f"packed-{codec.replace(':', '-')}-{block_bytes}.blk"
+        # The name carries the shards' checksums: rewritten shards never reuse a stale copy.
+        digest = hashlib.blake2b(b"".join(s.checksum.to_bytes(8, "little")
+                                          for s in shards.shards), digest_size=4).hexdigest()
+        out = Path(workdir or folder) / \
+            f"packed-{codec.replace(':', '-')}-{block_bytes}-{digest}.blk"
         if not out.exists():
             pack_tokens(shards, out, codec, block_bytes)
         dtype = shards.dtype
@@ -490,7 +495,7 @@ WALK = [
              "storage latency (one request in flight)", {"workers": 8, "prefetch": 8}),
 ]
 COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
-                           "bytes over the link (helps when bandwidth-bound)",
+                           "bytes over the link (pays only when bandwidth-bound)",
                            {"workers": 8, "prefetch": 8, "codec": "zstd:3"})
 
 

@@ -223,3 +223,20 @@ def test_compressed_batches_match_plain(plain_shards, tmp_path):
     assert [p.index for p in plain] == [q.index for q in packed]
     for p, q in zip(plain, packed):
         np.testing.assert_array_equal(p.x, q.x)
+
+
+def test_corrupt_block_reaches_the_loop_naming_the_block(plain_shards, tmp_path):
+    pytest.importorskip("iokit.blocks")
+    kwargs = dict(batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=2, shuffle=False,
+                  codec="zstd:3", workdir=tmp_path)
+    with open_loader(plain_shards, **kwargs) as loader:
+        n = len(list(loader))
+    (packed,) = tmp_path.glob("packed-zstd-3-*.blk")
+    data = bytearray(packed.read_bytes())
+    data[16 + 3] ^= 0xFF  # a byte inside the first compressed block
+    packed.write_bytes(bytes(data))
+    with open_loader(plain_shards, **kwargs) as loader:
+        with pytest.raises(LoaderError, match=r"failed on batch 0 .*block 0 of") as info:
+            list(loader)
+    assert "checksum" in str(info.value) and n > 1
+    assert loader_threads() == []

@@ -188,8 +188,9 @@ def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = Non
             bars = [(s.start - t0, max(s.seconds, 1e-5)) for s in spans
                     if s.worker == w and s.stage == stage]
             if bars:
-                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=color, edgecolor="white",
-                               linewidth=0.5,
+                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=color,
+                               edgecolor="none" if w == "trainer" else "white",
+                               linewidth=0.25,
                                label=stage if stage not in seen else None)
                 seen.add(stage)
     ax.set_yticks(range(len(workers)), workers)

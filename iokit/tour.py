@@ -236,7 +236,8 @@ def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
             color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
     ax.set_xscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel("speedup (log scale): blue over the naive loop, purple over the naive loader")
+    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the naive "
+                  "loader")
     ax.set_title("Every stage of the tour")
     figs["stages.png"] = _png(fig)
     plt.close(fig)

@@ -157,7 +157,7 @@ def _pipeline_storage(ctx: Context) -> str:
     return ctx.storage if ctx.storage not in ("local", "local-disk") else "object-store"
 
 
-def _walk_stage(step):
+def _walk_stage(step, number: int = 0):
     def stage(ctx: Context) -> Row:
         from .pipeline import pipeline_walk
 
@@ -177,14 +177,14 @@ def _walk_stage(step):
                         f"{r.busy_fraction:.0%} (model {row.predicted_busy:.0%}); speedup over "
                         f"the naive loader; removes: {step.removes}")
 
-    stage.__name__ = f"stage_pipeline_{step.technique.split(':')[0].split()[0]}"
+    stage.__name__ = f"stage_pipeline_{number}"
     return stage
 
 
 def _pipeline_stages():
     from .pipeline import walk_steps
 
-    return [_walk_stage(step) for step in walk_steps()]
+    return [_walk_stage(step, i) for i, step in enumerate(walk_steps())]
 
 
 STAGES.extend(_pipeline_stages())

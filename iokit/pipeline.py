@@ -106,7 +106,9 @@ class ShardBatches:
         return np.frombuffer(data, dtype=self.dtype)
 
     def close(self) -> None:
-        pass
+        if hasattr(self.storage, "close"):
+            self.storage.close()
+        self.shards.close()
 
 
 class BlockBatches:
@@ -152,6 +154,8 @@ class BlockBatches:
 
     def close(self) -> None:
         self.reader.close()
+        if hasattr(self.reader.storage, "close"):
+            self.reader.storage.close()
 
 
 def pack_tokens(shards, path, codec: str = "zstd:3", block_bytes: int = 256 * 1024) -> Path:

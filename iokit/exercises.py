@@ -143,12 +143,12 @@ def min_prefetch(answer, load_s: float, step_s: float) -> bool:
                    "ceil(L / S) in flight.")
 
 
-def loader_rate(answer, workers: int, prefetch: int, load_s: float) -> bool:
-    """05-3: batches per second a loader delivers with this many workers and this prefetch
-    depth, when each batch takes ``load_s`` to make and the CPU is not the limit."""
-    return _report(close(answer, min(workers, prefetch) / load_s, 0.02),
-                   "only min(workers, prefetch) batches are in the making at once, and each "
-                   "takes load_s: rate = min(workers, prefetch) / load_s.")
+def loader_rate(answer, workers: int, load_s: float) -> bool:
+    """05-3: the most batches per second ``workers`` workers can make, when each batch takes
+    ``load_s`` seconds (mostly waiting on storage) and the CPU is not the limit."""
+    return _report(close(answer, workers / load_s, 0.02),
+                   "each worker makes one batch per load_s, and they wait side by side: "
+                   "workers / load_s.")
 
 
 CPU_BOUND_CHOICES = {

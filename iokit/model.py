@@ -183,17 +183,18 @@ def fit_sampling_model(batch_sizes, block_sizes, seconds_per_batch, itemsize: in
 
 # --------------------------------------------------------------------------- notebook 05
 #
-# A pipelined loader delivers at the rate of its slowest stage. Each batch takes L seconds to
-# make (read + decompress + batch, one worker); with w workers and a prefetch depth d, at most
-# min(w, d) batches are in the making while the loop computes (Little's law), and CPU stages
-# share the cores. The loop consumes one batch per step time S. So, after the first batch
-# (which nobody can hide):
+# A pipelined loader delivers at the rate of its slowest limit. Each batch takes L seconds to
+# make (read + decompress + batch, one worker, C of them CPU seconds); the loop computes S per
+# step. With w workers and prefetch depth d, batch q may start once the loop has asked for
+# batch q - d, so d + 1 batches share each cycle of one load and one step (Little's law). The
+# loop gets a batch every
 #
-#     loader rate     r = min(min(w, d) / L, cores / CPU seconds per batch)
-#     busy fraction   b = min(1, r × S)          (pipelined, d ≥ 1 and w ≥ 1)
-#                     b = S / (S + L)            (naive: load, then compute, in turn)
+#     P = max(S, (S + L) / (d + 1), L / w, C / cores)      (w ≥ 1)
+#     P = S + L                                           (w = 0: the loop loads, then computes)
 #
-# over N steps the first batch's L is added once: busy = N·S / (L + N·max(S, 1/r)).
+# and the accelerator is busy b = S / P = min(1, (1/P_loader) / (1/S)). Over N steps the first
+# batch's L cannot be hidden: b_N = N·S / (L + N·P). The smallest depth that keeps the loop
+# busy is d = ceil(L / S), with at least as many workers.
 
 
 @dataclass(frozen=True)
@@ -213,30 +214,36 @@ class PipelineModel:
         """Seconds to make one batch, one worker, all stages in turn."""
         return self.read_s + self.decompress_s + self.batch_s
 
-    @property
-    def in_flight(self) -> int:
-        """Batches being made at once while the loop computes (0: no overlap)."""
-        return min(self.workers, self.prefetch)
+    def _limits(self) -> dict[str, float]:
+        """Seconds per step each limit allows, by the bottleneck's name."""
+        s, load = self.step_s, self.load_s
+        if self.workers == 0:
+            return {"serial: loading and computing take turns": s + load}
+        cpu = self.decompress_s + self.batch_s
+        return {"none: the loop's own step time": s,
+                ("serial: loading and computing take turns" if self.prefetch == 0 else
+                 "prefetch depth"): (s + load) / (self.prefetch + 1),
+                "workers (storage latency)": load / self.workers,
+                "cpu": cpu / self.cores}
 
     @property
-    def loader_rate(self) -> float:
-        """Batches per second the loader can deliver (its slowest limit)."""
-        if self.in_flight == 0:
-            return 1 / self.load_s if self.load_s > 0 else math.inf
-        cpu = self.decompress_s + self.batch_s
-        rates = [self.in_flight / self.load_s if self.load_s > 0 else math.inf,
-                 self.cores / cpu if cpu > 0 else math.inf]
-        return min(rates)
+    def period_s(self) -> float:
+        """Seconds between batches the loop gets, in steady state."""
+        return max(self._limits().values())
 
     @property
     def bottleneck(self) -> str:
-        """What limits the loader: 'latency' (too few batches in flight) or 'cpu'."""
-        if self.in_flight == 0:
-            return "serial: loading and computing take turns"
+        limits = self._limits()
+        return max(limits, key=limits.get)
+
+    @property
+    def loader_rate(self) -> float:
+        """Batches per second the loader can make at most (workers and cores permitting)."""
+        if self.workers == 0:
+            return 1 / self.load_s if self.load_s > 0 else math.inf
         cpu = self.decompress_s + self.batch_s
-        if cpu > 0 and self.cores / cpu < self.in_flight / self.load_s:
-            return "cpu"
-        return "read latency" if self.read_s >= cpu else "cpu"
+        return min(self.workers / self.load_s if self.load_s > 0 else math.inf,
+                   self.cores / cpu if cpu > 0 else math.inf)
 
     @property
     def consumption_rate(self) -> float:
@@ -244,23 +251,19 @@ class PipelineModel:
 
     def busy_fraction(self, steps: int | None = None) -> float:
         """Predicted compute time / wall time, over ``steps`` steps (None: steady state)."""
-        s, load = self.step_s, self.load_s
-        if self.in_flight == 0:
-            return s / (s + load) if s + load > 0 else 1.0
-        per_step = max(s, 1 / self.loader_rate)
+        p = self.period_s
         if steps is None:
-            return min(1.0, s / per_step) if per_step > 0 else 1.0
-        return steps * s / (load + steps * per_step)
+            return self.step_s / p if p > 0 else 1.0
+        return steps * self.step_s / (self.load_s + steps * p)
 
     def min_prefetch(self) -> int:
-        """The smallest prefetch depth whose in-flight batches keep up with the step time
-        (enough workers assumed): ceil(L / S)."""
+        """The smallest prefetch depth that keeps the loop busy (enough workers): ceil(L/S)."""
         if self.step_s <= 0:
             return math.inf
-        return max(1, math.ceil(self.load_s / self.step_s))
+        return max(1, math.ceil(self.load_s / self.step_s - 1e-9))
 
     def __str__(self) -> str:
         return (f"batch load {self.load_s * 1e3:.2f} ms (read {self.read_s * 1e3:.2f}, "
                 f"decompress {self.decompress_s * 1e3:.2f}, batch {self.batch_s * 1e3:.2f}); "
-                f"{self.in_flight} in flight → loader {self.loader_rate:,.0f} batches/s vs "
-                f"loop {self.consumption_rate:,.0f}/s: busy {self.busy_fraction():.0%}")
+                f"a batch every {self.period_s * 1e3:.2f} ms for {self.step_s * 1e3:.2f} ms "
+                f"steps: busy {self.busy_fraction():.0%} (limit: {self.bottleneck})")

@@ -576,3 +576,25 @@ def format_walk(rows: list[WalkRow]) -> str:
                      f"{r.predicted_busy:>6.0%} {r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  "
                      f"{r.step.removes}")
     return "\n".join(lines)
+
+
+def prefetch_sweep(folder, depths, *, workers: int = 8, storage: str = "object-store",
+                   step_s: float = 0.005, steps: int = 30, batch_size: int = 16,
+                   block_size: int = 256, stage_s=None) -> list[tuple[int, TrainRun, object]]:
+    """Train at each prefetch depth; return (depth, run, model) per depth. ``stage_s`` (read,
+    decompress, batch seconds per batch) is calibrated here unless given."""
+    import os
+
+    from .model import PipelineModel
+
+    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
+              "seed": 0}
+    if stage_s is None:
+        stage_s = calibrate(folder, **common)
+    out = []
+    for d in depths:
+        run = run_training(folder, step_s=step_s, steps=steps, workers=workers, prefetch=d,
+                           limit=steps, **common)
+        out.append((d, run, PipelineModel(*stage_s, step_s, workers=workers, prefetch=d,
+                                          cores=os.cpu_count() or 1)))
+    return out

@@ -236,3 +236,25 @@ def busy_predicted_vs_measured(labels, predicted, measured, ax=None):
     ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize="small")
     ax.set_title("Is the training loop starved? Model against measurement")
     return ax
+
+
+def busy_vs_prefetch(sweep, ax=None):
+    """Busy fraction against prefetch depth: measured points and the model's line, from
+    :func:`iokit.pipeline.prefetch_sweep`'s (depth, run, model) triples."""
+    ax = _axes(ax)
+    depths = [d for d, _, _ in sweep]
+    ax.plot(depths, [r.busy_fraction for _, r, _ in sweep], "o", color="tab:purple",
+            label="measured")
+    ax.plot(depths, [m.busy_fraction(r.steps) for _, r, m in sweep], "--", color="k",
+            label="model, with the first batch's wait")
+    ax.plot(depths, [m.busy_fraction() for _, _, m in sweep], ":", color="gray",
+            label="model, steady state")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("prefetch depth (batches made ahead of the loop)")
+    ax.set_ylabel("busy fraction")
+    m = sweep[0][2]
+    ax.set_title(f"{m.workers} workers, {m.step_s * 1e3:g} ms steps, "
+                 f"{m.load_s * 1e3:.1f} ms per batch: prefetch ≥ {m.min_prefetch()} keeps it busy")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return ax

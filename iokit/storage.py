@@ -26,6 +26,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ class SimulatedStore:
             os.close(fd)
         self.state_file = str(state_file)
         self._fd = None
+        self._lock = threading.Lock()  # threads of one process share one fd: flock alone
+        # does not keep them apart (it locks per open file, not per thread)
 
     @property
     def name(self) -> str:
@@ -143,6 +146,7 @@ class SimulatedStore:
         self.preset = state["preset"]
         self.state_file = state["state_file"]
         self._fd = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         p = self.preset
@@ -154,15 +158,17 @@ class SimulatedStore:
         """Book ``nbytes`` on the shared link no earlier than ``ready``; return when done."""
         import fcntl
 
-        if self._fd is None:
-            self._fd = os.open(self.state_file, os.O_RDWR)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            (free_at,) = struct.unpack("d", os.pread(self._fd, 8, 0))
-            done = max(ready, free_at) + nbytes / self.preset.aggregate_bandwidth
-            os.pwrite(self._fd, struct.pack("d", done), 0)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.state_file, os.O_RDWR)
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                (free_at,) = struct.unpack("d", os.pread(fd, 8, 0))
+                done = max(ready, free_at) + nbytes / self.preset.aggregate_bandwidth
+                os.pwrite(fd, struct.pack("d", done), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         return done
 
     def request_seconds(self, nbytes: int) -> float:
@@ -193,9 +199,10 @@ class SimulatedStore:
             yield self.read(path, offset, min(chunk_size, total - offset))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def open_storage(name: str = "local"):

@@ -175,6 +175,17 @@ def test_busy_fraction_with_a_known_slow_read():
     assert four.busy_fraction(steps=15) == pytest.approx(15 * 0.005 / (0.02 + 15 * 0.005))
 
 
+def test_model_prefetch_depth_limits_the_cycle():
+    # 8 workers, 20 ms loads, 5 ms steps: d + 1 batches per 25 ms cycle until d = L / S.
+    for d, busy in [(0, 0.2), (1, 0.4), (2, 0.6), (3, 0.8), (4, 1.0), (8, 1.0)]:
+        m = PipelineModel(0.02, 0.0, 0.0, 0.005, workers=8, prefetch=d)
+        assert m.busy_fraction() == pytest.approx(busy)
+    assert PipelineModel(0.02, 0, 0, 0.005, workers=8, prefetch=2).bottleneck == \
+        "prefetch depth"
+    assert PipelineModel(0.02, 0, 0, 0.005, workers=2, prefetch=8).bottleneck == \
+        "workers (storage latency)"
+
+
 def test_model_cpu_bound_loader():
     m = PipelineModel(0.001, 0.004, 0.004, 0.002, workers=8, prefetch=8, cores=2)
     assert m.bottleneck == "cpu"

@@ -31,7 +31,7 @@ def test_pipeline_panel_redraws_when_a_control_changes(shards):
     rows = [t.get_text() for t in panel.plot.ax.get_yticklabels()]
     assert rows == ["trainer", "loop"]
     run, model = panel.results[-1]
-    assert run.steps == 8 and model.in_flight == 0
+    assert run.steps == 8 and model.workers == 0
     assert "hdd" in panel.plot.ax.get_title()
 
 
@@ -40,6 +40,6 @@ def test_exercise_checks(capsys):
     assert not exercises.naive_busy(0.25, 0.02, 0.005)
     assert exercises.min_prefetch(4, 0.02, 0.005)
     assert not exercises.min_prefetch(3, 0.02, 0.005)
-    assert exercises.loader_rate(100, 2, 8, 0.02)
+    assert exercises.loader_rate(400, 8, 0.02)
     assert exercises.cpu_bound_fix("c") and not exercises.cpu_bound_fix("a")
     assert "not quite" in capsys.readouterr().out

@@ -75,6 +75,76 @@ def figure_pretokenized(corpus: Path, workdir: Path) -> list[Figure]:
 FIGURES.append(figure_pretokenized)
 
 
+# --------------------------------------------------------------------------- compressed shards
+
+
+def figure_compressed_shards(corpus: Path, workdir: Path) -> list[Figure]:
+    """(a) sequential read of block-compressed shards / raw zstandard decompression of the
+    same blocks; (b) the zstd:3 ratio on the text and on the token IDs."""
+    import zstandard
+
+    from .blocks import DEFAULT_BLOCK_SIZE
+    from .codecs import get_codec
+    from .compression import corpus_text
+    from .corpus import iter_documents
+    from .shards import open_shards, pretokenize, write_shards
+    from .timing import Timing, measure
+    from .tokenize import WordTokenizer
+
+    tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
+    raw_dir, z_dir = workdir / "shards-raw", workdir / "shards-zstd3"
+    pretokenize(corpus, tok, raw_dir)
+    with open_shards(raw_dir) as raw:
+        write_shards((raw.document(i) for i in range(len(raw))), z_dir,
+                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
+        token_bytes = raw.nbytes
+        first_tokens = raw.read(0, min(raw.n_tokens, 8 << 20)).tobytes()
+    shards = open_shards(z_dir)
+
+    # Enough passes per timed run (about 32 MB of tokens) that one run outlasts the scheduler's
+    # hiccups on a shared machine.
+    passes = max(1, (32 << 20) // max(token_bytes, 1))
+
+    def read_shards():
+        for _ in range(passes):
+            for _ in shards.iter_chunks(DEFAULT_BLOCK_SIZE // shards.dtype.itemsize):
+                pass
+
+    blocks = []  # the same compressed blocks, in memory, for zstandard alone
+    for s in shards.shards:
+        data = s.bin_path.read_bytes()
+        blocks += [data[a:b] for a, b in zip(s.blocks.offsets[:-1], s.blocks.offsets[1:])]
+    dctx = zstandard.ZstdDecompressor()
+
+    def raw_zstd():
+        for _ in range(passes):
+            for b in blocks:
+                dctx.decompress(b)
+
+    # Interleaved runs, so a busy moment on a shared machine hits both sides alike.
+    t_shards, t_zstd = Timing([], token_bytes * passes), Timing([], token_bytes * passes)
+    for _ in range(7):
+        t_shards.seconds += measure(read_shards, repeat=1, warmup=1).seconds
+        t_zstd.seconds += measure(raw_zstd, repeat=1, warmup=1).seconds
+    shards.close()
+    text = corpus_text(corpus, 8 << 20)
+    zstd3 = get_codec("zstd:3")
+    text_ratio = len(text) / len(zstd3.compress(text))
+    token_ratio = len(first_tokens) / len(zstd3.compress(first_tokens))
+    return [
+        Figure(f"compressed-shard sequential read / raw zstd decompress ({DEFAULT_BLOCK_SIZE >> 10}"
+               " KiB blocks)", t_zstd.median / t_shards.median, "fraction",
+               f"shards {t_shards.mb_per_s:,.0f} MB/s, zstandard alone {t_zstd.mb_per_s:,.0f} "
+               "MB/s of tokens"),
+        Figure("zstd:3 ratio on text", text_ratio, "×", f"first {len(text) / 1e6:,.1f} MB"),
+        Figure("zstd:3 ratio on uint16 token IDs (word-level)", token_ratio, "×",
+               f"first {len(first_tokens) / 1e6:,.1f} MB"),
+    ]
+
+
+FIGURES.append(figure_compressed_shards)
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 

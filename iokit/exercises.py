@@ -121,6 +121,53 @@ def one_token_at_a_time(answer) -> bool:
                    "at what each loop iteration does besides moving 2 bytes.")
 
 
+# --------------------------------------------------------------------------- notebook 03
+
+
+def zstd_break_even(answer, profile) -> bool:
+    """03-1: below what storage bandwidth (MB/s) does this codec read faster than no codec,
+    with decompression after each read (not overlapped)?"""
+    from .model import break_even_bandwidth
+
+    expected = break_even_bandwidth(profile.ratio, profile.decode_bps) / 1e6
+    return _report(close(answer, expected, 0.05),
+                   "set S/B = S/(r·B) + S/D and solve for B: B = D·(1 − 1/r), with D in MB/s "
+                   "(profile.decode_bps / 1e6) and r = profile.ratio.")
+
+
+def overlapped_read_seconds(answer) -> bool:
+    """03-2: seconds to read 10 GB (10**10 bytes of data) stored at ratio 3 from 200 MB/s
+    storage, decompressing at 800 MB/s while the next block is fetched."""
+    expected = max(1e10 / 3 / 200e6, 1e10 / 800e6)
+    return _report(close(answer, expected, 0.02),
+                   "overlapped, the slower of the two sets the pace: max(S/(r·B), S/D).")
+
+
+def in_memory_speedup(answer, profile, memory_bps: float = 10e9) -> bool:
+    """03-3: data already in memory (read at ``memory_bps``): the speedup (plain time /
+    compressed time, serial model) that this codec gives."""
+    from .model import read_seconds
+
+    s = 1e9
+    expected = read_seconds(s, memory_bps) / read_seconds(s, memory_bps, profile.ratio,
+                                                          profile.decode_bps)
+    return _report(close(answer, expected, 0.05),
+                   "use read_seconds(S, B) / read_seconds(S, B, r, D) with B = 10 GB/s; "
+                   "a speedup below 1 is a slowdown.")
+
+
+def smallest_good_block(answer, points, whole_ratio: float, within: float = 0.9,
+                        codec: str = "zstd:3") -> bool:
+    """03-4: the smallest block size (bytes) at which ``codec`` keeps at least ``within`` of
+    its whole-file ratio, from the block-size sweep."""
+    good = sorted(p.block_size for p in points
+                  if p.codec == codec and p.ratio >= within * whole_ratio)
+    expected = good[0] if good else None
+    return _report(answer == expected,
+                   f"keep the points of {codec} whose ratio is at least {within} × the "
+                   "whole-file ratio, and take the smallest block size among them.")
+
+
 # --------------------------------------------------------------------------- notebook 05
 
 

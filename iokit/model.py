@@ -181,6 +181,69 @@ def fit_sampling_model(batch_sizes, block_sizes, seconds_per_batch, itemsize: in
                              float(1 / inv_bw) if inv_bw > 0 else math.inf)
 
 
+# --------------------------------------------------------------------------- compression
+
+
+@dataclass(frozen=True)
+class CodecProfile:
+    """What the break-even model needs to know about a codec, measured on the data at hand.
+
+    ``ratio`` is raw bytes per stored byte; ``decode_bps`` is raw bytes per second the reader
+    turns stored bytes back into data (checksum + decompression; for ``none``, checksum + copy).
+    """
+
+    name: str
+    ratio: float
+    decode_bps: float
+
+
+def read_seconds(nbytes: float, bandwidth: float, ratio: float = 1.0,
+                 decode_bps: float = math.inf, *, overlap: bool = False, requests: int = 0,
+                 latency: float = 0.0) -> float:
+    """Predicted seconds to read ``nbytes`` of data stored compressed ``ratio``:1.
+
+    The transfer moves ``nbytes / ratio`` stored bytes at ``bandwidth`` (plus ``requests`` ×
+    ``latency``); decoding takes ``nbytes / decode_bps``. Serially the two add up::
+
+        S / (r·B) + S / D
+
+    and when the next block is fetched while the current one decompresses, the slower one
+    sets the pace: ``max(S / (r·B), S / D)``. Uncompressed (r = 1, D = ∞) both are S / B.
+    """
+    transfer = requests * latency + nbytes / ratio / bandwidth
+    decode = nbytes / decode_bps
+    return max(transfer, decode) if overlap else transfer + decode
+
+
+def break_even_bandwidth(ratio: float, decode_bps: float, *, overlap: bool = False,
+                         plain_decode_bps: float = math.inf) -> float:
+    """The storage bandwidth (bytes/s) below which the codec reads faster than no codec.
+
+    Serially, S/B + S/D0 > S/(rB) + S/D  ⇔  B < (1 − 1/r) / (1/D − 1/D0): with D0 = ∞ (an
+    uncompressed read costs nothing but its transfer), B < D·(1 − 1/r). Overlapped, a
+    compressed read can never beat the decoder, so the codec pays while B < D (for r > 1).
+    """
+    if ratio <= 1:
+        return 0.0
+    if overlap:
+        return decode_bps
+    extra = 1 / decode_bps - 1 / plain_decode_bps
+    return math.inf if extra <= 0 else (1 - 1 / ratio) / extra
+
+
+def predict_read_seconds(profiles, nbytes: float, bandwidth: float, *, overlap: bool = False,
+                         requests: int = 0, latency: float = 0.0) -> dict[str, float]:
+    """Predicted seconds to read ``nbytes`` with each codec profile, by codec name."""
+    return {p.name: read_seconds(nbytes, bandwidth, p.ratio, p.decode_bps, overlap=overlap,
+                                 requests=requests, latency=latency) for p in profiles}
+
+
+def predict_winner(profiles, bandwidth: float, nbytes: float = 1e9, **kwargs) -> str:
+    """The codec that reads fastest at ``bandwidth`` (bytes/s), by the break-even model."""
+    times = predict_read_seconds(profiles, nbytes, bandwidth, **kwargs)
+    return min(times, key=times.get)
+
+
 # --------------------------------------------------------------------------- notebook 05
 #
 # A pipelined loader delivers at the rate of its slowest limit. Each batch takes L seconds to

@@ -58,15 +58,14 @@ class LoaderError(IokitError):
 
 
 class ShardBatches:
-    """Batches of a plain shard set, read through a storage backend (one request per shard
-    piece a batch touches, usually one).
+    """Batches of a shard set, plain or block-compressed, read through a storage backend.
 
-    ``fetch(k)`` is the I/O (stage ``read``), ``decode(k, payload)`` turns its bytes into token
-    IDs (stage ``decompress``; plain shards need no decompression). Any object with
-    ``n_batches``, ``tokens_per_batch``, ``fetch`` and ``decode`` can feed a :class:`Loader`.
+    ``fetch(k)`` is the I/O (stage ``read``): one request per plain shard piece the batch
+    touches (usually one), or one per compressed block. ``decode(k, payload)`` turns those bytes
+    into token IDs (stage ``decompress``: check and decompress the blocks and keep the batch's
+    tokens; nothing to do for plain shards). Any object with ``n_batches``,
+    ``tokens_per_batch``, ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
     """
-
-    codec = "none"
 
     def __init__(self, shards, tokens_per_batch: int, storage=None):
         from .storage import LocalDisk
@@ -81,97 +80,82 @@ class ShardBatches:
                 f"a batch needs {self.tokens_per_batch:,} tokens, but the shards in "
                 f"{shards.folder} hold {shards.n_tokens:,}; use a smaller batch_size or "
                 "block_size, or more data.")
+        self.readers = {}  # shard number -> BlockReader over this storage (compressed shards)
+        for i, shard in enumerate(shards.shards):
+            if getattr(shard, "blocks", None) is not None:
+                from .blocks import BlockReader
+
+                self.readers[i] = BlockReader(shard.bin_path, shard.blocks, 0,
+                                              storage=self.storage)
+        codecs = {r.table.codec for r in self.readers.values()}
+        self.codec = ", ".join(sorted(codecs)) if codecs else "none"
 
     @property
     def stored_bytes_per_batch(self) -> float:
-        return self.tokens_per_batch * self.dtype.itemsize
+        return self.shards.nbytes / (self.shards.n_tokens / self.tokens_per_batch)
 
-    def fetch(self, k: int) -> list[bytes]:
+    def _pieces(self, k: int):
+        """(shard number, first token, end token) of each shard piece batch ``k`` covers."""
         start, stop = k * self.tokens_per_batch, (k + 1) * self.tokens_per_batch
-        isz = self.dtype.itemsize
-        pieces = []
         starts = self.shards.starts
         s = int(np.searchsorted(starts, start, side="right")) - 1
         while start < stop:
             base, end = int(starts[s]), min(stop, int(starts[s + 1]))
             if end > start:
-                path = self.shards.shards[s].bin_path
-                pieces.append(self.storage.read(path, (start - base) * isz, (end - start) * isz))
+                yield s, start - base, end - base
             start = max(start, end)
             s += 1
-        return pieces
 
-    def decode(self, k: int, payload: list[bytes]) -> np.ndarray:
-        data = payload[0] if len(payload) == 1 else b"".join(payload)
-        return np.frombuffer(data, dtype=self.dtype)
+    def fetch(self, k: int) -> list:
+        isz = self.dtype.itemsize
+        payload = []
+        for s, a, b in self._pieces(k):
+            reader = self.readers.get(s)
+            if reader is None:
+                path = self.shards.shards[s].bin_path
+                payload.append(self.storage.read(path, a * isz, (b - a) * isz))
+            else:
+                bs = reader.table.block_size
+                payload.append([reader.fetch(i) for i in range(a * isz // bs,
+                                                                 ((b * isz) - 1) // bs + 1)])
+        return payload
+
+    def decode(self, k: int, payload: list) -> np.ndarray:
+        isz = self.dtype.itemsize
+        parts = []
+        for (s, a, b), data in zip(self._pieces(k), payload):
+            reader = self.readers.get(s)
+            if reader is not None:
+                bs = reader.table.block_size
+                first = a * isz // bs
+                raw = b"".join(reader.decode(first + j, p) for j, p in enumerate(data))
+                data = raw[a * isz - first * bs:b * isz - first * bs]
+            parts.append(data)
+        return np.frombuffer(parts[0] if len(parts) == 1 else b"".join(parts), dtype=self.dtype)
 
     def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
         if hasattr(self.storage, "close"):
             self.storage.close()
         self.shards.close()
 
 
-class BlockBatches:
-    """Batches of a block-compressed copy of the token stream (:func:`pack_tokens`).
-
-    ``fetch(k)`` fetches the compressed blocks batch ``k`` touches (one storage request each);
-    ``decode`` checks and decompresses them and keeps the batch's tokens.
-    """
-
-    def __init__(self, path, dtype, tokens_per_batch: int, storage=None):
-        from .blocks import BlockReader
-
-        self.reader = BlockReader(path, storage=storage)
-        self.codec = self.reader.table.codec
-        self.dtype = np.dtype(dtype)
-        self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
-        n_tokens = self.reader.size // self.dtype.itemsize
-        self.n_batches = n_tokens // self.tokens_per_batch
-        if self.n_batches == 0:
-            raise ParameterError(f"a batch needs {self.tokens_per_batch:,} tokens, but {path} "
-                                 f"holds {n_tokens:,}; use a smaller batch.")
-
-    @property
-    def stored_bytes_per_batch(self) -> float:
-        return self.reader.table.compressed_size / self.n_batches
-
-    def _range(self, k: int) -> tuple[int, int, int, int]:
-        nbytes = self.tokens_per_batch * self.dtype.itemsize
-        lo, hi = k * nbytes, (k + 1) * nbytes
-        bs = self.reader.table.block_size
-        return lo, hi, lo // bs, (hi - 1) // bs
-
-    def fetch(self, k: int) -> list[bytes]:
-        _, _, first, last = self._range(k)
-        return [self.reader.fetch(i) for i in range(first, last + 1)]
-
-    def decode(self, k: int, payload: list[bytes]) -> np.ndarray:
-        lo, hi, first, _ = self._range(k)
-        raw = b"".join(self.reader.decode(first + j, p) for j, p in enumerate(payload))
-        skip = lo - first * self.reader.table.block_size
-        return np.frombuffer(raw, dtype=self.dtype, count=(hi - lo) // self.dtype.itemsize,
-                             offset=skip)
-
-    def close(self) -> None:
-        self.reader.close()
-        if hasattr(self.reader.storage, "close"):
-            self.reader.storage.close()
-
-
-def pack_tokens(shards, path, codec: str = "zstd:3", block_bytes: int = 256 * 1024) -> Path:
-    """Write the shard set's token stream as one block-compressed file; return its path.
+def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 256 * 1024
+                    ) -> Path:
+    """Write the shards in ``folder`` again, block-compressed, into ``out_dir``; return it.
 
     Choose ``block_bytes`` equal to a batch's bytes (``batch × (block + 1) × itemsize``) and a
-    batch is exactly one block: one request, one decompression.
+    batch is about one block: one request, one decompression.
     """
-    try:
-        from .blocks import write_blocks
-    except ImportError:  # pragma: no cover - until block compression is installed
-        raise ParameterError(f"codec {codec!r} needs block-compressed data (iokit.blocks), "
-                             "which this iokit does not have; use codec='none'.") from None
-    pieces = (s.read(0, s.n_tokens).tobytes() for s in shards.shards)
-    write_blocks(path, pieces, codec, block_bytes)
-    return Path(path)
+    from .shards import open_shards, write_shards
+
+    with open_shards(folder) as raw:
+        largest = max(s.n_tokens for s in raw.shards) * raw.dtype.itemsize
+        write_shards((raw.document(i) for i in range(len(raw))), out_dir,
+                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec=codec,
+                     block_size=block_bytes, max_shard_bytes=max(largest, 1))
+    return Path(out_dir)
 
 
 # --------------------------------------------------------------------------- the loader
@@ -365,31 +349,31 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
 
     ``storage``: ``"local"`` or a simulated preset (``object-store``, ...). ``codec``:
-    ``"none"`` reads the plain shards; a codec name (``"zstd:3"``) reads a block-compressed
-    copy, made once in ``workdir`` (default: beside the shards) with one block per batch
-    unless ``codec_block_bytes`` says otherwise.
+    ``"none"`` reads the shards as they are (plain or block-compressed); a codec name
+    (``"zstd:3"``) reads a block-compressed copy of plain shards, made once in ``workdir``
+    (default: beside the shard folder) with one block per batch unless ``codec_block_bytes``
+    says otherwise.
     """
     from .shards import open_shards
     from .storage import open_storage
 
-    store = open_storage(storage)
-    shards = open_shards(folder)
     tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
                                                                         block_size) + 1)
-    if codec == "none":
-        source = ShardBatches(shards, tokens, store)
-    else:
-        block_bytes = codec_block_bytes or tokens * shards.dtype.itemsize
-        # The name carries the shards' checksums: rewritten shards never reuse a stale copy.
-        digest = hashlib.blake2b(b"".join(s.checksum.to_bytes(8, "little")
-                                          for s in shards.shards), digest_size=4).hexdigest()
-        out = Path(workdir or folder) / \
-            f"packed-{codec.replace(':', '-')}-{block_bytes}-{digest}.blk"
-        if not out.exists():
-            pack_tokens(shards, out, codec, block_bytes)
-        dtype = shards.dtype
-        shards.close()
-        source = BlockBatches(out, dtype, tokens, store)
+    if codec != "none":
+        with open_shards(folder) as plain:
+            if plain.shards[0].compressed:
+                raise ParameterError(f"the shards in {folder} are compressed already; open "
+                                     "them with codec='none'.")
+            block_bytes = codec_block_bytes or tokens * plain.dtype.itemsize
+            # The name carries the shards' checksums: rewritten shards never reuse a stale copy.
+            digest = hashlib.blake2b(b"".join(s.checksum.to_bytes(8, "little")
+                                              for s in plain.shards), digest_size=4).hexdigest()
+        out = Path(workdir or Path(folder).parent) / \
+            f"{Path(folder).name}-{codec.replace(':', '-')}-{block_bytes}-{digest}"
+        if not (out / "shard-00000.idx").exists():
+            compress_shards(folder, out, codec, block_bytes)
+        folder = out
+    source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
     return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
                   prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)
 

@@ -166,6 +166,75 @@ def disk_bytes(labels, nbytes, tokens=None, ax=None):
     ax.set_xlim(0, mb.max() * 1.45)
     ax.set_xlabel("bytes on disk (MB)")
     ax.set_title("The same corpus as text and as token IDs")
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+def codec_pareto(results_by_data: dict, ax=None, speed: str = "decompress_mb_s"):
+    """Ratio against speed (log x) for each codec, one marker per data set, front joined.
+
+    ``results_by_data`` maps a label ("text", "token IDs") to a list of CodecResult.
+    """
+    from .compression import pareto_front
+
+    ax = _axes(ax)
+    markers = "osD^v"
+    for k, (label, results) in enumerate(results_by_data.items()):
+        color = f"C{k}"
+        xs = [getattr(r, speed) for r in results]
+        ax.scatter(xs, [r.ratio for r in results], marker=markers[k % 5], color=color,
+                   label=label, zorder=3)
+        for r, x in zip(results, xs):
+            ax.annotate(r.name, (x, r.ratio), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7, color=color)
+        front = pareto_front(results, speed)
+        ax.plot([getattr(r, speed) for r in front], [r.ratio for r in front], "--",
+                color=color, lw=1, label=f"{label}: Pareto front")
+    ax.set_xscale("log")
+    what = "decompression" if speed.startswith("de") else "compression"
+    ax.set_xlabel(f"{what} speed (MB/s of raw data, log scale)")
+    ax.set_ylabel("compression ratio (raw / stored)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def block_size_ratio(points, ax=None, whole: dict | None = None):
+    """Ratio against block size (log x), one line per codec; ``whole`` = {label: ratio} lines."""
+    ax = _axes(ax)
+    by: dict = {}
+    for p in points:
+        by.setdefault(p.codec, []).append(p)
+    for codec, pts in by.items():
+        ax.plot([p.block_size for p in pts], [p.ratio for p in pts], "o-", label=codec)
+    for k, (label, ratio) in enumerate((whole or {}).items()):
+        ax.axhline(ratio, color="gray", ls=":" if k else "--", lw=1, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("block size (raw bytes, log scale)")
+    ax.set_ylabel("compression ratio (raw / stored)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def read_time_comparison(comparisons, ax=None):
+    """Grouped bars per storage: predicted (hatched) and measured seconds of each codec."""
+    ax = _axes(ax, figsize=(8, 4))
+    codecs = list(comparisons[0].predicted)
+    x = np.arange(len(comparisons))
+    width = 0.8 / (2 * len(codecs))
+    for i, name in enumerate(codecs):
+        off = (2 * i - len(codecs)) * width + width / 2
+        ax.bar(x + off, [c.predicted[name] for c in comparisons], width, color=f"C{i}",
+               alpha=0.45, hatch="//", label=f"{name}: predicted")
+        ax.bar(x + off + width, [c.measured[name] for c in comparisons], width, color=f"C{i}",
+               label=f"{name}: measured")
+    ax.set_xticks(x, [f"{c.storage}\n{c.bandwidth / 1e6:,.0f} MB/s" for c in comparisons])
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds to read the sample (log scale)")
+    ax.legend(fontsize="x-small", ncol=2)
+    ax.set_title("Reading from simulated storage: predicted and measured")
     return ax
 
 

@@ -24,10 +24,17 @@ offset  size        type   field
 72      8 × (n+1)   i64    document offsets, in tokens: 0, end of document 0, ..., token count
 ======  ==========  =====  ==================================================================
 
-All integers are little-endian. A version-1 reader accepts only codec 0 and an ``.idx`` of
-exactly ``72 + 8 × (n + 1)`` bytes. Block compression of the ``.bin`` is reserved for format
-version 2: a non-zero codec code, a block table after the document offsets, and ``.bin`` size
-and checksum describing the compressed file.
+All integers are little-endian. A version-1 ``.idx`` has codec 0 and exactly
+``72 + 8 × (n + 1)`` bytes.
+
+**Block-compressed shards** (``write_shards(..., codec="zstd:3")``) are format version 2, codec
+code 1: the ``.bin`` is the token bytes cut into blocks of ``block_size`` raw bytes, each
+compressed on its own (:mod:`iokit.blocks`), and the ``.idx`` continues after the document
+offsets with the block table (codec name, dictionary, block size, raw size, block offsets,
+a CRC-32 per block; see :class:`iokit.blocks.BlockTable`). Fields ``.bin size`` and ``.bin
+checksum`` then describe the compressed file; ``token count`` × item size is the table's raw
+size. Reading a window decompresses only the blocks it touches; reading in order streams block
+by block. Uncompressed shards are written exactly as before (version 1).
 
 Reading checks every field (and, with ``verify=True``, the checksum) and raises
 :class:`~iokit.errors.FormatError` naming the file and the field. Writing streams documents into
@@ -54,11 +61,13 @@ from .errors import FormatError, ParameterError, check_positive
 
 MAGIC = b"IOKITIDX"
 VERSION = 1
+VERSION_BLOCKS = 2  # block-compressed .bin, block table in the .idx
 HEADER = struct.Struct("<8sIBBHIIQQQQQQ")  # the fields of the table above, up to the offsets
 assert HEADER.size == 72
 DTYPE_CODES = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
 DTYPE_NAMES = {"uint16": 1, "uint32": 2}
 CODEC_NONE = 0
+CODEC_BLOCKS = 1  # the codec's name is in the block table
 FLAG_LAST = 1
 UINT16_IDS = 65_536  # a vocabulary of at most this many IDs fits uint16
 DEFAULT_MAX_SHARD_BYTES = 64 * 2**20
@@ -102,18 +111,28 @@ def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]
 class _OpenShard:
     """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
 
-    def __init__(self, out_dir: Path, index: int, prefix: str):
+    def __init__(self, out_dir: Path, index: int, prefix: str, codec=None,
+                 block_size: int | None = None, dictionary: bytes | None = None):
         self.index = index
         self.bin_path, self.idx_path = shard_paths(out_dir, index, prefix)
         self._cm = atomic_write(self.bin_path, "wb")
         self._f = self._cm.__enter__()
         self.hash = hashlib.blake2b(digest_size=8)
         self.offsets = [0]
-        self.nbytes = 0
+        self.nbytes = 0  # raw token bytes (what max_shard_bytes limits)
+        self._blocks = None
+        if codec is not None:  # block-compressed: the blocks go to the file through the hash
+            from .blocks import BlockWriter
+
+            self._blocks = BlockWriter(_HashingWriter(self._f, self.hash), codec, block_size,
+                                       dictionary=dictionary)
 
     def add(self, data: bytes, n_tokens: int) -> None:
-        self._f.write(data)
-        self.hash.update(data)
+        if self._blocks is not None:
+            self._blocks.write(data)
+        else:
+            self._f.write(data)
+            self.hash.update(data)
         self.nbytes += len(data)
         self.offsets.append(self.offsets[-1] + n_tokens)
 
@@ -121,13 +140,32 @@ class _OpenShard:
         self._cm.__exit__(type(exc), exc, exc.__traceback__)
 
     def finish(self, *, last: bool, dtype: np.dtype, vocab_size: int, fingerprint: int) -> None:
+        table = self._blocks.close() if self._blocks is not None else None
         self._cm.__exit__(None, None, None)  # the .bin is complete: rename it into place
         offsets = np.array(self.offsets, dtype="<i8")
+        version, codec, bin_size, extra = VERSION, CODEC_NONE, self.nbytes, b""
+        if table is not None:
+            version, codec, bin_size = VERSION_BLOCKS, CODEC_BLOCKS, table.compressed_size
+            extra = table.to_bytes()
         header = HEADER.pack(
-            MAGIC, VERSION, _dtype_code(dtype), CODEC_NONE, FLAG_LAST if last else 0, self.index,
-            0, vocab_size, fingerprint, len(offsets) - 1, int(offsets[-1]), self.nbytes,
+            MAGIC, version, _dtype_code(dtype), codec, FLAG_LAST if last else 0, self.index,
+            0, vocab_size, fingerprint, len(offsets) - 1, int(offsets[-1]), bin_size,
             int.from_bytes(self.hash.digest(), "little"))
-        write_bytes_atomic(self.idx_path, header + offsets.tobytes())
+        write_bytes_atomic(self.idx_path, header + offsets.tobytes() + extra)
+
+
+class _HashingWriter:
+    """A file that also feeds what is written to a hash (the .bin checksum of the stored bytes)."""
+
+    def __init__(self, f, hash_):
+        self.f, self.hash = f, hash_
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.f.tell()
 
 
 def _dtype_code(dtype: np.dtype) -> int:
@@ -151,7 +189,8 @@ def _document_bytes(arr, k: int, dtype: np.dtype, vocab_size: int) -> tuple[byte
 
 def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="auto",
                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, fingerprint: int = 0,
-                 prefix: str = "shard") -> list[Path]:
+                 prefix: str = "shard", codec=None, block_size: int | None = None,
+                 dictionary: bytes | None = None) -> list[Path]:
     """Write one token array per document into shards in ``out_dir``; return the ``.bin`` paths.
 
     Streams: memory holds one document and one shard's document offsets, whatever the corpus
@@ -159,6 +198,10 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     ``dtype`` is ``"auto"`` (``uint16`` if the vocabulary fits, else ``uint32``), ``"uint16"``
     or ``"uint32"``. Shards already in ``out_dir`` (same ``prefix``) are removed first, so an
     interrupted run leaves a set without a last shard, which readers reject.
+
+    ``codec`` (e.g. ``"zstd:3"``, see :mod:`iokit.codecs`) writes block-compressed shards in
+    blocks of ``block_size`` raw bytes (default 256 KiB, a multiple of the token size);
+    ``None`` or ``"none"`` writes raw shards. ``max_shard_bytes`` counts raw token bytes.
     """
     vocab_size = check_positive("vocab_size", vocab_size)
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
@@ -167,6 +210,7 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     out_dir = _make_folder(out_dir)
     _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
+    compression = _compression(codec, block_size, dt, dictionary)
     done: list[Path] = []
     current = None
     try:
@@ -178,10 +222,10 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
                 done.append(current.bin_path)
                 current = None
             if current is None:
-                current = _OpenShard(out_dir, len(done), prefix)
+                current = _OpenShard(out_dir, len(done), prefix, **compression)
             current.add(data, n)
         if current is None:  # no documents at all: one empty shard says so
-            current = _OpenShard(out_dir, 0, prefix)
+            current = _OpenShard(out_dir, 0, prefix, **compression)
         current.finish(last=True, **meta)
         done.append(current.bin_path)
         current = None
@@ -190,6 +234,24 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
             current.abort(exc)
         raise
     return done
+
+
+def _compression(codec, block_size, dtype: np.dtype, dictionary) -> dict:
+    """The writer's block-compression settings, checked before anything is written."""
+    from .blocks import DEFAULT_BLOCK_SIZE
+    from .codecs import get_codec
+
+    name = getattr(codec, "name", codec)
+    if codec is None or name == "none":
+        return {}
+    if not str(name).startswith("zstd-dict") or dictionary is not None:
+        get_codec(codec, dictionary=dictionary)  # an unknown name fails here, listing the valid
+    block_size = check_positive("block_size", DEFAULT_BLOCK_SIZE if block_size is None
+                                else block_size, hint="Use e.g. 262144 (256 KiB).")
+    if block_size % dtype.itemsize:
+        raise ParameterError(f"block_size {block_size:,} is not a multiple of the token size "
+                             f"({dtype.itemsize} bytes for {dtype.name}); use e.g. 262144.")
+    return {"codec": codec, "block_size": block_size, "dictionary": dictionary}
 
 
 def _make_folder(out_dir) -> Path:
@@ -209,8 +271,8 @@ def _remove_shards(out_dir: Path, prefix: str) -> None:
 
 
 def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
-                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text"
-                ) -> list[Path]:
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text",
+                codec=None, block_size: int | None = None) -> list[Path]:
     """Tokenize ``corpus`` once into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
     from .corpus import iter_documents
     from .tokenize import encode_corpus
@@ -220,7 +282,8 @@ def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
     docs = iter_documents(corpus, text_field=text_field)
     return write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
-                        max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint)
+                        max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint,
+                        codec=codec, block_size=block_size)
 
 
 # --------------------------------------------------------------------------- reading
@@ -284,6 +347,11 @@ class Shard:
     checksum: int
     offsets: np.ndarray  # int64, n_docs + 1 token offsets
     source: RawTokens
+    blocks: object = None  # the BlockTable of a block-compressed shard, else None
+
+    @property
+    def compressed(self) -> bool:
+        return self.blocks is not None
 
     @property
     def n_docs(self) -> int:
@@ -340,14 +408,18 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
     if magic != MAGIC:
         raise _bad(idx_path, "magic", f"expected {MAGIC!r}, found {magic!r}: this is not an iokit "
                    "shard index", "give the folder of shards iokit wrote")
-    if version != VERSION:
-        raise _bad(idx_path, "version", f"{version}, but this iokit reads version {VERSION}",
+    if version not in (VERSION, VERSION_BLOCKS):
+        raise _bad(idx_path, "version", f"{version}, but this iokit reads version {VERSION} "
+                   f"(raw) or {VERSION_BLOCKS} (block-compressed)",
                    "write the shards again with this iokit (or use the iokit that wrote them)")
     if dtype_code not in DTYPE_CODES:
         raise _bad(idx_path, "dtype code", f"{dtype_code} is not 1 (uint16) or 2 (uint32)")
-    if codec != CODEC_NONE:
+    if version == VERSION and codec != CODEC_NONE:
         raise _bad(idx_path, "codec code", f"{codec}, but format version 1 stores raw tokens "
                    "(codec 0)")
+    if version == VERSION_BLOCKS and codec != CODEC_BLOCKS:
+        raise _bad(idx_path, "codec code", f"{codec}, but format version 2 stores "
+                   "block-compressed tokens (codec 1)")
     if flags & ~FLAG_LAST or reserved:
         raise _bad(idx_path, "flags", f"unknown flags {flags:#x} / reserved {reserved}")
     if expected_index is not None and index != expected_index:
@@ -358,14 +430,19 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
     if not 0 < vocab_size <= limit:
         raise _bad(idx_path, "vocabulary size", f"{vocab_size:,} IDs do not fit {dtype.name}")
     expected_size = HEADER.size + 8 * (n_docs + 1)
-    if len(raw) != expected_size:
+    blocks = None
+    if version == VERSION_BLOCKS:
+        blocks = _read_block_table(idx_path, raw, expected_size, n_tokens * dtype.itemsize,
+                                   bin_size, dtype)
+    elif len(raw) != expected_size:
         raise _bad(idx_path, "document count", f"{n_docs:,} documents need an index of "
                    f"{expected_size:,} bytes, the file has {len(raw):,}: the file is truncated "
                    "or corrupt")
-    if bin_size != n_tokens * dtype.itemsize:
+    if blocks is None and bin_size != n_tokens * dtype.itemsize:
         raise _bad(idx_path, "bin size", f"{bin_size:,} bytes, but field 'token count' says "
                    f"{n_tokens:,} tokens of {dtype.name} = {n_tokens * dtype.itemsize:,} bytes")
-    offsets = np.frombuffer(raw, dtype="<i8", offset=HEADER.size).astype(np.int64)
+    offsets = np.frombuffer(raw, dtype="<i8", offset=HEADER.size,
+                            count=n_docs + 1).astype(np.int64)
     if offsets[0] != 0 or offsets[-1] != n_tokens:
         raise _bad(idx_path, "document offsets", f"they run from {offsets[0]:,} to "
                    f"{offsets[-1]:,}, but must run from 0 to the token count {n_tokens:,}")
@@ -376,15 +453,63 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
                    f"{offsets[k + 1]:,}, before document {k} (at {offsets[k]:,})")
     return {"index": index, "dtype": dtype, "codec": codec, "flags": flags,
             "vocab_size": vocab_size, "fingerprint": fingerprint, "n_tokens": n_tokens,
-            "bin_size": bin_size, "checksum": checksum, "offsets": offsets}
+            "bin_size": bin_size, "checksum": checksum, "offsets": offsets, "blocks": blocks}
+
+
+def _read_block_table(idx_path: Path, raw: bytes, at: int, raw_size: int, bin_size: int,
+                      dtype: np.dtype):
+    """The block table of a version-2 index (after the document offsets), checked."""
+    from .blocks import BlockTable
+
+    if len(raw) <= at:
+        raise _bad(idx_path, "document count", f"the document offsets need {at:,} bytes and a "
+                   f"block table follows them, but the file has {len(raw):,}: the file is "
+                   "truncated or corrupt")
+    table = BlockTable.from_bytes(raw[at:], where=f"{idx_path}: field 'block table'")
+    if table.raw_size != raw_size:
+        raise _bad(idx_path, "block table", f"it holds {table.raw_size:,} raw bytes, but field "
+                   f"'token count' says {raw_size // dtype.itemsize:,} tokens of {dtype.name} = "
+                   f"{raw_size:,} bytes")
+    if table.compressed_size != bin_size or int(table.offsets[0]) != 0:
+        raise _bad(idx_path, "bin size", f"{bin_size:,} bytes, but the block table's blocks "
+                   f"take {table.compressed_size:,}")
+    if table.block_size % dtype.itemsize:
+        raise _bad(idx_path, "block table", f"block size {table.block_size:,} is not a "
+                   f"multiple of the {dtype.itemsize}-byte token size")
+    return table
+
+
+class BlockTokens:
+    """The tokens of a block-compressed ``.bin``: a read decompresses only the blocks it
+    touches (the last block read is kept, so reading in order decompresses each block once).
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, n_tokens: int, table, storage=None):
+        from .blocks import BlockReader
+
+        self.dtype, self.n_tokens = dtype, n_tokens
+        self.reader = BlockReader(path, table, 0, storage=storage)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        size = self.dtype.itemsize
+        start, stop = max(start, 0), min(stop, self.n_tokens)
+        if stop <= start:
+            return np.empty(0, dtype=self.dtype)
+        data = self.reader.read(start * size, (stop - start) * size)
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def token_source(bin_path: Path, fields: dict):
     """Where a shard's token bytes come from, given its checked index fields.
 
-    Codec 0 (the only one format version 1 knows): the raw ``.bin``, memory-mapped. A codec
-    that stores the ``.bin`` differently returns its own source here (see :class:`RawTokens`).
+    Codec 0: the raw ``.bin``, memory-mapped (:class:`RawTokens`). Codec 1: the blocks of a
+    compressed ``.bin``, decompressed on demand (:class:`BlockTokens`).
     """
+    if fields.get("blocks") is not None:
+        return BlockTokens(bin_path, fields["dtype"], fields["n_tokens"], fields["blocks"])
     return RawTokens(bin_path, fields["dtype"], fields["n_tokens"])
 
 

@@ -145,6 +145,55 @@ def stage_shard_epoch(ctx: Context) -> Row:
 STAGES.extend([stage_raw_epoch, stage_pretokenize, stage_shard_epoch])
 
 
+# --------------------------------------------------------------------------- compressed shards
+
+
+def stage_compress_shards(ctx: Context) -> Row:
+    """Rewrite the pretokenized shards block-compressed with zstd:3 (256 KiB blocks)."""
+    import time
+
+    from .blocks import DEFAULT_BLOCK_SIZE
+    from .shards import open_shards, write_shards
+
+    if "shards" not in ctx.extra:
+        stage_pretokenize(ctx)
+    folder = ctx.workdir / "shards-word-zstd3"
+    with open_shards(ctx.extra["shards"]) as raw:
+        start = time.perf_counter()
+        write_shards((raw.document(i) for i in range(len(raw))), folder,
+                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
+        seconds = time.perf_counter() - start
+        raw_bytes = raw.nbytes
+    ctx.extra["compressed_shards"] = folder
+    with open_shards(folder) as z:
+        note = (f"once: {raw_bytes / MB:,.1f} MB of tokens → {z.nbytes / MB:,.1f} MB "
+                f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_SIZE >> 10} KiB blocks")
+    return Row("compress shards (zstd:3 blocks)", seconds, raw_bytes, note=note)
+
+
+def stage_compressed_epoch(ctx: Context) -> Row:
+    """An epoch (every token in order) from the block-compressed shards."""
+    from .epochs import shard_epoch
+    from .timing import measure
+
+    if "compressed_shards" not in ctx.extra:
+        stage_compress_shards(ctx)
+    folder = ctx.extra["compressed_shards"]
+    size = ctx.corpus.stat().st_size
+    runs = []
+    t = measure(lambda: runs.append(shard_epoch(folder, size)), repeat=5, warmup=1)
+    r = runs[-1]
+    note = f"{r.tokens / t.median / 1e6:,.0f} M tokens/s"
+    if "shards" in ctx.extra:
+        raw = measure(lambda: shard_epoch(ctx.extra["shards"], size), repeat=5, warmup=1)
+        note += f"; {t.median / raw.median:,.1f}× the time of the memmap epoch (warm cache)"
+    r.seconds = t.median
+    return Row("epoch from compressed shards (decompress)", r.seconds, r.text_bytes, note=note)
+
+
+STAGES.extend([stage_compress_shards, stage_compressed_epoch])
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 PIPELINE_STEP_S = 0.005  # the simulated accelerator's step time in the tour

@@ -240,6 +240,79 @@ def sampling_panel(folders: dict, model=None, *, batch: int = 16,
     return Panel(controls, plot, run, description="Run sweep")
 
 
+# --------------------------------------------------------------------------- notebook 03
+
+BREAK_EVEN_STORAGES = ["bandwidth slider", "local-nvme", "network-fs", "hdd", "object-store"]
+
+
+def break_even_panel(paths: dict, profiles, lo_mb: float = 10, hi_mb: float = 10_000) -> Panel:
+    """Notebook 03's panel: each codec's predicted read time against storage bandwidth (lines)
+    and its measured time on the simulated store (points), and the winner of each.
+
+    ``paths`` maps codec name to its block file, ``profiles`` are their measured
+    :class:`~iokit.model.CodecProfile`. Controls: ``storage`` (the slider's bandwidth with no
+    latency, or a preset), ``bandwidth`` (MB/s) and ``overlap`` (decompress while fetching).
+    Measured points accumulate across runs with the same latency and overlap.
+    """
+    import ipywidgets as w
+    import numpy as np
+
+    from .blocks import BlockReader
+    from .compression import compare_reads
+    from .model import predict_read_seconds
+    from .storage import StoragePreset, get_preset
+
+    with BlockReader(next(iter(paths.values()))) as r:
+        nbytes, blocks = r.size, r.table.n_blocks
+    controls = {
+        "storage": w.Dropdown(options=BREAK_EVEN_STORAGES, description="storage"),
+        "bandwidth": w.FloatLogSlider(value=100, base=10, min=np.log10(lo_mb),
+                                      max=np.log10(hi_mb), step=0.05, description="MB/s",
+                                      continuous_update=False, readout_format=",.0f"),
+        "overlap": w.Checkbox(value=False, description="decompress while fetching"),
+    }
+    plot = LivePlot("storage bandwidth (MB/s, log scale)",
+                    f"seconds to read {nbytes / 1e6:,.1f} MB (log scale)",
+                    title="When does compression pay? lines: model, points: measured")
+    state = {"key": None}
+
+    def run(panel: Panel) -> None:
+        choice, overlap = panel.value("storage"), panel.value("overlap")
+        if choice == "bandwidth slider":
+            bw = panel.value("bandwidth") * 1e6
+            preset = StoragePreset(f"{bw / 1e6:,.0f} MB/s", 0.0, bw, bw, "the slider")
+        else:
+            preset = get_preset(choice)
+        latency = preset.latency
+        key = (latency, overlap)
+        if state["key"] != key:  # new curves: old points were measured under other settings
+            for ln in list(plot.lines):
+                plot.lines.pop(ln).remove()
+            state["key"] = key
+        bws = np.logspace(np.log10(lo_mb), np.log10(hi_mb), 60) * 1e6
+        for i, prof in enumerate(profiles):
+            ys = [predict_read_seconds([prof], nbytes, b, overlap=overlap, requests=blocks,
+                                       latency=latency)[prof.name] for b in bws]
+            plot.line(f"model: {prof.name}", "-", color=f"C{i}", lw=1).set_data(bws / 1e6, ys)
+        plot.redraw()  # once for all the model lines
+        cmp = compare_reads(paths, profiles, preset, prefetch=overlap)
+        for i, prof in enumerate(profiles):
+            plot.line(prof.name, "o", color=f"C{i}")
+            plot.add_point(prof.name, cmp.bandwidth / 1e6, cmp.measured[prof.name], style="o")
+        panel.results[:] = [cmp]
+        panel.comparison = cmp
+        rows = "".join(f"<tr><td>{n}</td><td>{cmp.predicted[n]:.3f} s</td>"
+                       f"<td>{cmp.measured[n]:.3f} s</td></tr>" for n in cmp.predicted)
+        agree = "agree" if cmp.predicted_winner == cmp.measured_winner else "disagree"
+        panel.say(f"<b>{preset.name}</b> (simulated): {cmp.bandwidth / 1e6:,.0f} MB/s, "
+                  f"{latency * 1e3:g} ms per request, {blocks} requests. Predicted winner "
+                  f"<b>{cmp.predicted_winner}</b>, measured winner <b>{cmp.measured_winner}</b>"
+                  f" ({agree}).<table><tr><th>codec</th><th>predicted</th><th>measured</th>"
+                  f"</tr>{rows}</table>")
+
+    return Panel(controls, plot, run, description="Measure")
+
+
 # --------------------------------------------------------------------------- notebook 05
 
 

@@ -224,16 +224,20 @@ def test_open_loader_on_simulated_store(plain_shards):
     assert idx == epoch_order(n, shuffle=True, seed=3).tolist()[:8]
 
 
-def test_compressed_batches_match_plain(plain_shards, tmp_path):
+@pytest.mark.parametrize("block_bytes", [None, 40, 1000])
+def test_compressed_batches_match_plain(plain_shards, tmp_path, block_bytes):
     pytest.importorskip("iokit.blocks")
     kwargs = dict(batch_size=BATCH, block_size=BLOCK, shuffle=True, seed=1, workers=2,
                   prefetch=3)
     with open_loader(plain_shards, **kwargs) as a, \
-            open_loader(plain_shards, codec="zstd:3", workdir=tmp_path, **kwargs) as b:
+            open_loader(plain_shards, codec="zstd:3", workdir=tmp_path,
+                        codec_block_bytes=block_bytes, **kwargs) as b:
+        assert b.source.codec == "zstd:3" and len(b.source.shards.shards) > 1
         plain, packed = list(a), list(b)
     assert [p.index for p in plain] == [q.index for q in packed]
     for p, q in zip(plain, packed):
         np.testing.assert_array_equal(p.x, q.x)
+        np.testing.assert_array_equal(p.y, q.y)
 
 
 def test_corrupt_block_reaches_the_loop_naming_the_block(plain_shards, tmp_path):
@@ -242,9 +246,9 @@ def test_corrupt_block_reaches_the_loop_naming_the_block(plain_shards, tmp_path)
                   codec="zstd:3", workdir=tmp_path)
     with open_loader(plain_shards, **kwargs) as loader:
         n = len(list(loader))
-    (packed,) = tmp_path.glob("packed-zstd-3-*.blk")
+    (packed,) = tmp_path.glob("*-zstd-3-*/shard-00000.bin")
     data = bytearray(packed.read_bytes())
-    data[16 + 3] ^= 0xFF  # a byte inside the first compressed block
+    data[3] ^= 0xFF  # a byte inside the first compressed block
     packed.write_bytes(bytes(data))
     with open_loader(plain_shards, **kwargs) as loader:
         with pytest.raises(LoaderError, match=r"failed on batch 0 .*block 0 of") as info:

@@ -29,3 +29,25 @@ def test_chunk_sweep_panel_on_a_simulated_store(tiny_corpus):
     assert len(panel.plot.data("simulated hdd")[0]) == 2
     assert "(simulated storage)" in panel.status.value
     assert set(SWEEP_STORAGES) >= {"local disk, cold cache", "simulated object-store"}
+
+
+def test_break_even_panel_measures_at_the_chosen_bandwidth(tmp_path):
+    from iokit.compression import profile_codecs, write_codec_files
+    from iokit.widgets import break_even_panel
+
+    data = b"".join(b"block %d of some compressible text, repeated words. " % (i % 50)
+                    for i in range(4000))
+    paths = write_codec_files(tmp_path, data, ["none", "zstd:3"], block_size=65536)
+    panel = break_even_panel(paths, profile_codecs(paths, repeat=1))
+    panel.controls["bandwidth"].value = 20
+    panel.run()
+    xs, ys = panel.plot.data("zstd:3")
+    assert xs == pytest.approx([20]) and ys[0] > 0
+    assert panel.comparison.predicted_winner == "zstd:3" == panel.comparison.measured_winner
+    panel.controls["bandwidth"].value = 50
+    panel.run()
+    assert panel.plot.data("none")[0] == pytest.approx([20, 50])
+    panel.controls["storage"].value = "hdd"
+    panel.run()
+    assert panel.plot.data("none")[0] == pytest.approx([160])  # new latency: points restart
+    assert "hdd" in panel.status.value and "measured winner" in panel.status.value

@@ -342,7 +342,7 @@ td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right}}img{{max-widt
 <h1>{e(title)}</h1>
 <p>{e(about)}</p>
 <h2>Machine</h2>
-<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores; corpus scale {e(m['scale'])};
+<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores;
 cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
 <h2>Every stage, from the naive loop to the full pipeline</h2>
 <table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>

@@ -99,14 +99,15 @@ def test_early_stop_leaves_no_threads_or_processes():
     assert src.closed
 
 
-def test_consumer_exception_stops_workers():
+@pytest.mark.parametrize("error", [KeyError, KeyboardInterrupt])
+def test_consumer_exception_stops_workers(error):
     before = set(threading.enumerate())
     loader = Loader(FakeSource(n=100, read_s=0.003), batch_size=BATCH, block_size=BLOCK,
                     workers=3, prefetch=4)
-    with pytest.raises(KeyError):
+    with pytest.raises(error):
         for b in loader:
             if b.position == 2:
-                raise KeyError("the training loop failed")
+                raise error("the training loop failed (or Ctrl-C)")
     assert set(threading.enumerate()) <= before
 
 

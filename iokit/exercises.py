@@ -168,6 +168,35 @@ def smallest_good_block(answer, points, whole_ratio: float, within: float = 0.9,
                    "whole-file ratio, and take the smallest block size among them.")
 
 
+# --------------------------------------------------------------------------- notebook 04
+
+
+def best_read_workers(answer, latency: float, stream_bandwidth: float,
+                      aggregate_bandwidth: float, request_bytes: float) -> bool:
+    """04-1: the fewest threads whose reads together reach the aggregate bandwidth."""
+    from .model import ThreadedReadModel
+
+    expected = ThreadedReadModel(latency, stream_bandwidth, aggregate_bandwidth) \
+        .best_workers(request_bytes)
+    return _report(answer == expected,
+                   "one thread gets c / (latency + c / stream_bandwidth) bytes/s; divide the "
+                   "aggregate bandwidth by that and round up.")
+
+
+def serial_fraction(answer, t1: float, tn: float, n: int) -> bool:
+    """04-2: the serial fraction implied by ``t1`` seconds on 1 worker and ``tn`` on ``n``."""
+    from .model import serial_fraction_from_timings
+
+    return _report(close(answer, serial_fraction_from_timings(t1, tn, n), 0.02),
+                   "Amdahl: tn / t1 = s + (1 - s) / n; solve for s.")
+
+
+def processes_for_cores(answer, cores: int) -> bool:
+    """04-3: how many processes to give a CPU-bound stage on a machine with ``cores`` cores."""
+    return _report(answer == cores,
+                   "each process can keep one core busy; more only share the same cores.")
+
+
 # --------------------------------------------------------------------------- notebook 05
 
 

@@ -244,6 +244,88 @@ def predict_winner(profiles, bandwidth: float, nbytes: float = 1e9, **kwargs) ->
     return min(times, key=times.get)
 
 
+# --------------------------------------------------------------------------- parallel work
+
+
+@dataclass(frozen=True)
+class ThreadedReadModel:
+    """n concurrent readers of c-byte requests from a store with per-request latency.
+
+    One stream moves ``c / (latency + c / stream_bandwidth)`` bytes per second; n streams
+    overlap their waits, so together they move n times that, until the shared link's
+    ``aggregate_bandwidth`` caps them::
+
+        throughput(n, c) = min(n × c / (latency + c / stream_bandwidth), aggregate_bandwidth)
+    """
+
+    latency: float
+    stream_bandwidth: float
+    aggregate_bandwidth: float
+
+    @classmethod
+    def from_preset(cls, preset) -> ThreadedReadModel:
+        """The model of a storage preset (a name such as ``"object-store"`` or a preset)."""
+        from .storage import get_preset
+
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        return cls(p.latency, p.stream_bandwidth, p.aggregate_bandwidth)
+
+    def per_stream(self, chunk) -> np.ndarray:
+        """Bytes per second one reader gets with ``chunk``-byte requests."""
+        chunk = np.asarray(chunk, dtype=float)
+        return chunk / (self.latency + chunk / self.stream_bandwidth)
+
+    def throughput(self, workers, chunk) -> np.ndarray:
+        """Bytes per second ``workers`` concurrent readers get together."""
+        workers = np.asarray(workers, dtype=float)
+        return np.minimum(workers * self.per_stream(chunk), self.aggregate_bandwidth)
+
+    def seconds(self, requests: int, workers: int, chunk: float) -> float:
+        """Predicted seconds for ``requests`` reads of ``chunk`` bytes by ``workers`` readers."""
+        return float(requests * chunk / self.throughput(workers, chunk))
+
+    def best_workers(self, chunk: float) -> int:
+        """The fewest readers that reach the aggregate bandwidth (more only add overhead)."""
+        return max(1, math.ceil(self.aggregate_bandwidth / float(self.per_stream(chunk)) - 1e-9))
+
+    def __str__(self) -> str:
+        return (f"latency {format_seconds(self.latency)}, "
+                f"{self.stream_bandwidth / MB:,.0f} MB/s per stream, "
+                f"{self.aggregate_bandwidth / MB:,.0f} MB/s in all")
+
+
+def amdahl_speedup(workers, serial_fraction: float) -> np.ndarray:
+    """Amdahl's law: the speedup of ``workers`` workers when a fraction of the work is serial.
+
+    ``S(n) = 1 / (s + (1 - s) / n)``: however many workers, the speedup stays below ``1 / s``.
+    """
+    workers = np.asarray(workers, dtype=float)
+    return 1.0 / (serial_fraction + (1.0 - serial_fraction) / workers)
+
+
+def fit_serial_fraction(workers, speedups) -> float:
+    """The serial fraction ``s`` for which Amdahl's law best fits measured speedups.
+
+    ``1/S = s + (1 - s)/n`` is linear in ``s``: ``1/S - 1/n = s (1 - 1/n)``, so least squares
+    gives ``s`` in closed form. Runs with one worker carry no information and are ignored; the
+    result is clipped to [0, 1] (a superlinear speedup fits as 0).
+    """
+    n = np.asarray(workers, dtype=float)
+    speedup = np.asarray(speedups, dtype=float)
+    if n.shape != speedup.shape:
+        raise ValueError("need one speedup per worker count")
+    a = 1.0 - 1.0 / n
+    b = 1.0 / speedup - 1.0 / n
+    if not np.any(a > 0):
+        raise ValueError("need at least one run with more than one worker")
+    return float(np.clip(np.sum(a * b) / np.sum(a * a), 0.0, 1.0))
+
+
+def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
+    """The serial fraction implied by one run on 1 worker (``t1`` s) and one on ``n`` (``tn`` s)."""
+    return fit_serial_fraction([n], [t1 / tn])
+
+
 # --------------------------------------------------------------------------- notebook 05
 #
 # A pipelined loader delivers at the rate of its slowest limit. Each batch takes L seconds to

@@ -238,6 +238,67 @@ def read_time_comparison(comparisons, ax=None):
     return ax
 
 
+# --------------------------------------------------------------------------- notebook 04
+
+
+def speedup_vs_workers(series: dict, ax=None, serial_fraction: float | None = None):
+    """Speedup against worker count, one line per series ``{label: (workers, speedups)}``.
+
+    The ideal (speedup = workers) is drawn dashed; with ``serial_fraction``, Amdahl's law too.
+    """
+    from .model import amdahl_speedup
+
+    ax = _axes(ax)
+    top = 1
+    for label, (workers, speedups) in series.items():
+        ax.plot(workers, speedups, "o-", label=label)
+        top = max(top, max(workers))
+    xs = np.linspace(1, top, 50)
+    ax.plot(xs, xs, "k:", lw=1, label="ideal (speedup = workers)")
+    if serial_fraction is not None:
+        ax.plot(xs, amdahl_speedup(xs, serial_fraction), "k--", lw=1,
+                label=f"Amdahl, serial fraction {serial_fraction:.2f}")
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup over 1 worker (×)")
+    ax.set_ylim(0, max(2.5, ax.get_ylim()[1]))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def read_scaling(points, model, request_bytes: int, ax=None):
+    """Threaded read throughput against threads (log-log), with the model and its cap."""
+    ax = _axes(ax)
+    workers = [p.workers for p in points]
+    ax.loglog(workers, [p.mb_per_s for p in points], "o", label="measured")
+    xs = np.logspace(0, np.log10(max(workers)), 100)
+    ax.loglog(xs, model.throughput(xs, request_bytes) / 1e6, "--",
+              label="model: min(n × per-stream rate, aggregate)")
+    ax.axhline(model.aggregate_bandwidth / 1e6, color="gray", lw=1, ls=":",
+               label="aggregate bandwidth")
+    ax.set_xlabel("threads (log scale)")
+    ax.set_ylabel("throughput (MB/s, log scale)")
+    ax.set_title(f"{request_bytes // 1024:,} KiB reads from a simulated object store")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def chunk_size_effect(points, ax=None):
+    """Speedup against chunk size (items per task, log scale) at a fixed worker count; each
+    point's speedup is over the single-worker runs timed in turn with it."""
+    ax = _axes(ax)
+    ax.semilogx([p.chunk_size for p in points], [p.speedup() for p in points],
+                "o-", base=2, label=f"{points[0].workers} {points[0].kind}")
+    ax.axhline(points[0].workers, color="k", ls=":", lw=1, label="ideal")
+    ax.axhline(1, color="gray", lw=1)
+    ax.set_xlabel("chunk size (documents per task, log scale)")
+    ax.set_ylabel("speedup over 1 process (×)")
+    ax.set_ylim(0, points[0].workers + 0.5)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 # --------------------------------------------------------------------------- notebook 05
 
 STAGE_COLORS = {"read": "tab:blue", "decompress": "tab:orange", "batch": "tab:green",

@@ -132,8 +132,8 @@ class SimulatedStore:
             os.close(fd)
         self.state_file = str(state_file)
         self._fd = None
-        self._lock = threading.Lock()  # threads of one process share one fd: flock alone
-        # does not keep them apart (it locks per open file, not per thread)
+        self._fd_pid = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -146,6 +146,7 @@ class SimulatedStore:
         self.preset = state["preset"]
         self.state_file = state["state_file"]
         self._fd = None
+        self._fd_pid = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -158,9 +159,12 @@ class SimulatedStore:
         """Book ``nbytes`` on the shared link no earlier than ``ready``; return when done."""
         import fcntl
 
+        # flock excludes other processes only through a file opened by this process (a forked
+        # copy shares its parent's), and never other threads using the same one: so one file
+        # per process, and a thread lock around it.
         with self._lock:
-            if self._fd is None:
-                self._fd = os.open(self.state_file, os.O_RDWR)
+            if self._fd is None or self._fd_pid != os.getpid():
+                self._fd, self._fd_pid = os.open(self.state_file, os.O_RDWR), os.getpid()
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -199,10 +203,9 @@ class SimulatedStore:
             yield self.read(path, offset, min(chunk_size, total - offset))
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def open_storage(name: str = "local"):

@@ -194,6 +194,71 @@ def stage_compressed_epoch(ctx: Context) -> Row:
 STAGES.extend([stage_compress_shards, stage_compressed_epoch])
 
 
+def stage_parallel_tokenize(ctx: Context) -> Row:
+    import os
+    import time
+
+    from .scaling import parallel_token_file
+
+    workers = os.cpu_count() or 1
+    out = ctx.workdir / "tokens-parallel.txt"
+    start = time.perf_counter()
+    bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=16)
+    seconds = time.perf_counter() - start
+    naive = ctx.workdir / "tokens-naive.txt"
+    note = f"{workers} processes, 16 docs per task, pool start-up included"
+    if naive.exists():
+        same = out.read_bytes() == naive.read_bytes()
+        note += "; output identical to naive" if same else "; OUTPUT DIFFERS from naive"
+    return Row(f"tokenize with {workers} processes", seconds, bytes_in, note=note)
+
+
+def stage_threaded_reads(ctx: Context) -> Row:
+    from .model import ThreadedReadModel
+    from .scaling import read_point
+    from .storage import SimulatedStore
+
+    threads, request = 16, 1 << 20
+    store = SimulatedStore("object-store")
+    p = read_point(store, ctx.corpus, threads, request, 8 * threads, repeat=1)
+    m = ThreadedReadModel.from_preset("object-store")
+    model = float(m.throughput(threads, request))
+    return Row(f"reads, {threads} threads (sim. object store)", p.seconds, p.nbytes,
+               note=f"1 MiB requests, {p.mb_per_s * 1e6 / model:.0%} of the model "
+                    f"({model / 1e6:,.0f} MB/s); one stream: "
+                    f"{float(m.per_stream(request)) / 1e6:.0f} MB/s")
+
+
+def stage_parallel_pretokenize(ctx: Context) -> Row:
+    import os
+    import time
+
+    from .parallel_prep import parallel_pretokenize
+
+    tok = _word_tokenizer(ctx)
+    workers = os.cpu_count() or 1
+    folder = ctx.workdir / "shards-word-parallel"
+    start = time.perf_counter()
+    parallel_pretokenize(ctx.corpus, tok, folder, workers=workers, chunk_size=16)
+    seconds = time.perf_counter() - start
+    note = f"{workers} processes, 16 docs per task"
+    serial = ctx.extra.get("shards")
+    if serial is not None:
+        names = sorted(p.name for p in Path(serial).iterdir())
+        same = names == sorted(p.name for p in folder.iterdir()) and all(
+            (Path(serial) / n).read_bytes() == (folder / n).read_bytes() for n in names)
+        note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
+        if "preprocess_s" in ctx.extra:
+            note += f"; {ctx.extra['preprocess_s'] / seconds:.1f}× the 1-process pretokenize"
+    return Row(f"pretokenize with {workers} processes", seconds, ctx.corpus.stat().st_size,
+               note=note)
+
+
+STAGES.append(stage_parallel_tokenize)
+STAGES.append(stage_threaded_reads)
+STAGES.append(stage_parallel_pretokenize)
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 PIPELINE_STEP_S = 0.005  # the simulated accelerator's step time in the tour

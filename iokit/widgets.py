@@ -313,6 +313,65 @@ def break_even_panel(paths: dict, profiles, lo_mb: float = 10, hi_mb: float = 10
     return Panel(controls, plot, run, description="Measure")
 
 
+# --------------------------------------------------------------------------- notebook 04
+
+
+def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size: int = 16,
+                   repeat: int = 3) -> Panel:
+    """Notebook 04's panel: tokenize with 1..n workers, plot the speedup, fit Amdahl's law.
+
+    Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
+    (processes or threads). Each point's runs alternate with runs of one worker, and its
+    speedup compares the two. After a run, ``panel.results`` holds the points (2 workers and
+    up) and ``panel.serial_fraction`` the fitted serial fraction.
+    """
+    import ipywidgets as w
+    import numpy as np
+
+    from .model import amdahl_speedup, fit_serial_fraction
+    from .scaling import tokenize_point
+
+    sizes = sorted({1 << k for k in range(0, 11)} | {chunk_size})
+    controls = {
+        "workers": w.IntRangeSlider(value=workers, min=1, max=max_workers, description="workers",
+                                    continuous_update=False),
+        "chunk": w.SelectionSlider(options=sizes, value=chunk_size, description="chunk size",
+                                   continuous_update=False),
+        "kind": w.Dropdown(options=["processes", "threads"], description="kind"),
+    }
+    plot = LivePlot("workers", "speedup over 1 worker (×)", xscale="linear", yscale="linear",
+                    title="Tokenization speedup against workers")
+
+    def run(panel: Panel) -> None:
+        lo, hi = panel.value("workers")
+        chunk, kind = panel.value("chunk"), panel.value("kind")
+        label = f"{kind}, {chunk} docs per task"
+        for name in list(plot.lines):
+            if name != "ideal":
+                plot.lines.pop(name).remove()
+        plot.set_series("ideal", [1, hi], [1, hi], style="k:")
+        points = []
+        if lo == 1:
+            plot.add_point(label, 1, 1.0)
+        for n in range(max(lo, 2), hi + 1):
+            p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat, baseline=True)
+            points.append(p)
+            plot.add_point(label, n, p.speedup())
+            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup():.2f}× one worker "
+                      f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)")
+        panel.results[:] = points
+        if points:
+            s = fit_serial_fraction([1] + [p.workers for p in points],
+                                    [1.0] + [p.speedup() for p in points])
+            panel.serial_fraction = s
+            xs = np.linspace(1, hi, 50)
+            plot.set_series(f"Amdahl fit, serial fraction {s:.2f}", xs, amdahl_speedup(xs, s))
+            panel.say(f"{label}: fitted serial fraction {s:.2f} (Amdahl: at most "
+                      f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
+
+    return Panel(controls, plot, run, description="Run")
+
+
 # --------------------------------------------------------------------------- notebook 05
 
 

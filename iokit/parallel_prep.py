@@ -1,0 +1,62 @@
+"""Parallel preprocessing: tokenize a corpus into shards with several workers.
+
+The workers get byte offsets into the corpus and the path of the saved tokenizer, never the
+text or the vocabulary itself; each sends back the token IDs of its documents as numpy arrays.
+The parent receives them in input order (:mod:`iokit.parallel` keeps it) and streams them into
+:func:`iokit.shards.write_shards`, which writes every file atomically. So the shards are
+byte-identical to those of :func:`iokit.shards.pretokenize` whatever the number of workers and
+the chunk size, and an interrupted run leaves no half-written shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from . import tasks
+from .atomic import storage_error
+from .parallel import WorkerPool, chunked
+
+
+def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int,
+             text_field: str) -> Iterator:
+    if corpus.is_dir():  # a folder of .txt files: the texts travel, a few per task
+        from .corpus import iter_documents
+
+        texts = (d.text for d in iter_documents(corpus))
+        fn = partial(tasks.encode_texts, str(vocab_path))
+        for arrays in pool.imap(fn, chunked(texts, chunk_size)):
+            yield from arrays
+        return
+    from .corpus import iter_documents
+
+    next(iter(iter_documents(corpus, text_field=text_field)))  # a clear error on bad input
+    spans = tasks.document_spans(corpus)
+    fn = partial(tasks.encode_span, str(vocab_path), str(corpus), text_field=text_field)
+    for arrays in pool.imap(fn, spans, chunk_size):
+        yield from arrays
+
+
+def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_size: int = 16,
+                         kind: str = "processes", start_method: str | None = None,
+                         dtype="auto", max_shard_bytes: int | None = None,
+                         text_field: str = "text") -> list[Path]:
+    """:func:`iokit.shards.pretokenize` with ``workers`` workers; the same shards, faster.
+
+    ``chunk_size`` is documents per task. Returns the ``.bin`` paths.
+    """
+    from .shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
+
+    corpus, out_dir = Path(corpus), Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out_dir, "create the shard folder") from None
+    vocab_path = out_dir / VOCAB_FILE
+    tokenizer.save(vocab_path)
+    with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
+        return write_shards(_encoded(pool, corpus, vocab_path, chunk_size, text_field), out_dir,
+                            vocab_size=tokenizer.vocab_size, dtype=dtype,
+                            max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+                            fingerprint=tokenizer.fingerprint)

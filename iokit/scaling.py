@@ -1,0 +1,215 @@
+"""Scaling sweeps: time a parallel map over worker counts and chunk sizes.
+
+Two stages, two kinds of parallelism:
+
+* the CPU-bound stage, word tokenization (:func:`tokenize_point`): the workers read their own
+  documents by byte offset and send back token counts as a small numpy array;
+* the I/O-bound stage, many reads from a (simulated) remote store (:func:`read_point`): each
+  read mostly waits, so threads overlap the waits.
+
+Every point is measured on a pool that is already running (its start-up is timed apart by
+:func:`pool_startup`), with warm-up and repeats; see :mod:`iokit.timing`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from . import tasks
+from .parallel import WorkerPool
+from .timing import MB, Timing, measure
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One configuration of a parallel map and how long it took (median of the repeats)."""
+
+    kind: str
+    workers: int
+    chunk_size: int
+    seconds: float
+    min_seconds: float
+    max_seconds: float
+    items: int
+    nbytes: int
+    baseline_seconds: float | None = None  # one worker, timed in turn with this point's runs
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.nbytes / self.seconds / MB
+
+    def speedup(self, baseline: ScalingPoint | float | None = None) -> float:
+        """How many times faster than ``baseline`` (a point or seconds; by default the
+        single-worker runs timed in turn with this point's own)."""
+        if baseline is None:
+            if self.baseline_seconds is None:
+                raise ValueError("this point has no baseline of its own; pass one")
+            baseline = self.baseline_seconds
+        base = baseline.seconds if isinstance(baseline, ScalingPoint) else baseline
+        return base / self.seconds
+
+
+def _point(pool: WorkerPool, chunk_size: int, t: Timing, items: int, nbytes: int,
+           baseline: float | None = None):
+    return ScalingPoint(pool.kind, pool.workers, chunk_size, t.median, t.min, t.max, items,
+                        nbytes, baseline)
+
+
+def _interleaved(one: Callable, other: Callable, repeat: int, warmup: int):
+    """Time ``one()`` and ``other()`` in turn (so a busy moment slows both alike)."""
+    first, second = [], []
+    for i in range(warmup + repeat):
+        t0 = time.perf_counter()
+        one()
+        t1 = time.perf_counter()
+        other()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            first.append(t1 - t0)
+            second.append(t2 - t1)
+    return Timing(first), Timing(second)
+
+
+def corpus_sample(path, max_bytes: int | None = None) -> list[tuple[int, int]]:
+    """Byte ranges of the first documents of ``path`` (one per document), up to ``max_bytes``."""
+    spans = tasks.document_spans(path)
+    if max_bytes is None:
+        return spans
+    return [s for s in spans if s[1] <= max_bytes] or spans[:1]
+
+
+def spans_bytes(spans) -> int:
+    return sum(end - start for start, end in spans)
+
+
+def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
+                   chunk_size: int = 16, *, start_method: str | None = None, repeat: int = 3,
+                   warmup: int = 1, pool: WorkerPool | None = None,
+                   baseline: bool = False) -> ScalingPoint:
+    """Time tokenizing the documents at ``spans`` with a pool of ``workers`` (items: documents).
+
+    Pass ``pool`` to reuse a running one (its kind and workers are then used). With
+    ``baseline=True``, every pool run alternates with a run in this process alone, and the
+    point's :meth:`~ScalingPoint.speedup` compares the two medians: on a shared machine this
+    is far steadier than a baseline measured once, earlier.
+    """
+    fn = partial(tasks.tokenize_span, str(path))
+    own = pool is None
+    pool = pool or WorkerPool(workers, kind, start_method, preload=("iokit.tasks",))
+    try:
+        pool.warm()
+        run = lambda: pool.map(fn, spans, chunk_size)
+        if baseline:
+            one, t = _interleaved(lambda: [fn(s) for s in spans], run, repeat, warmup)
+        else:
+            one, t = None, measure(run, repeat=repeat, warmup=warmup)
+    except BaseException:
+        pool.abort()
+        raise
+    if own:
+        pool.close()
+    return _point(pool, chunk_size, t, len(spans), spans_bytes(spans),
+                  one.median if one is not None else None)
+
+
+def worker_sweep(path, spans, workers: Iterable[int], kind: str = "processes",
+                 chunk_size: int = 16, **kwargs) -> Iterator[ScalingPoint]:
+    """:func:`tokenize_point` for each worker count, yielded as measured."""
+    for n in workers:
+        yield tokenize_point(path, spans, kind, n, chunk_size, **kwargs)
+
+
+def chunk_sweep(path, spans, chunk_sizes: Iterable[int], kind: str = "processes",
+                workers: int = 2, **kwargs) -> Iterator[ScalingPoint]:
+    """:func:`tokenize_point` for each chunk size on one running pool, yielded as measured."""
+    with WorkerPool(workers, kind, preload=("iokit.tasks",)) as pool:
+        for c in chunk_sizes:
+            yield tokenize_point(path, spans, chunk_size=c, pool=pool, **kwargs)
+
+
+def read_point(store, path, workers: int, request_bytes: int = 1 << 20, requests: int = 32,
+               *, repeat: int = 3, warmup: int = 0) -> ScalingPoint:
+    """Time ``requests`` reads of ``request_bytes`` from ``store`` by ``workers`` threads."""
+    offsets = tasks.request_offsets(path, request_bytes, requests)
+    fn = partial(tasks.read_request, store, str(path), request_bytes)
+    got = 0
+    with WorkerPool(workers, "threads") as pool:
+        pool.warm(0.0)
+
+        def run():
+            nonlocal got
+            got = sum(pool.map(fn, offsets))
+
+        t = measure(run, repeat=repeat, warmup=warmup)
+    return _point(pool, 1, t, requests, got)
+
+
+def read_sweep(store, path, workers: Iterable[int], request_bytes: int = 1 << 20,
+               requests_per_worker: int = 8, **kwargs) -> Iterator[ScalingPoint]:
+    """:func:`read_point` for each worker count, each worker making the same number of reads.
+
+    The model describes the steady state; with only one read per worker the first latency
+    and the last stragglers are not hidden, so each worker makes several.
+    """
+    for n in workers:
+        yield read_point(store, path, n, request_bytes, requests_per_worker * n, **kwargs)
+
+
+def pool_startup(start_method: str, workers: int = 2, repeat: int = 3) -> Timing:
+    """Seconds from creating a process pool to every worker having run a first task."""
+
+    def run():
+        with WorkerPool(workers, "processes", start_method, preload=("iokit.tasks",)) as pool:
+            pool.warm(0.0)
+
+    return measure(run, repeat=repeat, warmup=1, label=start_method)
+
+
+def speedups(points, baseline: ScalingPoint | float) -> np.ndarray:
+    """The speedup of each point over ``baseline``."""
+    return np.array([p.speedup(baseline) for p in points])
+
+
+def task_payload_bytes(fn, item) -> int:
+    """Bytes pickled to send one single-item task (function and argument) to a process."""
+    import pickle
+
+    return len(pickle.dumps((fn, [item])))
+
+
+def result_payload_bytes(result) -> int:
+    """Bytes pickled to send one result back from a process."""
+    import pickle
+
+    return len(pickle.dumps(result))
+
+
+def corpus_bytes(path) -> int:
+    return Path(path).stat().st_size
+
+
+def parallel_token_file(path, out_path, workers: int = 2, chunk_size: int = 16,
+                        kind: str = "processes", span_bytes: int = 1) -> tuple[int, int]:
+    """Tokenize the corpus with a pool and write what the naive loop writes, atomically.
+
+    Workers read documents by offset and send back finished lines; the parent writes them in
+    input order, so the file is byte-identical to the serial loops' output whatever ``workers``
+    and ``chunk_size`` are. Returns (bytes read, bytes written).
+    """
+    from .atomic import atomic_write
+
+    spans = tasks.document_spans(path, span_bytes)
+    fn = partial(tasks.token_lines_span, str(path))
+    written = 0
+    with WorkerPool(workers, kind, preload=("iokit.tasks",)) as pool, \
+            atomic_write(out_path, "wb") as out:
+        for lines in pool.imap(fn, spans, chunk_size):
+            out.write(lines)
+            written += len(lines)
+    return spans_bytes(spans), written

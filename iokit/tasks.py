@@ -1,0 +1,180 @@
+"""Work that a parallel map sends to its workers.
+
+Every function here is defined at the top level of a module, so a worker process can import it
+by name whatever its start method (fork, spawn, forkserver). Arguments are small (a path and
+byte offsets, not the bytes) and results are compact numpy arrays, not lists of strings: what
+crosses between processes is pickled, and pickling a large object for every task can cost more
+than the work itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CorpusError
+from .tokenize import word_tokenize
+
+# --------------------------------------------------------------------------- the corpus by offsets
+
+
+def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
+    """Byte ranges ``(start, end)`` of the JSONL file, each whole lines of >= ``target_bytes``.
+
+    With the default (1) every range is one document. The ranges cover the file in order, so
+    tokenizing them one after another is tokenizing the file.
+    """
+    spans = []
+    start = pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            pos += len(line)
+            if pos - start >= target_bytes:
+                spans.append((start, pos))
+                start = pos
+    if pos > start:
+        spans.append((start, pos))
+    return spans
+
+
+def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[str]:
+    """The texts of the JSONL documents in the byte range ``span`` of ``path``."""
+    start, end = span
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    texts = []
+    offset = start
+    for line in raw.splitlines(keepends=True):
+        if line.strip():
+            try:
+                texts.append(json.loads(line)[text_field])
+            except (ValueError, KeyError, TypeError):
+                raise CorpusError(
+                    f"{path}: the document at byte offset {offset} is not a JSON object with a "
+                    f"{text_field!r} field; check it with iokit.iter_documents({str(path)!r}), "
+                    "which names the line."
+                ) from None
+        offset += len(line)
+    return texts
+
+
+def tokenize_span(path, span: tuple[int, int]) -> np.ndarray:
+    """Token counts (``uint32``) of the documents in ``span``: the worker reads them itself."""
+    return np.array([len(word_tokenize(t)) for t in read_texts(path, span)], dtype=np.uint32)
+
+
+def tokenize_texts(texts: list[str]) -> np.ndarray:
+    """Token counts (``uint32``) of a list of texts, sent to the worker whole."""
+    return np.array([len(word_tokenize(t)) for t in texts], dtype=np.uint32)
+
+
+def tokenize_to_list(text: str) -> list[str]:
+    """The tokens of one text as a list of strings (large to send back; see the notebook)."""
+    return word_tokenize(text)
+
+
+# --------------------------------------------------------------------------- the I/O-bound stage
+
+
+def read_request(store, path, size: int, offset: int) -> int:
+    """One request of ``size`` bytes at ``offset`` from ``store``; returns the bytes read."""
+    return len(store.read(path, offset, size))
+
+
+def request_offsets(path, size: int, count: int) -> list[int]:
+    """``count`` request offsets of ``size`` bytes that walk through the file (wrapping)."""
+    total = Path(path).stat().st_size
+    stride = max(size, 1)
+    last = max(total - size, 0)
+    return [(i * stride) % (last + 1) for i in range(count)]
+
+
+# --------------------------------------------------------------------------- small demonstrations
+
+
+def square(x):
+    """``x * x``: a stand-in for real work."""
+    return x * x
+
+
+def slow_square(seconds: float, x):
+    """``x * x`` after sleeping ``seconds`` (work that waits, as I/O does)."""
+    time.sleep(seconds)
+    return x * x
+
+
+def fail_on(bad, x):
+    """``x * x``, but raise ValueError on ``bad`` (to see a worker's error reach the caller)."""
+    if x == bad:
+        raise ValueError(f"item {x!r} is bad")
+    return x * x
+
+
+def die_on(bad, x):
+    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad``."""
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)
+    return x * x
+
+
+def pid_of(x) -> int:
+    """The id of the process that ran this item."""
+    return os.getpid()
+
+
+def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
+    """Like :func:`tokenize_span`, but cut from ``data``, the whole corpus sent with the task.
+
+    The notebook's example of a mistake: bound with ``partial``, ``data`` travels with every
+    task.
+    """
+    start, end = span
+    texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
+    return tokenize_texts(texts)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(vocab_path: str, stamp: float):
+    from .tokenize import load_tokenizer
+
+    return load_tokenizer(vocab_path)
+
+
+def load_tokenizer_once(vocab_path) -> object:
+    """The tokenizer saved at ``vocab_path``, loaded once per worker (and again if the file
+    changes)."""
+    return _tokenizer(str(vocab_path), os.stat(vocab_path).st_mtime_ns)
+
+
+def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text") -> list:
+    """The token IDs of each document in ``span``, each ending with the end-of-document ID.
+
+    Only the tokenizer's path travels with the task; the worker loads it once.
+    """
+    from .tokenize import encode_corpus
+
+    tok = load_tokenizer_once(vocab_path)
+    return list(encode_corpus(read_texts(path, span, text_field), tok))
+
+
+def encode_texts(vocab_path, texts: list[str]) -> list:
+    """The token IDs of each text (for corpora that are folders of ``.txt`` files)."""
+    from .tokenize import encode_corpus
+
+    return list(encode_corpus(texts, load_tokenizer_once(vocab_path)))
+
+
+def token_lines_span(path, span: tuple[int, int]) -> bytes:
+    """The documents in ``span`` as the loops of :mod:`iokit.stages` write them: one line of
+    space-separated tokens per document, as one ``bytes`` object (cheap to send back)."""
+    from .stages import _tokens_line
+
+    return b"".join(_tokens_line(t, word_tokenize) for t in read_texts(path, span))

@@ -1,0 +1,97 @@
+"""Parallel preprocessing writes the same shards as one process, whatever the settings."""
+
+import hashlib
+import json
+
+import pytest
+
+shards = pytest.importorskip("iokit.shards")
+
+from iokit.atomic import leftover_temp_files  # noqa: E402
+from iokit.corpus import iter_documents  # noqa: E402
+from iokit.errors import CorpusError  # noqa: E402
+from iokit.parallel_prep import parallel_pretokenize  # noqa: E402
+from iokit.tokenize import WordTokenizer  # noqa: E402
+
+MAX_SHARD = 200_000  # small, so the tiny corpus makes several shards
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_corpus):
+    return WordTokenizer.train((d.text for d in iter_documents(tiny_corpus)), vocab_size=4096)
+
+
+@pytest.fixture(scope="module")
+def serial_hashes(tiny_corpus, tokenizer, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serial")
+    shards.pretokenize(tiny_corpus, tokenizer, folder, max_shard_bytes=MAX_SHARD)
+    return _hashes(folder)
+
+
+def _hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("workers,chunk_size", [(1, 1), (2, 1), (2, 7), (3, 64), (2, 10**6)])
+def test_shards_are_byte_identical_to_one_process(tiny_corpus, tokenizer, serial_hashes,
+                                                  tmp_path, workers, chunk_size):
+    parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=workers,
+                         chunk_size=chunk_size, max_shard_bytes=MAX_SHARD)
+    got = _hashes(tmp_path)
+    assert len([n for n in got if n.endswith(".bin")]) > 1  # several shards
+    assert got == serial_hashes
+
+
+@pytest.mark.parametrize("kind,method", [("threads", None), ("serial", None),
+                                         ("processes", "spawn")])
+def test_every_kind_of_worker_gives_the_same_shards(tiny_corpus, tokenizer, serial_hashes,
+                                                    tmp_path, kind, method):
+    parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, chunk_size=16,
+                         kind=kind, start_method=method, max_shard_bytes=MAX_SHARD)
+    assert _hashes(tmp_path) == serial_hashes
+
+
+def test_a_folder_of_text_files(tmp_path, tokenizer):
+    src = tmp_path / "docs"
+    src.mkdir()
+    for i in range(9):
+        (src / f"{i}.txt").write_text(f"Document {i}: the cat sat on the mat. " * (i + 1))
+    shards.pretokenize(src, tokenizer, tmp_path / "one")
+    parallel_pretokenize(src, tokenizer, tmp_path / "two", workers=2, chunk_size=2)
+    assert _hashes(tmp_path / "one") == _hashes(tmp_path / "two")
+
+
+def test_a_bad_line_in_a_worker_names_the_file_and_offset(tmp_path, tokenizer):
+    corpus = tmp_path / "bad.jsonl"
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(20)]
+    lines[13] = '{"text": "broken'
+    corpus.write_text("\n".join(lines) + "\n")
+    offset = sum(len(line) + 1 for line in lines[:13])
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset}"):
+        parallel_pretokenize(corpus, tokenizer, out, workers=2, chunk_size=3)
+    assert leftover_temp_files(out) == []
+
+
+def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, monkeypatch):
+    from iokit import tasks
+    from iokit.errors import FormatError
+
+    real = tasks.encode_span
+    calls = []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C arrives while document 300 is being encoded
+        calls.append(1)
+        if len(calls) == 300:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "encode_span", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, chunk_size=4,
+                             kind="threads", max_shard_bytes=MAX_SHARD)
+    assert leftover_temp_files(tmp_path) == []
+    assert len(list(tmp_path.glob("*.bin"))) >= 1  # complete shards before the interruption
+    with pytest.raises(FormatError):  # but the set has no last shard, and says so
+        shards.open_shards(tmp_path)

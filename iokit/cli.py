@@ -1,8 +1,9 @@
 """The ``iokit`` command: make data, run the whole tour headless, benchmark.
 
 ``iokit data [--scale S]`` makes the corpus; ``iokit tour`` runs every stage and prints a table;
-``iokit bench`` prints measured ratios. Errors in the input or settings print one line on
-stderr and exit with code 2; anything else is a bug and keeps its traceback.
+``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour and writes an
+HTML report with its figures and the machine description. Errors in the input or settings print
+one line on stderr and exit with code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -42,8 +43,16 @@ def cmd_tour(args) -> int:
     open_storage(args.storage)  # check the preset name before any work
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB), storage: {args.storage}")
-    rows = run_tour(corpus, storage=args.storage,
-                    on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)", flush=True))
+    from .progress import progress_enabled
+
+    if progress_enabled():  # progress bars while the stages run
+        from .tour import run_story
+
+        rows, _ = run_story(corpus, storage=args.storage)
+    else:
+        rows = run_tour(corpus, storage=args.storage,
+                        on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)",
+                                               flush=True))
     print()
     print(format_table(rows))
     return 0
@@ -59,6 +68,22 @@ def cmd_bench(args) -> int:
         print("no benchmark figures yet")
     for f in figures:
         print(f, flush=True)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .storage import open_storage
+    from .tour import format_table, run_story, write_report
+
+    open_storage(args.storage)
+    corpus = _corpus(args)
+    size = corpus.stat().st_size / 1e6
+    print(f"corpus: {corpus} ({size:,.1f} MB), storage: {args.storage}")
+    rows, extra = run_story(corpus, storage=args.storage)
+    print(format_table(rows))
+    path = write_report(rows, extra, args.out, about=f"corpus {corpus.name} ({size:,.1f} MB), "
+                        f"storage {args.storage}")
+    print(f"report: {path}")
     return 0
 
 
@@ -84,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="print measured ratios, side by side in one run")
     add_corpus_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="run the tour and write an HTML report with figures")
+    add_corpus_args(p)
+    p.add_argument("--storage", default="local",
+                   help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
+    p.add_argument("--out", default="reports", help="folder for report.html and its figures")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -195,3 +195,48 @@ def processes_for_cores(answer, cores: int) -> bool:
     """04-3: how many processes to give a CPU-bound stage on a machine with ``cores`` cores."""
     return _report(answer == cores,
                    "each process can keep one core busy; more only share the same cores.")
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+def naive_busy(answer, load_s: float, step_s: float) -> bool:
+    """05-1: the busy fraction of a loop that loads a batch (``load_s``) then computes
+    (``step_s``), in turn."""
+    return _report(close(answer, step_s / (step_s + load_s), 0.02),
+                   "each step takes load + compute seconds, and only compute is busy: "
+                   "S / (S + L).")
+
+
+def min_prefetch(answer, load_s: float, step_s: float) -> bool:
+    """05-2: the smallest prefetch depth (with enough workers) that keeps the loop busy."""
+    import math
+
+    expected = max(1, math.ceil(load_s / step_s))
+    return _report(answer == expected,
+                   "by Little's law, batches in flight = rate × time in the system: the loop "
+                   "takes one batch per step time S and each takes L to make, so it needs "
+                   "ceil(L / S) in flight.")
+
+
+def loader_rate(answer, workers: int, load_s: float) -> bool:
+    """05-3: the most batches per second ``workers`` workers can make, when each batch takes
+    ``load_s`` seconds (mostly waiting on storage) and the CPU is not the limit."""
+    return _report(close(answer, workers / load_s, 0.02),
+                   "each worker makes one batch per load_s, and they wait side by side: "
+                   "workers / load_s.")
+
+
+CPU_BOUND_CHOICES = {
+    "a": "more worker threads",
+    "b": "a deeper prefetch queue",
+    "c": "less CPU work per batch (a faster codec, or none), or more cores",
+}
+
+
+def cpu_bound_fix(answer) -> bool:
+    """05-4: the loader is CPU-bound (every core busy decompressing). What helps? a, b or c."""
+    return _report(str(answer).strip().lower() == "c",
+                   "workers and prefetch add batches in flight, which hides waiting; they add "
+                   "no core. When the cores are the limit, only less work per batch or more "
+                   "cores raise the rate.")

@@ -324,3 +324,91 @@ def fit_serial_fraction(workers, speedups) -> float:
 def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
     """The serial fraction implied by one run on 1 worker (``t1`` s) and one on ``n`` (``tn`` s)."""
     return fit_serial_fraction([n], [t1 / tn])
+
+
+# --------------------------------------------------------------------------- notebook 05
+#
+# A pipelined loader delivers at the rate of its slowest limit. Each batch takes L seconds to
+# make (read + decompress + batch, one worker, C of them CPU seconds); the loop computes S per
+# step. With w workers and prefetch depth d, batch q may start once the loop has asked for
+# batch q - d, so d + 1 batches share each cycle of one load and one step (Little's law). The
+# loop gets a batch every
+#
+#     P = max(S, (S + L) / (d + 1), L / w, C / cores)      (w ≥ 1)
+#     P = S + L                                           (w = 0: the loop loads, then computes)
+#
+# and the accelerator is busy b = S / P = min(1, (1/P_loader) / (1/S)). Over N steps the first
+# batch's L cannot be hidden: b_N = N·S / (L + N·P). The smallest depth that keeps the loop
+# busy is d = ceil(L / S), with at least as many workers.
+
+
+@dataclass(frozen=True)
+class PipelineModel:
+    """Predicted busy fraction of a training loop fed by a pipelined loader."""
+
+    read_s: float  # seconds per batch, one worker (mostly waiting on storage)
+    decompress_s: float  # CPU seconds per batch
+    batch_s: float  # CPU seconds per batch
+    step_s: float  # the training step time
+    workers: int = 1
+    prefetch: int = 1
+    cores: int = 2
+
+    @property
+    def load_s(self) -> float:
+        """Seconds to make one batch, one worker, all stages in turn."""
+        return self.read_s + self.decompress_s + self.batch_s
+
+    def _limits(self) -> dict[str, float]:
+        """Seconds per step each limit allows, by the bottleneck's name."""
+        s, load = self.step_s, self.load_s
+        if self.workers == 0:
+            return {"serial: loading and computing take turns": s + load}
+        cpu = self.decompress_s + self.batch_s
+        return {"none: the loop's own step time": s,
+                ("serial: loading and computing take turns" if self.prefetch == 0 else
+                 "prefetch depth"): (s + load) / (self.prefetch + 1),
+                "workers (storage latency)": load / self.workers,
+                "cpu": cpu / self.cores}
+
+    @property
+    def period_s(self) -> float:
+        """Seconds between batches the loop gets, in steady state."""
+        return max(self._limits().values())
+
+    @property
+    def bottleneck(self) -> str:
+        limits = self._limits()
+        return max(limits, key=limits.get)
+
+    @property
+    def loader_rate(self) -> float:
+        """Batches per second the loader can make at most (workers and cores permitting)."""
+        if self.workers == 0:
+            return 1 / self.load_s if self.load_s > 0 else math.inf
+        cpu = self.decompress_s + self.batch_s
+        return min(self.workers / self.load_s if self.load_s > 0 else math.inf,
+                   self.cores / cpu if cpu > 0 else math.inf)
+
+    @property
+    def consumption_rate(self) -> float:
+        return 1 / self.step_s if self.step_s > 0 else math.inf
+
+    def busy_fraction(self, steps: int | None = None) -> float:
+        """Predicted compute time / wall time, over ``steps`` steps (None: steady state)."""
+        p = self.period_s
+        if steps is None:
+            return self.step_s / p if p > 0 else 1.0
+        return steps * self.step_s / (self.load_s + steps * p)
+
+    def min_prefetch(self) -> int:
+        """The smallest prefetch depth that keeps the loop busy (enough workers): ceil(L/S)."""
+        if self.step_s <= 0:
+            return math.inf
+        return max(1, math.ceil(self.load_s / self.step_s - 1e-9))
+
+    def __str__(self) -> str:
+        return (f"batch load {self.load_s * 1e3:.2f} ms (read {self.read_s * 1e3:.2f}, "
+                f"decompress {self.decompress_s * 1e3:.2f}, batch {self.batch_s * 1e3:.2f}); "
+                f"a batch every {self.period_s * 1e3:.2f} ms for {self.step_s * 1e3:.2f} ms "
+                f"steps: busy {self.busy_fraction():.0%} (limit: {self.bottleneck})")

@@ -297,4 +297,94 @@ def chunk_size_effect(points, ax=None):
     ax.set_ylim(0, points[0].workers + 0.5)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+STAGE_COLORS = {"read": "tab:blue", "decompress": "tab:orange", "batch": "tab:green",
+                "train": "tab:purple", "wait": "tab:red"}
+
+
+def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = None):
+    """A Gantt chart of a :class:`~iokit.timing.Timeline`: one row per worker (the training
+    loop on top), one bar per span, coloured by stage (read, decompress, batch, train, wait)."""
+    ax = _axes(ax, figsize=(8, 3))
+    spans = list(timeline.spans)
+    workers = sorted({s.worker for s in spans}, key=lambda w: (w != "trainer", w != "loop", w))
+    t0 = min((s.start for s in spans), default=0.0)
+    seen = set()
+    for row, w in enumerate(workers):
+        for stage, color in STAGE_COLORS.items():
+            bars = [(s.start - t0, max(s.seconds, 1e-5)) for s in spans
+                    if s.worker == w and s.stage == stage]
+            if bars:
+                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=color,
+                               edgecolor="none" if w == "trainer" else "white",
+                               linewidth=0.25,
+                               label=stage if stage not in seen else None)
+                seen.add(stage)
+    ax.set_yticks(range(len(workers)), workers)
+    ax.set_ylim(len(workers) - 0.5, -0.5)
+    ax.set_xlim(0, t_max if t_max else max((s.end - t0 for s in spans), default=1.0))
+    ax.set_xlabel("time since the loop started (s)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def timelines_side_by_side(runs: dict, fig=None):
+    """Gantt charts of several training runs (label → TrainRun), stacked on one time axis."""
+    import matplotlib.pyplot as plt
+
+    rows = [len({s.worker for s in r.timeline.spans}) for r in runs.values()]
+    if fig is None:
+        fig = plt.figure(figsize=(8, 1.2 + 0.45 * sum(rows) + 0.6 * len(runs)),
+                         layout="constrained")
+    axes = fig.subplots(len(runs), 1, sharex=True, gridspec_kw={"height_ratios": rows})
+    axes = np.atleast_1d(axes)
+    t_max = max(r.seconds for r in runs.values())
+    for ax, (label, r) in zip(axes, runs.items()):
+        timeline_gantt(r.timeline, ax=ax, t_max=t_max,
+                       title=f"{label}: busy {r.busy_fraction:.0%}, {r.steps_per_s:,.0f} steps/s")
+    for ax in axes[:-1]:
+        ax.set_xlabel("")
+    return fig
+
+
+def busy_predicted_vs_measured(labels, predicted, measured, ax=None):
+    """Bars of the accelerator's busy fraction per configuration: the model against the run."""
+    ax = _axes(ax, figsize=(7, 1.2 + 0.5 * len(labels)))
+    y = np.arange(len(labels))
+    ax.barh(y - 0.2, predicted, 0.4, color="lightgray", edgecolor="k", label="model")
+    ax.barh(y + 0.2, measured, 0.4, color="tab:purple", label="measured")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.05)
+    ax.axvline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("busy fraction (time computing / wall time)")
+    ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize="small")
+    ax.set_title("Is the training loop starved? Model against measurement")
+    return ax
+
+
+def busy_vs_prefetch(sweep, ax=None):
+    """Busy fraction against prefetch depth: measured points and the model's line, from
+    :func:`iokit.pipeline.prefetch_sweep`'s (depth, run, model) triples."""
+    ax = _axes(ax)
+    depths = [d for d, _, _ in sweep]
+    ax.plot(depths, [r.busy_fraction for _, r, _ in sweep], "o", color="tab:purple",
+            label="measured")
+    ax.plot(depths, [m.busy_fraction(r.steps) for _, r, m in sweep], "--", color="k",
+            label="model, with the first batch's wait")
+    ax.plot(depths, [m.busy_fraction() for _, _, m in sweep], ":", color="gray",
+            label="model, steady state")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("prefetch depth (batches made ahead of the loop)")
+    ax.set_ylabel("busy fraction")
+    m = sweep[0][2]
+    ax.set_title(f"{m.workers} workers, {m.step_s * 1e3:g} ms steps, "
+                 f"{m.load_s * 1e3:.1f} ms per batch: prefetch ≥ {m.min_prefetch()} keeps it busy")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)
     return ax

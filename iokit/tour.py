@@ -34,6 +34,7 @@ class Row:
     amount: float  # bytes of corpus text (or tokens, with unit "tok/s") handled
     unit: str = "MB/s"
     note: str = ""
+    speedup: float | None = None  # over its own baseline, when not comparable with the first row
 
     @property
     def rate(self) -> float:
@@ -79,7 +80,7 @@ def format_table(rows: list[Row]) -> str:
     lines = [f"{'stage':<48} {'time':>9} {'rate':>14} {'speedup':>8}  note"]
     for r in rows:
         lines.append(f"{r.stage:<48} {r.seconds:>8.2f}s {r.rate:>9,.1f} {r.unit:<4} "
-                     f"{base / r.seconds:>7.1f}×  {r.note}")
+                     f"{r.speedup or base / r.seconds:>7.1f}×  {r.note}")
     return "\n".join(lines)
 
 
@@ -256,3 +257,166 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
 STAGES.append(stage_parallel_tokenize)
 STAGES.append(stage_threaded_reads)
 STAGES.append(stage_parallel_pretokenize)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+PIPELINE_STEP_S = 0.005  # the simulated accelerator's step time in the tour
+PIPELINE_STEPS = 60
+
+
+def _pipeline_storage(ctx: Context) -> str:
+    """The tour's storage, or the object store when the tour reads the local disk (where
+    loading is never the bottleneck, so the walk would show nothing)."""
+    return ctx.storage if ctx.storage not in ("local", "local-disk") else "object-store"
+
+
+def _walk_stage(step, number: int = 0):
+    def stage(ctx: Context) -> Row:
+        from .pipeline import pipeline_walk
+
+        if "shards" not in ctx.extra:
+            stage_pretokenize(ctx)
+        storage = _pipeline_storage(ctx)
+        (row,) = pipeline_walk(ctx.extra["shards"], storage=storage, step_s=PIPELINE_STEP_S,
+                               steps=PIPELINE_STEPS, walk=[step], workdir=ctx.workdir)
+        walk = ctx.extra.setdefault("walk", [])
+        row.speedup = row.run.steps_per_s / walk[0].run.steps_per_s if walk else 1.0
+        walk.append(row)
+        r = row.run
+        tokens = r.steps * r.settings["batch_size"] * r.settings["block_size"]
+        return Row(f"pipeline: {step.technique}", r.seconds, tokens, unit="tok/s",
+                   speedup=row.speedup,
+                   note=f"{storage}, {PIPELINE_STEP_S * 1e3:g} ms steps: busy "
+                        f"{r.busy_fraction:.0%} (model {row.predicted_busy:.0%}); speedup over "
+                        f"the naive loader; removes: {step.removes}")
+
+    stage.__name__ = f"stage_pipeline_{number}"
+    return stage
+
+
+def _pipeline_stages():
+    from .pipeline import walk_steps
+
+    return [_walk_stage(step, i) for i, step in enumerate(walk_steps())]
+
+
+STAGES.extend(_pipeline_stages())
+
+
+def run_story(corpus, storage: str = "local", progress: bool = True, on_row=None):
+    """Run the whole tour with a progress bar; return (rows, what the stages left behind)."""
+    from .progress import progress_bar
+
+    extra: dict = {}
+    rows = []
+    with progress_bar(total=len(STAGES), desc="tour", unit="stage", disable=not progress) as bar:
+        with tempfile.TemporaryDirectory(prefix="iokit-tour-") as tmp:
+            ctx = Context(Path(corpus), Path(tmp), storage, extra)
+            for stage in STAGES:
+                bar.set_postfix_str(stage.__name__.removeprefix("stage_"))
+                row = stage(ctx)
+                rows.append(row)
+                bar.update()
+                if on_row:
+                    on_row(row)
+    return rows, extra
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by file name."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .plots import busy_predicted_vs_measured, timelines_side_by_side
+
+    figs = {}
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(rows)), layout="constrained")
+    base = rows[0].seconds
+    ax.barh([r.stage for r in rows], [r.speedup or base / r.seconds for r in rows],
+            color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the naive "
+                  "loader")
+    ax.set_title("Every stage of the tour")
+    figs["stages.png"] = _png(fig)
+    plt.close(fig)
+    walk = extra.get("walk") or []
+    if walk:
+        fig = timelines_side_by_side({walk[0].step.technique: walk[0].run,
+                                      walk[-1].step.technique: walk[-1].run})
+        figs["timeline.png"] = _png(fig)
+        plt.close(fig)
+        ax = busy_predicted_vs_measured([w.step.technique for w in walk],
+                                        [w.predicted_busy for w in walk],
+                                        [w.run.busy_fraction for w in walk])
+        figs["busy.png"] = _png(ax.figure)
+        plt.close(ax.figure)
+    return figs
+
+
+def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit report",
+                 about: str = "") -> Path:
+    """Write ``report.html`` (figures embedded) and the figures as PNG files beside it, each
+    file atomically; return the HTML's path."""
+    import base64
+    import html
+
+    from .atomic import atomic_write, storage_error, write_bytes_atomic
+    from .machine import describe_machine
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out, "create the report folder") from None
+    figs = report_figures(rows, extra)
+    for name, data in figs.items():
+        write_bytes_atomic(out / name, data)
+    m = describe_machine()
+    base = rows[0].seconds if rows else 1.0
+    e = html.escape
+    table = "".join(
+        f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f} s</td><td>{r.rate:,.1f} {e(r.unit)}</td>"
+        f"<td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td></tr>" for r in rows)
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    images = "".join(
+        f'<figure><img alt="{e(n)}" src="data:image/png;base64,'
+        f'{base64.b64encode(d).decode()}"><figcaption>{e(n)}</figcaption></figure>'
+        for n, d in figs.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
+td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right}}img{{max-width:100%}}</style>
+</head><body>
+<h1>{e(title)}</h1>
+<p>{e(about)}</p>
+<h2>Machine</h2>
+<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores;
+cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
+<h2>Every stage, from the naive loop to the full pipeline</h2>
+<table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>
+{table}</table>
+<h2>Figures</h2>
+{images}
+</body></html>
+"""
+    path = out / "report.html"
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

@@ -392,3 +392,64 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
                       f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
 
     return Panel(controls, plot, run, description="Run")
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+def pipeline_panel(folder, *, storage: str = "object-store", workers: int = 4,
+                   prefetch: int = 8, step_ms: float = 5.0, steps: int = 30,
+                   batch_size: int = 16, block_size: int = 256) -> Panel:
+    """Notebook 05's panel: train with a loader, draw its timeline, report the busy fraction.
+
+    Controls: ``workers``, ``prefetch`` depth, ``step`` time (ms) and ``storage`` preset. Each
+    run draws the Gantt chart of its timeline and says the measured busy fraction beside the
+    model's (from a one-batch-at-a-time calibration of that storage, made once per storage).
+    """
+    import os
+
+    import ipywidgets as w
+
+    from .model import PipelineModel
+    from .pipeline import calibrate, run_training
+    from .plots import timeline_gantt
+    from .storage import PRESETS
+
+    controls = {
+        "workers": w.IntSlider(value=workers, min=0, max=8, description="workers",
+                               continuous_update=False),
+        "prefetch": w.IntSlider(value=prefetch, min=0, max=16, description="prefetch",
+                                continuous_update=False),
+        "step": w.FloatSlider(value=step_ms, min=0.5, max=40, step=0.5,
+                              description="step (ms)", continuous_update=False),
+        "storage": w.Dropdown(options=["local", *PRESETS], value=storage,
+                              description="storage"),
+    }
+    plot = LivePlot("time since the loop started (s)", "", xscale="linear", yscale="linear",
+                    figsize=(8, 3.5))
+    calibrations: dict = {}
+    common = {"batch_size": batch_size, "block_size": block_size, "seed": 0}
+
+    def run(panel: Panel) -> None:
+        st, step_s = panel.value("storage"), panel.value("step") / 1e3
+        nw, depth = panel.value("workers"), panel.value("prefetch")
+        if st not in calibrations:
+            panel.say(f"calibrating {st}: one batch at a time …")
+            calibrations[st] = calibrate(folder, storage=st, **common)
+        r = run_training(folder, storage=st, step_s=step_s, steps=steps, workers=nw,
+                         prefetch=depth, limit=steps, **common)
+        model = PipelineModel(*calibrations[st], step_s, workers=nw, prefetch=depth,
+                              cores=os.cpu_count() or 1)
+        predicted = model.busy_fraction(r.steps)
+        panel.results.append((r, model))
+        plot.ax.clear()
+        plot.lines.clear()
+        timeline_gantt(r.timeline, ax=plot.ax,
+                       title=f"{st}, {nw} workers, prefetch {depth}, {step_s * 1e3:g} ms steps: "
+                             f"busy {r.busy_fraction:.0%} (model {predicted:.0%})")
+        plot.redraw()
+        panel.busy = r.busy_fraction
+        panel.say(f"busy <b>{r.busy_fraction:.0%}</b> measured, {predicted:.0%} predicted; "
+                  f"{r.steps_per_s:,.0f} steps/s; limit: {model.bottleneck}")
+
+    return Panel(controls, plot, run, description="Train")

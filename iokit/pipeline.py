@@ -1,0 +1,584 @@
+"""The pipeline: background workers read, decompress and batch shards while the model trains.
+
+A training step should never wait for data. :class:`Loader` hands batches to a training loop
+through a bounded prefetch queue, filled by ``workers`` background threads; each worker makes
+one batch at a time in three stages, every one recorded as a span in a :class:`~iokit.timing.
+Timeline`::
+
+    read        fetch the batch's bytes from storage (local disk or a simulated store)
+    decompress  turn stored bytes into token IDs (a no-op for plain shards)
+    batch       cut the IDs into ``batch_size`` windows of ``block_size + 1`` tokens, as int64
+
+An epoch is the shard set's token stream cut into consecutive batches of ``batch_size ×
+(block_size + 1)`` tokens (the tail that does not fill a batch is left out); batch ``k`` has
+inputs ``x`` and targets ``y = x`` shifted by one, as nanoGPT's ``get_batch``. Every batch
+arrives exactly once per epoch, in order ``0, 1, 2, …`` or, with ``shuffle=True``, in a
+permutation fixed by ``seed`` and the epoch number. Delivery order never depends on which
+worker finished first.
+
+The knobs:
+
+* ``workers`` — background threads (0: the training loop loads each batch itself, the naive
+  loop). Threads suit this work: reading waits on storage, and zstd and numpy release the GIL.
+* ``prefetch`` — how many batches the loader may make ahead of the one the loop asks for (0:
+  load only on demand, no overlap). At most ``min(workers, prefetch + 1)`` batches are in the
+  making at once: by Little's law the loader delivers at most that many per batch-load time.
+
+Shutdown is clean whatever happens: leaving the ``for`` loop early, an exception in the loop,
+or an error in a worker stops and joins every worker thread before control returns. A worker's
+exception reaches the loop as :class:`LoaderError` naming the worker and the batch, with the
+worker's traceback attached (as its ``__cause__`` and as a note), at the failed batch's place
+in the order: every batch before it still arrives, none after it is started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IokitError, ParameterError, check_positive
+from .timing import Timeline
+
+STAGES = ("read", "decompress", "batch")
+JOIN_TIMEOUT_S = 10.0
+
+
+class LoaderError(IokitError):
+    """A loader worker failed; the message names the worker and the batch."""
+
+
+# --------------------------------------------------------------------------- batch sources
+
+
+class ShardBatches:
+    """Batches of a shard set, plain or block-compressed, read through a storage backend.
+
+    ``fetch(k)`` is the I/O (stage ``read``): one request per plain shard piece the batch
+    touches (usually one), or one per compressed block. ``decode(k, payload)`` turns those bytes
+    into token IDs (stage ``decompress``: check and decompress the blocks and keep the batch's
+    tokens; nothing to do for plain shards). Any object with ``n_batches``,
+    ``tokens_per_batch``, ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
+    """
+
+    def __init__(self, shards, tokens_per_batch: int, storage=None):
+        from .storage import LocalDisk
+
+        self.shards = shards
+        self.dtype = shards.dtype
+        self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
+        self.storage = storage if storage is not None else LocalDisk()
+        self.n_batches = shards.n_tokens // self.tokens_per_batch
+        if self.n_batches == 0:
+            raise ParameterError(
+                f"a batch needs {self.tokens_per_batch:,} tokens, but the shards in "
+                f"{shards.folder} hold {shards.n_tokens:,}; use a smaller batch_size or "
+                "block_size, or more data.")
+        self.readers = {}  # shard number -> BlockReader over this storage (compressed shards)
+        for i, shard in enumerate(shards.shards):
+            if getattr(shard, "blocks", None) is not None:
+                from .blocks import BlockReader
+
+                self.readers[i] = BlockReader(shard.bin_path, shard.blocks, 0,
+                                              storage=self.storage)
+        codecs = {r.table.codec for r in self.readers.values()}
+        self.codec = ", ".join(sorted(codecs)) if codecs else "none"
+
+    @property
+    def stored_bytes_per_batch(self) -> float:
+        return self.shards.nbytes / (self.shards.n_tokens / self.tokens_per_batch)
+
+    def _pieces(self, k: int):
+        """(shard number, first token, end token) of each shard piece batch ``k`` covers."""
+        start, stop = k * self.tokens_per_batch, (k + 1) * self.tokens_per_batch
+        starts = self.shards.starts
+        s = int(np.searchsorted(starts, start, side="right")) - 1
+        while start < stop:
+            base, end = int(starts[s]), min(stop, int(starts[s + 1]))
+            if end > start:
+                yield s, start - base, end - base
+            start = max(start, end)
+            s += 1
+
+    def fetch(self, k: int) -> list:
+        isz = self.dtype.itemsize
+        payload = []
+        for s, a, b in self._pieces(k):
+            reader = self.readers.get(s)
+            if reader is None:
+                path = self.shards.shards[s].bin_path
+                payload.append(self.storage.read(path, a * isz, (b - a) * isz))
+            else:
+                bs = reader.table.block_size
+                payload.append([reader.fetch(i) for i in range(a * isz // bs,
+                                                                 ((b * isz) - 1) // bs + 1)])
+        return payload
+
+    def decode(self, k: int, payload: list) -> np.ndarray:
+        isz = self.dtype.itemsize
+        parts = []
+        for (s, a, b), data in zip(self._pieces(k), payload):
+            reader = self.readers.get(s)
+            if reader is not None:
+                bs = reader.table.block_size
+                first = a * isz // bs
+                raw = b"".join(reader.decode(first + j, p) for j, p in enumerate(data))
+                data = raw[a * isz - first * bs:b * isz - first * bs]
+            parts.append(data)
+        return np.frombuffer(parts[0] if len(parts) == 1 else b"".join(parts), dtype=self.dtype)
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
+        if hasattr(self.storage, "close"):
+            self.storage.close()
+        self.shards.close()
+
+
+def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 256 * 1024
+                    ) -> Path:
+    """Write the shards in ``folder`` again, block-compressed, into ``out_dir``; return it.
+
+    Choose ``block_bytes`` equal to a batch's bytes (``batch × (block + 1) × itemsize``) and a
+    batch is about one block: one request, one decompression.
+    """
+    from .shards import open_shards, write_shards
+
+    with open_shards(folder) as raw:
+        largest = max(s.n_tokens for s in raw.shards) * raw.dtype.itemsize
+        write_shards((raw.document(i) for i in range(len(raw))), out_dir,
+                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec=codec,
+                     block_size=block_bytes, max_shard_bytes=max(largest, 1))
+    return Path(out_dir)
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+@dataclass
+class Batch:
+    """One batch: its place in the epoch's order, which batch of the stream it is, x and y."""
+
+    position: int
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+
+
+def epoch_order(n_batches: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0
+                ) -> np.ndarray:
+    """The order batches arrive in: 0..n-1, or a permutation fixed by ``seed`` and ``epoch``."""
+    if not shuffle:
+        return np.arange(n_batches)
+    return np.random.default_rng([seed, epoch]).permutation(n_batches)
+
+
+def make_batch(tokens: np.ndarray, batch_size: int, block_size: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Token IDs → (x, y): ``batch_size`` rows of ``block_size`` int64 IDs, y shifted by one."""
+    out = np.asarray(tokens).reshape(batch_size, block_size + 1).astype(np.int64)
+    return out[:, :-1], out[:, 1:]
+
+
+class Loader:
+    """Batches from a source, made by background workers, handed over in a fixed order.
+
+    ``for batch in loader`` runs one epoch (``loader.epoch`` counts them). Use it in a ``with``
+    block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
+    """
+
+    def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
+                 prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
+                 timeline: Timeline | None = None):
+        self.source = source
+        self.batch_size = check_positive("batch_size", batch_size)
+        self.block_size = check_positive("block_size", block_size)
+        if source.tokens_per_batch != self.batch_size * (self.block_size + 1):
+            raise ParameterError(
+                f"the source makes batches of {source.tokens_per_batch:,} tokens, but "
+                f"batch_size × (block_size + 1) = {self.batch_size * (self.block_size + 1):,}.")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ParameterError(f"workers must be a whole number >= 0, got {workers!r} (0 "
+                                 "loads in the training loop itself).")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ParameterError(f"prefetch must be a whole number >= 0, got {prefetch!r} (0 "
+                                 "loads only when the loop asks).")
+        self.workers, self.prefetch = workers, prefetch
+        self.shuffle, self.seed = shuffle, seed
+        self.limit = None if limit is None else check_positive("limit", limit)
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.epoch = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def n_batches(self) -> int:
+        """Batches per epoch (or ``limit``, if smaller)."""
+        n = self.source.n_batches
+        return n if self.limit is None else min(n, self.limit)
+
+    def load(self, index: int, worker: str) -> tuple[np.ndarray, np.ndarray]:
+        """Make batch ``index``: read, decompress, batch, each recorded on the timeline."""
+        tl = self.timeline
+        with tl.span("read", worker):
+            payload = self.source.fetch(index)
+        with tl.span("decompress", worker):
+            tokens = self.source.decode(index, payload)
+        with tl.span("batch", worker):
+            return make_batch(tokens, self.batch_size, self.block_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = epoch_order(self.source.n_batches, shuffle=self.shuffle, seed=self.seed,
+                            epoch=self.epoch)[:self.n_batches]
+        self.epoch += 1
+        if self.workers == 0:
+            return self._inline(order)
+        return self._background(order)
+
+    def _inline(self, order) -> Iterator[Batch]:
+        for p, k in enumerate(order.tolist()):
+            yield Batch(p, k, *self.load(k, "loop"))
+
+    def _background(self, order) -> Iterator[Batch]:
+        n = len(order)
+        state = _Shared(threading.Condition())
+        self._threads = [
+            threading.Thread(target=self._work, args=(state, order, f"worker-{w}"),
+                             name=f"iokit-loader-{w}", daemon=True)
+            for w in range(self.workers)]
+        for t in self._threads:
+            t.start()
+        try:
+            for p in range(n):
+                with state.cond:
+                    state.asked = p + 1  # the loop wants batch p now
+                    state.cond.notify_all()
+                    while p not in state.ready and p not in state.errors and \
+                            not (state.errors and p >= state.next):
+                        state.cond.wait()
+                    if p not in state.ready:  # this batch failed, or will never be made
+                        raise state.errors.get(p) or state.errors[min(state.errors)]
+                    x, y = state.ready.pop(p)
+                    state.cond.notify_all()
+                yield Batch(p, int(order[p]), x, y)
+        finally:
+            self._stop(state)
+
+    def _work(self, state: _Shared, order, worker: str) -> None:
+        n = len(order)
+        while True:
+            with state.cond:
+                while not state.stop and state.next < n and \
+                        state.next >= state.asked + self.prefetch:
+                    state.cond.wait()
+                if state.stop or state.errors or state.next >= n:
+                    return
+                p = state.next
+                state.next += 1
+            try:
+                batch = self.load(int(order[p]), worker)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
+                with state.cond:  # batches before it still arrive; none after it is started
+                    state.errors[p] = _loader_error(exc, worker, int(order[p]), p)
+                    state.cond.notify_all()
+                return
+            with state.cond:
+                state.ready[p] = batch
+                state.cond.notify_all()
+
+    def _stop(self, state: _Shared) -> None:
+        with state.cond:
+            state.stop = True
+            state.ready.clear()
+            state.cond.notify_all()
+        for t in self._threads:
+            t.join(JOIN_TIMEOUT_S)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        self._threads = []
+        if alive:  # pragma: no cover - a storage read that never returns
+            raise LoaderError(f"loader threads {', '.join(alive)} did not stop within "
+                              f"{JOIN_TIMEOUT_S:g} s; a storage read may be stuck.")
+
+    def close(self) -> None:
+        """Release the source (workers stop when an epoch ends or the loop leaves)."""
+        self.source.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class _Shared:
+    """What the loop and the workers share, guarded by ``cond``."""
+
+    cond: threading.Condition
+    next: int = 0  # the next position a worker will take
+    asked: int = 0  # positions the loop has asked for (including the one it waits for)
+    ready: dict = field(default_factory=dict)  # position -> (x, y)
+    stop: bool = False
+    errors: dict = field(default_factory=dict)  # position -> LoaderError
+
+
+def _loader_error(exc: BaseException, worker: str, index: int, position: int) -> LoaderError:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    err = LoaderError(f"{worker} failed on batch {index} (position {position} of the epoch): "
+                      f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    err.worker_traceback = tb
+    if hasattr(err, "add_note"):
+        err.add_note(f"the worker's traceback:\n{tb}")
+    return err
+
+
+# --------------------------------------------------------------------------- opening a loader
+
+
+def open_loader(folder, *, storage: str = "local", codec: str = "none", workers: int = 2,
+                prefetch: int = 4, batch_size: int = 16, block_size: int = 256,
+                shuffle: bool = True, seed: int = 0, limit: int | None = None,
+                codec_block_bytes: int | None = None, timeline: Timeline | None = None,
+                workdir=None) -> Loader:
+    """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
+
+    ``storage``: ``"local"`` or a simulated preset (``object-store``, ...). ``codec``:
+    ``"none"`` reads the shards as they are (plain or block-compressed); a codec name
+    (``"zstd:3"``) reads a block-compressed copy of plain shards, made once in ``workdir``
+    (default: beside the shard folder) with one block per batch unless ``codec_block_bytes``
+    says otherwise.
+    """
+    from .shards import open_shards
+    from .storage import open_storage
+
+    tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
+                                                                        block_size) + 1)
+    if codec != "none":
+        with open_shards(folder) as plain:
+            if plain.shards[0].compressed:
+                raise ParameterError(f"the shards in {folder} are compressed already; open "
+                                     "them with codec='none'.")
+            block_bytes = codec_block_bytes or tokens * plain.dtype.itemsize
+            # The name carries the shards' checksums: rewritten shards never reuse a stale copy.
+            digest = hashlib.blake2b(b"".join(s.checksum.to_bytes(8, "little")
+                                              for s in plain.shards), digest_size=4).hexdigest()
+        out = Path(workdir or Path(folder).parent) / \
+            f"{Path(folder).name}-{codec.replace(':', '-')}-{block_bytes}-{digest}"
+        if not (out / "shard-00000.idx").exists():
+            compress_shards(folder, out, codec, block_bytes)
+        folder = out
+    source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
+    return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
+                  prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+@dataclass
+class TrainRun:
+    """What a simulated training run saw: per step, seconds waiting for data and computing."""
+
+    wait_s: list[float]
+    compute_s: list[float]
+    seconds: float  # wall time of the loop, first request to last step's end
+    timeline: Timeline
+    step_s: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.compute_s)
+
+    @property
+    def busy_fraction(self) -> float:
+        """Time the accelerator computed / the loop's wall time: 1.0 = never waited for data."""
+        return sum(self.compute_s) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def stage_means(self) -> dict[str, float]:
+        """Mean seconds per span of each stage (read, decompress, batch, wait, train)."""
+        sums: dict[str, list[float]] = {}
+        for s in self.timeline.spans:
+            sums.setdefault(s.stage, []).append(s.seconds)
+        return {k: float(np.mean(v)) for k, v in sums.items()}
+
+    def __str__(self) -> str:
+        return (f"{self.steps} steps of {self.step_s * 1e3:.1f} ms in {self.seconds:.2f} s: "
+                f"busy {self.busy_fraction:.0%}, {self.steps_per_s:,.1f} steps/s")
+
+
+def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
+    """Run a simulated training loop: each step takes a batch and computes for ``step_s``.
+
+    The computation is a sleep, standing in for the accelerator (it holds no GIL, as a GPU
+    kernel would not). Per step it records the wait for the batch and the compute time, and
+    puts ``wait`` and ``train`` spans on the loader's timeline (worker ``trainer``).
+    """
+    if not step_s >= 0:
+        raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
+    tl = loader.timeline
+    waits, computes = [], []
+    start = tl.now()
+    it = iter(loader)
+    try:
+        while steps is None or len(computes) < steps:
+            t0 = tl.now()
+            batch = next(it, None)
+            t1 = tl.now()
+            if batch is None:
+                break
+            tl.add("wait", t0, t1, "trainer")
+            _ = batch.x.shape  # the accelerator would copy the batch here
+            time.sleep(step_s)
+            t2 = tl.now()
+            tl.add("train", t1, t2, "trainer")
+            waits.append(t1 - t0)
+            computes.append(t2 - t1)
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+    settings = {"workers": loader.workers, "prefetch": loader.prefetch,
+                "batch_size": loader.batch_size, "block_size": loader.block_size,
+                "codec": getattr(loader.source, "codec", "none")}
+    return TrainRun(waits, computes, tl.now() - start, tl, step_s, settings)
+
+
+def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loader_kwargs
+                 ) -> TrainRun:
+    """Open a loader on ``folder`` (see :func:`open_loader`), train ``steps`` steps, close."""
+    with open_loader(folder, **loader_kwargs) as loader:
+        run = train(loader, step_s, steps)
+    run.settings["storage"] = loader_kwargs.get("storage", "local")
+    return run
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class WalkStep:
+    """One technique of the walk from the naive loop to the full pipeline."""
+
+    technique: str
+    removes: str  # the bottleneck it takes away
+    settings: dict
+
+
+WALK = [
+    WalkStep("naive: the loop loads each batch", "(baseline)",
+             {"workers": 0, "prefetch": 0}),
+    WalkStep("+ background worker, prefetch 1",
+             "loading and computing taking turns", {"workers": 1, "prefetch": 1}),
+    WalkStep("+ 8 worker threads, prefetch 8",
+             "storage latency (one request in flight)", {"workers": 8, "prefetch": 8}),
+]
+COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
+                           "bytes over the link (pays only when bandwidth-bound)",
+                           {"workers": 8, "prefetch": 8, "codec": "zstd:3"})
+
+
+@dataclass
+class WalkRow:
+    """A technique, its run, the model's prediction, and its speedup over the naive loop."""
+
+    step: WalkStep
+    run: TrainRun
+    model: object  # PipelineModel
+    speedup: float = 1.0
+
+    @property
+    def predicted_busy(self) -> float:
+        return self.model.busy_fraction(self.run.steps)
+
+
+def calibrate(folder, batches: int = 10, **loader_kwargs):
+    """Seconds per batch of each stage, one batch at a time (no overlap): the model's input."""
+    kwargs = {**loader_kwargs, "workers": 0, "prefetch": 0, "limit": batches}
+    run = run_training(folder, step_s=0.0, steps=batches, **kwargs)
+    means = run.stage_means()
+    return means.get("read", 0.0), means.get("decompress", 0.0), means.get("batch", 0.0)
+
+
+def walk_steps(compressed: bool | None = None) -> list[WalkStep]:
+    """The walk's steps; the compressed one only where block compression is available."""
+    if compressed is None:
+        try:
+            from . import blocks  # noqa: F401
+            compressed = True
+        except ImportError:
+            compressed = False
+    return WALK + ([COMPRESSED_STEP] if compressed else [])
+
+
+def pipeline_walk(folder, *, storage: str = "object-store", step_s: float = 0.005,
+                  steps: int = 40, batch_size: int = 16, block_size: int = 256,
+                  walk: list[WalkStep] | None = None, on_row=None, workdir=None
+                  ) -> list[WalkRow]:
+    """Run every step of the walk on ``storage``; speedups are training steps per second over
+    the first step's. Each row carries the model's prediction from a one-batch-at-a-time
+    calibration of the same source."""
+    import os
+
+    from .model import PipelineModel
+
+    rows: list[WalkRow] = []
+    calibrations: dict = {}
+    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
+              "seed": 0, "limit": steps, "workdir": workdir}
+    for st in walk or walk_steps():
+        kwargs = {**common, **st.settings}
+        codec = kwargs.get("codec", "none")
+        if codec not in calibrations:
+            calibrations[codec] = calibrate(folder, **{**kwargs, "storage": storage})
+        run = run_training(folder, step_s=step_s, steps=steps, **kwargs)
+        model = PipelineModel(*calibrations[codec], step_s, workers=kwargs["workers"],
+                              prefetch=kwargs["prefetch"], cores=os.cpu_count() or 1)
+        row = WalkRow(st, run, model)
+        row.speedup = run.steps_per_s / rows[0].run.steps_per_s if rows else 1.0
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def format_walk(rows: list[WalkRow]) -> str:
+    """The walk as a plain-text table: technique, busy (model), steps/s, speedup, removes."""
+    lines = [f"{'technique':<44} {'busy':>5} {'model':>6} {'steps/s':>8} {'speedup':>8}  "
+             "bottleneck removed"]
+    for r in rows:
+        lines.append(f"{r.step.technique:<44} {r.run.busy_fraction:>5.0%} "
+                     f"{r.predicted_busy:>6.0%} {r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  "
+                     f"{r.step.removes}")
+    return "\n".join(lines)
+
+
+def prefetch_sweep(folder, depths, *, workers: int = 8, storage: str = "object-store",
+                   step_s: float = 0.005, steps: int = 30, batch_size: int = 16,
+                   block_size: int = 256, stage_s=None) -> list[tuple[int, TrainRun, object]]:
+    """Train at each prefetch depth; return (depth, run, model) per depth. ``stage_s`` (read,
+    decompress, batch seconds per batch) is calibrated here unless given."""
+    import os
+
+    from .model import PipelineModel
+
+    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
+              "seed": 0}
+    if stage_s is None:
+        stage_s = calibrate(folder, **common)
+    out = []
+    for d in depths:
+        run = run_training(folder, step_s=step_s, steps=steps, workers=workers, prefetch=d,
+                           limit=steps, **common)
+        out.append((d, run, PipelineModel(*stage_s, step_s, workers=workers, prefetch=d,
+                                          cores=os.cpu_count() or 1)))
+    return out

@@ -1,0 +1,76 @@
+"""The whole-story commands: the tour runs the pipeline walk, the report writes its files."""
+
+import base64
+
+import pytest
+
+from iokit.cli import main
+from iokit.pipeline import WALK
+from iokit.tour import Context, Row, format_table, report_figures, run_story, write_report
+
+
+@pytest.fixture(scope="module")
+def story(tiny_corpus, monkeypatch_module):
+    from iokit import tour
+
+    # A short tour: pretokenize, then the walk's first and third steps.
+    stages = [tour.stage_pretokenize, tour._walk_stage(WALK[0]), tour._walk_stage(WALK[2])]
+    monkeypatch_module.setattr(tour, "STAGES", stages)
+    monkeypatch_module.setattr(tour, "PIPELINE_STEPS", 12)
+    return run_story(tiny_corpus, storage="object-store", progress=False)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_tour_rows_carry_the_walk(story):
+    rows, extra = story
+    assert len(rows) == 3 and len(extra["walk"]) == 2
+    naive, best = extra["walk"]
+    assert naive.run.steps == best.run.steps == 12
+    assert rows[1].speedup == 1.0 and rows[2].speedup == pytest.approx(best.speedup)
+    table = format_table(rows)
+    assert "pipeline: + 8 worker threads" in table and "busy" in table
+
+
+def test_report_writes_html_and_figures(story, tmp_path):
+    rows, extra = story
+    path = write_report(rows, extra, tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["busy.png", "report.html", "stages.png", "timeline.png"]
+    html = path.read_text(encoding="utf-8")
+    for name in ("busy.png", "stages.png", "timeline.png"):
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert base64.b64encode(data).decode() in html  # embedded: the page stands alone
+    assert html.count("<tr>") == len(rows) + 1
+    assert "cores" in html and "Machine" in html
+
+
+def test_report_figures_without_a_walk():
+    figs = report_figures([Row("only", 1.0, 1e6)], {})
+    assert list(figs) == ["stages.png"]
+
+
+def test_report_into_an_unwritable_place(story, tmp_path):
+    rows, extra = story
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    from iokit.errors import StorageError
+
+    with pytest.raises(StorageError, match="file"):
+        write_report(rows, extra, blocker / "sub")
+
+
+def test_report_command_rejects_unknown_storage(capsys):
+    assert main(["report", "--storage", "floppy", "--out", "x"]) == 2
+    assert "floppy" in capsys.readouterr().err
+
+
+def test_context_is_unchanged():
+    ctx = Context("c", "w")
+    assert ctx.storage == "local" and ctx.extra == {}

@@ -39,6 +39,8 @@ CASES = [
     Case("03_compression.ipynb", "MB/s", keys=("ArrowRight",) * 10, button="Measure"),
     # workers 1–n → 2–n (the lower handle one step right): the curve starts at 2 workers
     Case("04_parallel_io.ipynb", "workers", keys=("ArrowRight",), button="Run"),
+    # prefetch depth two steps deeper: the timeline and busy fraction are measured again
+    Case("05_pipeline.ipynb", "prefetch", keys=("ArrowRight",) * 2, button="Train"),
 ]
 
 RUN_ALL_TIMEOUT_S = 90

@@ -207,10 +207,10 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
+    compression = _compression(codec, block_size, dt, dictionary)  # before touching out_dir
     out_dir = _make_folder(out_dir)
     _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
-    compression = _compression(codec, block_size, dt, dictionary)
     done: list[Path] = []
     current = None
     try:

@@ -208,6 +208,7 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
     compression = _compression(codec, block_size, dt, dictionary)  # before touching out_dir
+    created = not Path(out_dir).exists()
     out_dir = _make_folder(out_dir)
     _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
@@ -230,8 +231,12 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
         done.append(current.bin_path)
         current = None
     except BaseException as exc:
-        if current is not None:
-            current.abort(exc)
+        try:
+            if current is not None:
+                current.abort(exc)  # may raise the StorageError that explains exc
+        finally:
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # a failed first write leaves no empty folder behind
         raise
     return done
 

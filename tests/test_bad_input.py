@@ -190,7 +190,6 @@ def s_block_size_odd(tmp, mp):
 
 def s_token_out_of_vocab(tmp, mp):
     docs = _docs(3) + [np.array([1, 2, VOCAB + 5])]
-    (tmp / "out").mkdir()
     return partial(write_shards, docs, tmp / "out", vocab_size=VOCAB)
 
 
@@ -338,7 +337,6 @@ def s_not_writable(tmp, mp):
 
 
 def s_disk_full(tmp, mp):
-    (tmp / "out").mkdir()
     _full_disk(mp)
     return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB)
 

@@ -166,3 +166,25 @@ def test_interrupted_pretokenize_and_vocabulary_saving(seed, tmp_path, monkeypat
     _check_only_complete(tmp_path / "out", reference)
     if (tmp_path / "out" / "vocab.json").exists():
         assert load_tokenizer(tmp_path / "out" / "vocab.json").fingerprint == tok.fingerprint
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_interrupted_parallel_pretokenize_leaves_only_complete_files_and_no_workers(
+        seed, tmp_path, monkeypatch):
+    import multiprocessing
+
+    from iokit.parallel_prep import parallel_pretokenize
+
+    corpus = tmp_path / "c.jsonl"
+    words = [" ".join(f"w{j % 50}" for j in range(i)) for i in range(200)]
+    corpus.write_text("".join(f'{{"text": "doc {i} {w}"}}\n' for i, w in enumerate(words)))
+    tok = WordTokenizer.train((f"w{j}" for j in range(50)), vocab_size=60)
+    pretokenize(corpus, tok, tmp_path / "ref", max_shard_bytes=2048)
+    reference = _files(tmp_path / "ref")
+    n, exc = _cases(sum(map(len, reference.values())), seed)
+    budget = _interrupt(monkeypatch, n, exc)
+    _run(lambda: parallel_pretokenize(corpus, tok, tmp_path / "out", workers=2, chunk_size=8,
+                                      kind="processes", max_shard_bytes=2048), budget)
+    monkeypatch.undo()
+    _check_only_complete(tmp_path / "out", reference)
+    assert multiprocessing.active_children() == []

@@ -282,13 +282,13 @@ def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
     from .corpus import iter_documents
     from .tokenize import encode_corpus
 
-    out_dir = _make_folder(out_dir)
-    tokenizer.save(out_dir / VOCAB_FILE)
     docs = iter_documents(corpus, text_field=text_field)
-    return write_shards(encode_corpus(docs, tokenizer), out_dir,
+    bins = write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint,
                         codec=codec, block_size=block_size)
+    tokenizer.save(Path(out_dir) / VOCAB_FILE)  # last: a failed run leaves no vocabulary
+    return bins
 
 
 # --------------------------------------------------------------------------- reading

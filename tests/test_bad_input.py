@@ -360,6 +360,14 @@ def s_worker_killed(tmp, mp):
                    kind="processes", chunk_size=2)
 
 
+def s_malformed_line_pretokenize(tmp, mp):
+    from iokit.shards import pretokenize
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 20 + b'{"text": oops}\n')
+    tok = WordTokenizer.train(["a b c"], vocab_size=8)
+    return partial(pretokenize, corpus, tok, tmp / "out")
+
+
 @dataclass
 class Case:
     name: str
@@ -444,6 +452,8 @@ CASES = [
          (r"{tmp}/out/shard-00000\.(bin|idx)", r"disk is full")),
     Case("full disk while saving a vocabulary", s_disk_full_vocab, StorageError,
          (r"{tmp}/vocab\.json", r"disk is full")),
+    Case("malformed line met while pretokenizing", s_malformed_line_pretokenize, CorpusError,
+         (r"{tmp}/c\.jsonl", r"line 21", r"fix or remove")),
     Case("worker process killed with SIGKILL", s_worker_killed, WorkerDiedError,
          (r"SIGKILL",)),
 ]

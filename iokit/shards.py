@@ -207,10 +207,11 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
+    compression = _compression(codec, block_size, dt, dictionary)  # before touching out_dir
+    created = not Path(out_dir).exists()
     out_dir = _make_folder(out_dir)
     _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
-    compression = _compression(codec, block_size, dt, dictionary)
     done: list[Path] = []
     current = None
     try:
@@ -230,8 +231,12 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
         done.append(current.bin_path)
         current = None
     except BaseException as exc:
-        if current is not None:
-            current.abort(exc)
+        try:
+            if current is not None:
+                current.abort(exc)  # may raise the StorageError that explains exc
+        finally:
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # a failed first write leaves no empty folder behind
         raise
     return done
 
@@ -277,13 +282,13 @@ def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
     from .corpus import iter_documents
     from .tokenize import encode_corpus
 
-    out_dir = _make_folder(out_dir)
-    tokenizer.save(out_dir / VOCAB_FILE)
     docs = iter_documents(corpus, text_field=text_field)
-    return write_shards(encode_corpus(docs, tokenizer), out_dir,
+    bins = write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint,
                         codec=codec, block_size=block_size)
+    tokenizer.save(Path(out_dir) / VOCAB_FILE)  # last: a failed run leaves no vocabulary
+    return bins
 
 
 # --------------------------------------------------------------------------- reading

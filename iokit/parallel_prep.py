@@ -10,6 +10,7 @@ the chunk size, and an interrupted run leaves no half-written shard.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -49,14 +50,26 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
     from .shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
 
     corpus, out_dir = Path(corpus), Path(out_dir)
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise storage_error(exc, out_dir, "create the shard folder") from None
-    vocab_path = out_dir / VOCAB_FILE
-    tokenizer.save(vocab_path)
-    with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
-        return write_shards(_encoded(pool, corpus, vocab_path, chunk_size, text_field), out_dir,
-                            vocab_size=tokenizer.vocab_size, dtype=dtype,
-                            max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
-                            fingerprint=tokenizer.fingerprint)
+    # Workers load the tokenizer from a scratch copy; vocab.json is written last, beside the
+    # finished shards, so a failed run leaves nothing behind (as pretokenize does).
+    with tempfile.TemporaryDirectory(prefix="iokit-vocab-") as scratch:
+        worker_vocab = Path(scratch) / VOCAB_FILE
+        tokenizer.save(worker_vocab)
+        try:
+            with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
+                bins = write_shards(
+                    _encoded(pool, corpus, worker_vocab, chunk_size, text_field), out_dir,
+                    vocab_size=tokenizer.vocab_size, dtype=dtype,
+                    max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+                    fingerprint=tokenizer.fingerprint)
+        except BaseException:
+            if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+            raise
+    tokenizer.save(out_dir / VOCAB_FILE)
+    return bins

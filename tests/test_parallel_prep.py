@@ -71,7 +71,7 @@ def test_a_bad_line_in_a_worker_names_the_file_and_offset(tmp_path, tokenizer):
     out = tmp_path / "out"
     with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset}"):
         parallel_pretokenize(corpus, tokenizer, out, workers=2, chunk_size=3)
-    assert leftover_temp_files(out) == []
+    assert not out.exists()  # nothing left behind: no shard, no temporary file, no vocabulary
 
 
 def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, monkeypatch):
@@ -92,6 +92,7 @@ def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, m
         parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, chunk_size=4,
                              kind="threads", max_shard_bytes=MAX_SHARD)
     assert leftover_temp_files(tmp_path) == []
+    assert not (tmp_path / shards.VOCAB_FILE).exists()  # written only after the last shard
     assert len(list(tmp_path.glob("*.bin"))) >= 1  # complete shards before the interruption
     with pytest.raises(FormatError):  # but the set has no last shard, and says so
         shards.open_shards(tmp_path)

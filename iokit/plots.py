@@ -166,6 +166,7 @@ def disk_bytes(labels, nbytes, tokens=None, ax=None):
     ax.set_xlim(0, mb.max() * 1.45)
     ax.set_xlabel("bytes on disk (MB)")
     ax.set_title("The same corpus as text and as token IDs")
+    return ax
 
 
 # --------------------------------------------------------------------------- notebook 03
@@ -297,6 +298,7 @@ def chunk_size_effect(points, ax=None):
     ax.set_ylim(0, points[0].workers + 0.5)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
+    return ax
 
 
 # --------------------------------------------------------------------------- notebook 05

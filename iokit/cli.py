@@ -16,11 +16,12 @@ from .errors import IokitError
 
 
 def _corpus(args) -> Path:
-    from .corpus import ensure_corpus, iter_documents
+    from .corpus import ensure_corpus, standard_corpus
 
     if args.corpus:
-        path = Path(args.corpus)
-        next(iter(iter_documents(path, text_field=args.text_field)))  # fail early, clearly
+        path = standard_corpus(args.corpus, text_field=args.text_field)
+        if path != Path(args.corpus):
+            print(f"converted {args.corpus} to {path} (one JSON document per line)")
         return path
     return ensure_corpus(args.scale)
 

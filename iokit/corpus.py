@@ -16,6 +16,7 @@ folder of ``.txt`` files, one document per file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -347,6 +348,27 @@ def _iter_text_folder(folder: Path) -> Iterator[Document]:
         with _open_for_reading(p) as f:
             raw = f.read()
         yield Document(str(p.relative_to(folder)), _decode(raw, p, 0, ""))
+
+
+def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
+    """The learner's corpus as the kit's own format: a JSONL file with ``id`` and ``text``.
+
+    A JSONL file whose text is already in ``text`` is used as it is. A folder of ``.txt`` files,
+    or JSONL with another text field, is converted once (atomically) into ``data/`` and the
+    copy is returned, so every stage that streams JSONL lines can read it.
+    """
+    path = Path(path)
+    if path.is_file() and text_field == "text":
+        next(iter(iter_documents(path)))  # fail early, with the reader's clear error
+        return path
+    docs = iter_documents(path, text_field=text_field)
+    first = next(docs)  # fail early, before anything is written
+    out = Path(data_dir or default_data_dir()) / f"own-{path.stem or 'corpus'}-{text_field}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "w", encoding="utf-8", newline="\n") as f:
+        for doc in itertools.chain([first], docs):
+            f.write(json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n")
+    return out
 
 
 # --------------------------------------------------------------------------- statistics

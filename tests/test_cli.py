@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -37,3 +38,29 @@ def test_tour_prints_the_table(tiny_corpus, capsys):
     assert main(["tour", "--corpus", str(tiny_corpus)]) == 0
     out = capsys.readouterr().out
     assert "naive loop" in out and "speedup" in out and "output identical to naive" in out
+
+
+def test_tour_takes_a_folder_of_text_files_or_another_text_field(tmp_path, monkeypatch, capsys):
+    from iokit.cli import _corpus, build_parser
+
+    monkeypatch.setenv("IOKIT_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Hello, world.", encoding="utf-8")
+    (folder / "b.txt").write_text("Second one.", encoding="utf-8")
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"content": "Hello, world."}\n{"content": "Second one."}\n')
+    converted = []
+    for argv in (["tour", "--corpus", str(folder)],
+                 ["tour", "--corpus", str(mine), "--text-field", "content"]):
+        path = _corpus(build_parser().parse_args(argv))
+        assert path.parent == tmp_path / "data"
+        converted.append([json.loads(line)["text"] for line in path.read_text().splitlines()])
+    assert converted == [["Hello, world.", "Second one."]] * 2
+    assert "converted" in capsys.readouterr().out
+    # The loops run on the converted copy; two sentences are too few tokens for a batch,
+    # and the tour says so in one line.
+    assert main(["tour", "--corpus", str(mine), "--text-field", "content"]) == 2
+    out, err = capsys.readouterr()
+    assert "done: chunked reads" in out
+    assert err.startswith("iokit: error: a batch needs") and "more data" in err

@@ -241,6 +241,33 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     return done
 
 
+def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, vocab_size: int,
+                dtype="auto", fingerprint: int = 0, prefix: str = "shard", codec=None,
+                block_size: int | None = None, dictionary: bytes | None = None) -> Path:
+    """Write every document of ``token_arrays`` into the one shard numbered ``index``.
+
+    The piece of :func:`write_shards` that a distributed task runs: task ``i`` of ``n`` writes
+    shard ``i`` (``last=True`` for ``i == n - 1``) from its own input, with no size limit and
+    without touching other shards. Shards written this way from the same documents and settings
+    are byte-identical wherever they were written.
+    """
+    vocab_size = check_positive("vocab_size", vocab_size)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 100_000:
+        raise ParameterError(f"shard index must be a whole number from 0 to 99999, got "
+                             f"{index!r}.")
+    dt = _resolve_dtype(dtype, vocab_size)
+    compression = _compression(codec, block_size, dt, dictionary)
+    shard = _OpenShard(_make_folder(out_dir), index, prefix, **compression)
+    try:
+        for k, arr in enumerate(token_arrays):
+            shard.add(*_document_bytes(arr, k, dt, vocab_size))
+    except BaseException as exc:
+        shard.abort(exc)
+        raise
+    shard.finish(last=last, dtype=dt, vocab_size=vocab_size, fingerprint=int(fingerprint))
+    return shard.bin_path
+
+
 def _compression(codec, block_size, dtype: np.dtype, dictionary) -> dict:
     """The writer's block-compression settings, checked before anything is written."""
     from .blocks import DEFAULT_BLOCK_SIZE
@@ -637,25 +664,6 @@ class ShardSet:
                     out[r] = self.shards[k].read(a, a + width)
                 else:  # the window crosses into the next shard(s)
                     out[r] = self.read(i, i + width)
-        return out[:, :-1], out[:, 1:]
-        out = np.empty((batch_size, width), dtype=np.int64)
-        if batch_size <= 16:  # few windows: one slice each is cheaper than grouping them
-            for r, i in enumerate(ix.tolist()):
-                out[r] = self.read(i, i + width)
-            return out[:, :-1], out[:, 1:]
-        shard_of = np.searchsorted(self.starts, ix, side="right") - 1
-        inside = ix + width <= self.starts[shard_of + 1]
-        for s in np.unique(shard_of[inside]):
-            rows = np.flatnonzero(inside & (shard_of == s))
-            local = ix[rows] - self.starts[s]
-            source = self.shards[s].source
-            if hasattr(source, "windows"):  # one gather of whole windows from the map
-                out[rows] = source.windows(width)[local]
-            else:
-                for r, a in zip(rows, local):
-                    out[r] = source.read(int(a), int(a) + width)
-        for r in np.flatnonzero(~inside):  # windows that cross a shard boundary
-            out[r] = self.read(int(ix[r]), int(ix[r]) + width)
         return out[:, :-1], out[:, 1:]
 
     def verify(self) -> None:

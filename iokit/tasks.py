@@ -44,7 +44,11 @@ def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
 
 
 def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[str]:
-    """The texts of the JSONL documents in the byte range ``span`` of ``path``."""
+    """The texts of the JSONL documents in the byte range ``span`` of ``path``.
+
+    A bad document raises :class:`CorpusError` naming the file and its byte offset (a worker
+    reading a range does not know line numbers; ``iokit.iter_documents`` does).
+    """
     start, end = span
     with open(path, "rb") as f:
         f.seek(start)
@@ -53,16 +57,26 @@ def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[st
     offset = start
     for line in raw.splitlines(keepends=True):
         if line.strip():
-            try:
-                texts.append(json.loads(line)[text_field])
-            except (ValueError, KeyError, TypeError):
-                raise CorpusError(
-                    f"{path}: the document at byte offset {offset} is not a JSON object with a "
-                    f"{text_field!r} field; check it with iokit.iter_documents({str(path)!r}), "
-                    "which names the line."
-                ) from None
+            texts.append(_document_text(path, line, offset, text_field))
         offset += len(line)
     return texts
+
+
+def _document_text(path, line: bytes, offset: int, text_field: str) -> str:
+    where = f"{path}: the document at byte offset {offset}"
+    check = (f"; check it with iokit.iter_documents({str(path)!r}), which names the line, and "
+             "fix or remove it.")
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{where} is not valid UTF-8 (byte offset {offset + exc.start})"
+                          f"{check}") from None
+    except ValueError as exc:
+        raise CorpusError(f"{where} is malformed JSON ({exc}){check}") from None
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        raise CorpusError(f"{where} is not a JSON object with a {text_field!r} text field"
+                          f"{check}")
+    return record[text_field]
 
 
 def tokenize_span(path, span: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,326 @@
+"""Engines for preprocessing at scale: one task per input piece, one shard per task.
+
+::
+
+    pieces = plan_pieces(corpus, parts=8)          # or a folder of part-NNNNN.jsonl files
+    run = pretokenize_pieces(pieces, tokenizer, "data/shards", engine="dask", workers=2)
+
+The task, :func:`shard_piece`, is one plain function: read a piece of the corpus (a path and a
+byte range), tokenize it, write shard ``i``. What runs it is the *engine*:
+
+==========  ==================================================================================
+serial      the caller, one piece after another (the baseline)
+threads     a thread pool (:class:`iokit.parallel.WorkerPool`)
+processes   a process pool on this machine (:class:`iokit.parallel.WorkerPool`)
+dask        ``dask.distributed``: a ``LocalCluster`` of ``workers`` processes on this machine,
+            or any running cluster given as ``client=Client("tcp://scheduler:8786")``
+==========  ==================================================================================
+
+Only small things travel with a task (a path, two offsets, the shard number, the path of the
+saved tokenizer); a worker reads its own input and writes its own shard. That is why the same
+function runs unchanged on a cluster, provided every worker sees the same files (a shared file
+system) and has iokit installed.
+
+Shard ``i`` depends only on piece ``i``, the tokenizer and the settings, so the shards are
+byte-identical whatever the engine, the worker count or the order tasks finish in.
+
+**Nothing half-done is published.** Tasks write into a hidden staging folder inside
+``out_dir`` (each file atomically). Only when every task has succeeded are the shards moved
+into ``out_dir`` (replacing an older set) and ``vocab.json`` written, last. A failed task,
+an error or Ctrl-C cancels the rest and removes the staging folder, leaving ``out_dir`` as it
+was; a staging folder left by a crashed machine is removed by the next run. (Hadoop and Spark
+commit job output the same way.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import storage_error
+from .errors import ParameterError, check_choice, check_positive
+from .split import Piece
+from .timing import Timeline
+
+ENGINES = ("serial", "threads", "processes", "dask")
+STAGING_PREFIX = ".iokit-staging-"
+MAX_PIECES = 100_000  # shard numbers have five digits
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What one task did: which shard, on which worker, when (wall-clock seconds), how much."""
+
+    index: int
+    worker: str
+    start: float
+    end: float
+    docs: int
+    tokens: int
+    in_bytes: int
+    out_bytes: int
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class ShardRun:
+    """A preprocessing run: the shards written and the tasks that wrote them."""
+
+    engine: str
+    workers: int
+    bins: list[Path]
+    tasks: list[ShardTask]
+    seconds: float  # wall time of the whole run, start-up of the workers excluded
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def task_seconds(self) -> np.ndarray:
+        """Seconds each task took, in shard order."""
+        return np.array([t.seconds for t in self.tasks])
+
+    @property
+    def in_bytes(self) -> int:
+        return sum(t.in_bytes for t in self.tasks)
+
+    @property
+    def tokens(self) -> int:
+        return sum(t.tokens for t in self.tasks)
+
+    def timeline(self, stage: str = "tokenize") -> Timeline:
+        """The tasks as a :class:`~iokit.timing.Timeline`: one row per worker (named
+        ``worker 1``, ``worker 2``, ... in order of first task), one span per task."""
+        tl = Timeline()
+        t0 = min((t.start for t in self.tasks), default=0.0)
+        names: dict[str, str] = {}
+        for t in sorted(self.tasks, key=lambda t: t.start):
+            name = names.setdefault(t.worker, f"worker {len(names) + 1}")
+            tl.add(stage, t.start - t0, t.end - t0, name)
+        return tl
+
+    def __str__(self) -> str:
+        from .timing import MB
+
+        return (f"{self.engine} with {self.workers} worker(s): {len(self.bins)} shards, "
+                f"{self.tokens:,} tokens from {self.in_bytes / MB:.1f} MB in "
+                f"{self.seconds:.2f} s ({self.in_bytes / MB / self.seconds:.1f} MB/s)")
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def shard_piece(piece: Piece, index: int, last: bool, vocab_path: str, out_dir: str,
+                settings: dict) -> ShardTask:
+    """The task: tokenize ``piece`` and write it as shard ``index`` in ``out_dir``.
+
+    Runs anywhere iokit is installed and the paths are visible: it loads the tokenizer once
+    per worker process and returns only a small record of what it did.
+    """
+    from .shards import write_shard
+    from .tasks import load_tokenizer_once, read_texts
+    from .tokenize import encode_corpus
+
+    start = time.time()
+    tok = load_tokenizer_once(vocab_path)
+    texts = read_texts(piece.path, (piece.start, piece.end), settings.get("text_field", "text"))
+    counts = []
+
+    def arrays():
+        for a in encode_corpus(texts, tok):
+            counts.append(len(a))
+            yield a
+
+    bin_path = write_shard(arrays(), out_dir, index, last=last, vocab_size=tok.vocab_size,
+                           fingerprint=tok.fingerprint, dtype=settings.get("dtype", "auto"),
+                           codec=settings.get("codec"), block_size=settings.get("block_size"))
+    return ShardTask(index, _worker_name(), start, time.time(), len(counts), sum(counts),
+                     piece.nbytes, bin_path.stat().st_size)
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def require_dask():
+    """``dask.distributed``, or a ParameterError saying how to install it."""
+    try:
+        import dask.distributed
+    except ImportError:
+        raise ParameterError(
+            "engine='dask' needs the optional 'dask' extra: pip install -e '.[dask]'  "
+            "(or: pip install 'dask[distributed]')"
+        ) from None
+    return dask.distributed
+
+
+def start_local_cluster(workers: int = 2, dashboard: bool = True):
+    """A ``dask.distributed.Client`` on a new ``LocalCluster`` of ``workers`` processes.
+
+    One thread per worker: tokenizing is Python code, so threads in one process would share
+    the GIL. ``client.dashboard_link`` is the live dashboard (task stream, progress, memory).
+    Close with ``client.close(); client.cluster.close()`` (or :func:`close_cluster`).
+    """
+    distributed = require_dask()
+    workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
+        dashboard_address=":0" if dashboard else None)
+    return distributed.Client(cluster)
+
+
+def close_cluster(client) -> None:
+    """Close a client made by :func:`start_local_cluster`, and its cluster."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _dask_map(client, fn, items: list, bar) -> list:
+    distributed = require_dask()
+    token = uuid.uuid4().hex[:8]
+    keys = [f"shard-{i:05d}-{token}" for _, i, _ in items]
+    futures = client.map(partial(_star, fn), items, key=keys, pure=False)
+    try:
+        for _ in distributed.as_completed(futures):
+            bar.update(1)
+        return client.gather(futures)
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    for p in out_dir.glob(STAGING_PREFIX + "*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _publish(staging: Path, out_dir: Path, n: int) -> list[Path]:
+    """Move the finished shards from ``staging`` into ``out_dir``, replacing an older set."""
+    from .shards import VOCAB_FILE, _remove_shards, shard_paths
+
+    _remove_shards(out_dir, "shard")
+    (out_dir / VOCAB_FILE).unlink(missing_ok=True)
+    bins = []
+    for i in range(n):
+        for src in shard_paths(staging, i):
+            os.replace(src, out_dir / src.name)
+        bins.append(shard_paths(out_dir, i)[0])
+    os.replace(staging / VOCAB_FILE, out_dir / VOCAB_FILE)  # last: the set is complete
+    staging.rmdir()
+    return bins
+
+
+def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str = "processes",
+                       workers: int = 2, client=None, dtype="auto", codec=None,
+                       block_size: int | None = None, text_field: str = "text",
+                       progress: bool = True) -> ShardRun:
+    """Tokenize every piece into its own shard, on ``engine``; return what happened.
+
+    Shard ``i`` holds piece ``i``'s documents; the set in ``out_dir`` is published only when
+    complete (see the module docstring). ``client`` (dask only) is a running
+    ``dask.distributed.Client``; without it a ``LocalCluster`` of ``workers`` processes is
+    started for this run and closed after (its start-up is not in ``seconds``).
+    """
+    from .progress import progress_bar
+    from .shards import VOCAB_FILE, _compression, _resolve_dtype
+
+    engine = check_choice("engine", engine, ENGINES)
+    workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
+    workers = 1 if engine == "serial" else workers
+    if client is not None and engine != "dask":
+        raise ParameterError(f"client= is for engine='dask', not {engine!r}.")
+    pieces = list(pieces)
+    if not pieces:
+        raise ParameterError("no pieces to process; plan them with iokit.split.plan_pieces.")
+    if len(pieces) > MAX_PIECES:
+        raise ParameterError(f"{len(pieces):,} pieces, but shard numbers stop at "
+                             f"{MAX_PIECES - 1:,}; use fewer, larger pieces.")
+    dt = _resolve_dtype(dtype, tokenizer.vocab_size)  # settings fail here, before any work
+    _compression(codec, block_size, dt, None)
+    if engine == "dask":
+        require_dask()
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out_dir, "create the shard folder") from None
+    _remove_stale_staging(out_dir)
+    staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    settings = {"dtype": dt.name, "codec": codec, "block_size": block_size,
+                "text_field": text_field}
+    fn = partial(shard_piece, vocab_path=str(staging / VOCAB_FILE), out_dir=str(staging),
+                 settings=settings)
+    items = [(p, i, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    own_client, extra = None, {}
+    try:
+        tokenizer.save(staging / VOCAB_FILE)
+        with progress_bar(total=len(items), desc=f"shards ({engine})", unit="shard",
+                          disable=not progress) as bar:
+            if engine == "dask":
+                if client is None:
+                    client = own_client = start_local_cluster(workers, dashboard=False)
+                    client.wait_for_workers(workers)
+                workers = len(client.scheduler_info()["workers"])
+                extra["dashboard"] = client.dashboard_link
+                start = time.perf_counter()
+                tasks = _dask_map(client, fn, items, bar)
+            else:
+                tasks, start = _local_map(engine, workers, fn, items, bar)
+            seconds = time.perf_counter() - start
+        bins = _publish(staging, out_dir, len(items))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    finally:
+        if own_client is not None:
+            close_cluster(own_client)
+    return ShardRun(engine, workers, bins, tasks, seconds, extra)
+
+
+def _star(fn, item):
+    return fn(*item)
+
+
+def _local_map(engine: str, workers: int, fn, items: list, bar) -> tuple[list, float]:
+    """Run the tasks on a local pool; return their records and when the (warm) pool began."""
+    from .parallel import WorkerPool
+
+    with WorkerPool(workers, engine, preload=("iokit.engines",)) as pool:
+        pool.warm(0.0)
+        start = time.perf_counter()
+        out = []
+        for task in pool.imap(partial(_star, fn), items):
+            out.append(task)
+            bar.update(1)
+    return out, start
+
+
+def shard_checksums(folder) -> dict[str, str]:
+    """File name → BLAKE2b digest of every shard file and the vocabulary in ``folder``."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            out[p.name] = hashlib.blake2b(p.read_bytes(), digest_size=8).hexdigest()
+    return out

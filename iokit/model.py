@@ -412,3 +412,76 @@ class PipelineModel:
                 f"decompress {self.decompress_s * 1e3:.2f}, batch {self.batch_s * 1e3:.2f}); "
                 f"a batch every {self.period_s * 1e3:.2f} ms for {self.step_s * 1e3:.2f} ms "
                 f"steps: busy {self.busy_fraction():.0%} (limit: {self.bottleneck})")
+
+
+# --------------------------------------------------------------------------- scaling out
+
+
+def list_schedule(task_seconds, slots: int, overhead_s: float = 0.0) -> float:
+    """Seconds until the last task ends when tasks are handed out in order, each to the first
+    of ``slots`` workers to come free (as dask's scheduler and a process pool do), and every
+    task also pays ``overhead_s`` (scheduling, sending, starting)."""
+    import heapq
+
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    free = [0.0] * min(slots, max(len(task_seconds), 1))
+    for t in task_seconds:
+        heapq.heapreplace(free, free[0] + t + overhead_s)
+    return max(free)
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """Preprocessing on a cluster of ``machines × cores`` worker slots, from measured costs.
+
+    Each piece costs its bytes at the measured single-worker rate plus a fixed per-task
+    overhead; pieces go to slots in order (:func:`list_schedule`); the run adds a start-up::
+
+        T = startup + makespan(bytes_i / rate + overhead, slots)
+
+    With ``n`` equal pieces of a corpus of ``B`` bytes that is ``startup + ceil(n / slots) ×
+    (B / n / rate + overhead)``: too few pieces leave slots idle (``n < slots``, or a last
+    wave only partly full), too many pay the overhead ``n / slots`` times.
+    """
+
+    bytes_per_s: float  # one worker's rate on the task (read, tokenize, write)
+    overhead_s: float  # per task
+    startup_s: float = 0.0
+
+    def task_seconds(self, piece_bytes) -> np.ndarray:
+        return np.asarray(piece_bytes, dtype=float) / self.bytes_per_s
+
+    def predict(self, piece_bytes, slots: int) -> float:
+        """Seconds to process pieces of ``piece_bytes`` on ``slots`` workers."""
+        return self.startup_s + list_schedule(self.task_seconds(piece_bytes), slots,
+                                              self.overhead_s)
+
+    def predict_even(self, total_bytes: float, pieces, slots) -> np.ndarray:
+        """Seconds for ``total_bytes`` cut into ``pieces`` equal pieces on ``slots`` workers
+        (arrays broadcast)."""
+        n = np.asarray(pieces, dtype=float)
+        waves = np.ceil(n / np.asarray(slots, dtype=float))
+        return self.startup_s + waves * (total_bytes / n / self.bytes_per_s + self.overhead_s)
+
+    def best_pieces(self, total_bytes: float, slots: int, max_pieces: int = 1 << 20) -> int:
+        """The piece count with the shortest predicted run (the smallest one on a tie)."""
+        n = np.arange(1, max_pieces + 1)
+        t = self.predict_even(total_bytes, n, slots)
+        return int(n[np.argmin(np.round(t, 12))])
+
+    @classmethod
+    def fit(cls, piece_bytes, serial_seconds: float, run_seconds: float, slots: int,
+            startup_s: float = 0.0) -> ClusterModel:
+        """The rate from a serial run over the pieces, and the per-task overhead as what a run
+        on ``slots`` workers took beyond the model without overhead (never below 0)."""
+        piece_bytes = np.asarray(piece_bytes, dtype=float)
+        rate = piece_bytes.sum() / serial_seconds
+        bare = list_schedule(piece_bytes / rate, slots)
+        waves = math.ceil(len(piece_bytes) / slots)
+        return cls(rate, max(run_seconds - bare, 0.0) / waves, startup_s)
+
+    def __str__(self) -> str:
+        return (f"{self.bytes_per_s / MB:,.1f} MB/s per worker, "
+                f"{format_seconds(self.overhead_s)} per task, start-up "
+                f"{format_seconds(self.startup_s)}")

@@ -240,3 +240,25 @@ def cpu_bound_fix(answer) -> bool:
                    "workers and prefetch add batches in flight, which hides waiting; they add "
                    "no core. When the cores are the limit, only less work per batch or more "
                    "cores raise the rate.")
+
+
+# --------------------------------------------------------------------------- notebook 06
+
+
+def idle_fraction(answer, shard_tokens, world_size: int, *, epoch: int = 0,
+                  seed: int = 0) -> bool:
+    """06: ``world_size`` trainers step in lockstep over shards of ``shard_tokens`` tokens,
+    dealt out round-robin (:mod:`iokit.ranks`): what fraction of trainer time is idle at the
+    end of the epoch?"""
+    from .ranks import rank_balance
+
+    expected = rank_balance(shard_tokens, world_size, epoch=epoch, seed=seed).idle_fraction
+    try:
+        ok = math.isclose(float(answer), expected, rel_tol=0.02, abs_tol=1e-3)
+    except (TypeError, ValueError):
+        ok = False
+    return _report(ok,
+                   "the epoch lasts as long as the rank with the most tokens; idle = 1 − mean / "
+                   "max of tokens per rank. iokit.ranks.assign_shards(len(shard_tokens), "
+                   "world_size, epoch=epoch, seed=seed) shows which shards each rank gets (with "
+                   "equal shards: ceil(n / world_size) on the busiest rank).")

@@ -481,7 +481,74 @@ class ClusterModel:
         waves = math.ceil(len(piece_bytes) / slots)
         return cls(rate, max(run_seconds - bare, 0.0) / waves, startup_s)
 
+    @classmethod
+    def fit_sweep(cls, piece_bytes_per_run, seconds, slots: int, bytes_per_s: float
+                  ) -> ClusterModel:
+        """Start-up and per-task overhead from runs of the same corpus cut into different
+        piece counts on ``slots`` workers, given the single-worker rate: a least-squares fit of
+        ``seconds - makespan_without_overhead = startup + waves × overhead`` (both >= 0)."""
+        bare, waves = [], []
+        for pb in piece_bytes_per_run:
+            pb = np.asarray(pb, dtype=float)
+            bare.append(list_schedule(pb / bytes_per_s, slots))
+            waves.append(math.ceil(len(pb) / slots))
+        extra = np.asarray(seconds, dtype=float) - np.array(bare)
+        a = np.column_stack([np.ones(len(waves)), waves])
+        (startup, overhead), *_ = np.linalg.lstsq(a, extra, rcond=None)
+        if startup < 0 or overhead < 0:  # one of them is not there: fit the other alone
+            col = 1 if startup < 0 else 0
+            value = max(float(a[:, col] @ extra / (a[:, col] @ a[:, col])), 0.0)
+            startup, overhead = (0.0, value) if col == 1 else (value, 0.0)
+        return cls(bytes_per_s, float(overhead), float(startup))
+
     def __str__(self) -> str:
         return (f"{self.bytes_per_s / MB:,.1f} MB/s per worker, "
                 f"{format_seconds(self.overhead_s)} per task, start-up "
                 f"{format_seconds(self.startup_s)}")
+
+
+@dataclass(frozen=True)
+class ShardReadModel:
+    """Trainers reading an epoch's shards from storage, each rank its own share.
+
+    A rank opens each of its shards (one request for the index) and reads it in windows of
+    ``window_bytes`` (one request each); every request pays ``latency``, and the bytes move at
+    one stream's bandwidth, or a fair share of the link when ``world_size`` ranks share it::
+
+        T_rank = (shards + windows) × latency + bytes / min(stream_bw, aggregate_bw / ranks)
+
+    The epoch lasts as long as the slowest rank. With ``n`` equal shards of a ``B``-byte set,
+    that rank holds ``ceil(n / ranks)`` shards: too few shards leave ranks idle, too many small
+    ones pay a latency per shard (the per-request cost of notebook 01).
+    """
+
+    latency: float
+    stream_bandwidth: float
+    aggregate_bandwidth: float
+
+    @classmethod
+    def from_preset(cls, preset) -> ShardReadModel:
+        """The model of a storage preset (a name such as ``"object-store"`` or a preset)."""
+        t = ThreadedReadModel.from_preset(preset)
+        return cls(t.latency, t.stream_bandwidth, t.aggregate_bandwidth)
+
+    def _bandwidth(self, ranks: int) -> float:
+        return min(self.stream_bandwidth, self.aggregate_bandwidth / max(ranks, 1))
+
+    def rank_seconds(self, shard_bytes, window_bytes: float, ranks: int = 1) -> float:
+        """Seconds for one rank to read shards of ``shard_bytes`` (its own share)."""
+        b = np.asarray(shard_bytes, dtype=float)
+        requests = len(b) + np.ceil(b / window_bytes).sum()
+        return float(requests * self.latency + b.sum() / self._bandwidth(ranks))
+
+    def epoch_seconds(self, total_bytes: float, shards, ranks, window_bytes: float
+                      ) -> np.ndarray:
+        """The slowest rank's seconds for ``shards`` equal shards of ``total_bytes`` read by
+        ``ranks`` ranks (arrays broadcast)."""
+        n = np.asarray(shards, dtype=float)
+        w = np.asarray(ranks, dtype=float)
+        per_rank = np.ceil(n / w)
+        size = total_bytes / n
+        requests = per_rank * (1 + np.ceil(size / window_bytes))
+        bw = np.minimum(self.stream_bandwidth, self.aggregate_bandwidth / w)
+        return requests * self.latency + per_rank * size / bw

@@ -1,0 +1,201 @@
+"""Measurements for scaling out (notebook 06): engines, piece counts, trainers reading shards.
+
+* :func:`time_engine` — one engine's preprocessing time over repeats (its workers already up).
+* :func:`piece_sweep` — the same corpus cut into more and more pieces, on the same workers.
+* :func:`task_stream_timeline` — dask's own record of its tasks (``get_task_stream``) as a
+  :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.plots.timeline_gantt`.
+* :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
+* :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
+  epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engines import ShardRun, pretokenize_pieces
+from .ranks import rank_windows
+from .split import plan_pieces
+from .timing import Timeline, Timing
+
+
+@dataclass
+class EngineTiming:
+    """An engine's preprocessing time over repeats, and its last run."""
+
+    engine: str
+    workers: int
+    timing: Timing
+    run: ShardRun
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}, {self.workers} worker{'s' * (self.workers != 1)}"
+
+
+def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, client=None,
+                repeat: int = 3, warmup: int = 1) -> EngineTiming:
+    """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs.
+
+    Each run's time is :attr:`ShardRun.seconds`: from the first task handed out to the set
+    published, with the workers already running (a local pool is started and warmed before
+    its clock starts; a dask cluster is running already or started before).
+    """
+    runs = []
+    for _ in range(warmup + repeat):
+        runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
+                                       workers=workers, client=client, progress=False))
+    timed = runs[warmup:]
+    nbytes = sum(p.nbytes for p in pieces)
+    timing = Timing([r.seconds for r in timed], nbytes, f"{engine} ×{timed[-1].workers}")
+    return EngineTiming(engine, timed[-1].workers, timing, timed[-1])
+
+
+@dataclass
+class PiecePoint:
+    """One piece count of a sweep: the pieces' sizes and the time to preprocess them."""
+
+    parts: int
+    piece_bytes: list[int]
+    timing: Timing
+
+
+def piece_sweep(corpus, tokenizer, out_dir, parts, *, engine: str = "dask", workers: int = 2,
+                client=None, repeat: int = 3, warmup: int = 1, on_point=None
+                ) -> list[PiecePoint]:
+    """Time preprocessing ``corpus`` cut into each of ``parts`` pieces, on the same workers.
+
+    ``on_point(point)`` is called after each piece count (to plot it as it comes).
+    """
+    points = []
+    for n in parts:
+        pieces = plan_pieces(corpus, n)
+        t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
+                        client=client, repeat=repeat, warmup=warmup).timing
+        points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
+        if on_point is not None:
+            on_point(points[-1])
+    return points
+
+
+def task_stream_timeline(records, stage: str = "tokenize") -> Timeline:
+    """Dask's task stream (the ``data`` of ``get_task_stream``) as a Timeline.
+
+    Each record's ``compute`` span becomes a span of ``stage`` and each ``transfer`` one of
+    ``"transfer"``, on a row per worker (``worker 1``, ``worker 2``, ... by address).
+    """
+    tl = Timeline()
+    spans = [(r["worker"], s) for r in records for s in r.get("startstops", ())]
+    t0 = min((s["start"] for _, s in spans), default=0.0)
+    names = {w: f"worker {i + 1}" for i, w in enumerate(sorted({w for w, _ in spans}))}
+    for w, s in spans:
+        kind = stage if s["action"] == "compute" else s["action"]
+        tl.add(kind, s["start"] - t0, s["stop"] - t0, names[w])
+    return tl
+
+
+def shards_for(corpus, tokenizer, folder, parts: int, *, engine: str = "processes",
+               workers: int = 2) -> Path:
+    """``folder`` holding ``corpus`` as ``parts`` shards (one per piece), made if needed."""
+    from .errors import FormatError
+    from .shards import open_shards
+
+    folder = Path(folder)
+    try:
+        with open_shards(folder, tokenizer=tokenizer) as s:
+            if len(s.shards) == parts:
+                return folder
+    except FormatError:
+        pass
+    pretokenize_pieces(plan_pieces(corpus, parts), tokenizer, folder, engine=engine,
+                       workers=workers, progress=False)
+    return folder
+
+
+@dataclass
+class RankRead:
+    """One epoch read by ``world_size`` ranks at once: per-rank seconds, tokens, requests."""
+
+    seconds: np.ndarray
+    tokens: np.ndarray
+    requests: np.ndarray
+    nbytes: np.ndarray
+    shard_bytes: list[int]
+
+    @property
+    def world_size(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def epoch_seconds(self) -> float:
+        """When the slowest rank finished: the epoch, for trainers in lockstep."""
+        return float(self.seconds.max())
+
+    @property
+    def idle_fraction(self) -> float:
+        """Share of the ranks' time spent waiting for the slowest (``1 - mean / max``)."""
+        most = self.epoch_seconds
+        return 1.0 - float(self.seconds.mean()) / most if most > 0 else 0.0
+
+
+def read_by_rank(folder, world_size: int, storage="object-store", *,
+                 window_tokens: int = 32_768, epoch: int = 0, seed: int = 0) -> RankRead:
+    """Every rank reads its shards of one epoch, all ranks at once (one thread each).
+
+    A rank opens each of its shards (one request for the ``.idx``) and reads its windows of
+    ``window_tokens`` tokens, one request each, through ``storage`` (a name for
+    :func:`iokit.storage.open_storage`, or a storage). Ranks with no shard finish at once.
+    """
+    from .shards import open_shards
+    from .storage import open_storage
+
+    store = open_storage(storage) if isinstance(storage, str) else storage
+    with open_shards(folder) as s:
+        tokens = [sh.n_tokens for sh in s.shards]
+        paths = [(sh.bin_path, sh.idx_path, sh.idx_path.stat().st_size) for sh in s.shards]
+        itemsize = s.dtype.itemsize
+        shard_bytes = [sh.bin_size for sh in s.shards]
+    plans = [rank_windows(tokens, r, world_size, window_tokens, epoch=epoch, seed=seed)
+             for r in range(world_size)]
+    seconds = np.zeros(world_size)
+    requests = np.zeros(world_size, dtype=np.int64)
+    nbytes = np.zeros(world_size, dtype=np.int64)
+    start = threading.Barrier(world_size)
+
+    errors: list[BaseException] = []
+
+    def rank(r: int) -> None:
+        try:
+            read_plan(r)
+        except BaseException as exc:  # reaches the caller below
+            errors.append(exc)
+
+    def read_plan(r: int) -> None:
+        opened = set()
+        start.wait()
+        t0 = time.perf_counter()
+        for w in plans[r]:
+            bin_path, idx_path, idx_size = paths[w.shard]
+            if w.shard not in opened:
+                opened.add(w.shard)
+                nbytes[r] += len(store.read(idx_path, 0, idx_size))
+                requests[r] += 1
+            nbytes[r] += len(store.read(bin_path, w.start * itemsize, len(w) * itemsize))
+            requests[r] += 1
+        seconds[r] = time.perf_counter() - t0
+
+    threads = [threading.Thread(target=rank, args=(r,), name=f"rank {r}")
+               for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    per_rank = np.array([sum(len(w) for w in plan) for plan in plans], dtype=np.int64)
+    return RankRead(seconds, per_rank, requests, nbytes, shard_bytes)

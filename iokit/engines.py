@@ -180,6 +180,18 @@ def start_local_cluster(workers: int = 2, dashboard: bool = True):
     return distributed.Client(cluster)
 
 
+def scale_cluster(client, workers: int, timeout_s: float = 60.0) -> None:
+    """Resize the client's cluster to ``workers`` workers and wait until it has exactly that
+    many (a local cluster starts or stops worker processes)."""
+    workers = check_positive("workers", workers)
+    client.cluster.scale(workers)
+    deadline = time.monotonic() + timeout_s
+    while len(client.scheduler_info()["workers"]) != workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the cluster did not reach {workers} workers in {timeout_s} s")
+        time.sleep(0.05)
+
+
 def close_cluster(client) -> None:
     """Close a client made by :func:`start_local_cluster`, and its cluster."""
     cluster = client.cluster

@@ -262,3 +262,37 @@ def idle_fraction(answer, shard_tokens, world_size: int, *, epoch: int = 0,
                    "max of tokens per rank. iokit.ranks.assign_shards(len(shard_tokens), "
                    "world_size, epoch=epoch, seed=seed) shows which shards each rank gets (with "
                    "equal shards: ceil(n / world_size) on the busiest rank).")
+
+
+def cluster_hours(answer, model, total_bytes: float, pieces: int, slots: int) -> bool:
+    """06: with the fitted cluster model, how many hours does preprocessing ``total_bytes``
+    cut into ``pieces`` equal pieces take on ``slots`` workers?"""
+    expected = float(model.predict_even(total_bytes, pieces, slots)) / 3600
+    return _report(close(answer, expected, 0.02),
+                   "waves = ceil(pieces / slots); each wave takes one piece's bytes at the "
+                   "per-worker rate plus the per-task overhead; add the start-up. "
+                   "model.predict_even(total_bytes, pieces, slots) / 3600.")
+
+
+def best_piece_count(answer, model, total_bytes: float, slots: int) -> bool:
+    """06: how many equal pieces give the shortest run on ``slots`` workers?"""
+    best = model.best_pieces(total_bytes, slots, max_pieces=64 * slots)
+    t_best = float(model.predict_even(total_bytes, best, slots))
+    try:
+        n = int(answer)
+        ok = n >= 1 and float(model.predict_even(total_bytes, n, slots)) <= t_best * 1.01
+    except (TypeError, ValueError):
+        ok = False
+    return _report(ok,
+                   "fewer pieces than slots leaves workers idle, and a piece count that is not "
+                   "a multiple of the slots leaves a last wave part-empty; many more pieces only "
+                   "add overhead. Try multiples of slots with model.predict_even.")
+
+
+def shards_of_rank(answer, n_shards: int, world_size: int, rank: int) -> bool:
+    """06: with ``n_shards`` shards and ``world_size`` ranks, how many shards does ``rank``
+    read in an epoch (round-robin, uneven ranks)?"""
+    expected = n_shards // world_size + (rank < n_shards % world_size)
+    return _report(answer == expected,
+                   "rank r takes order[r::world_size]: n // world_size each, and one more "
+                   "for the first n % world_size ranks.")

@@ -304,7 +304,8 @@ def chunk_size_effect(points, ax=None):
 # --------------------------------------------------------------------------- notebook 05
 
 STAGE_COLORS = {"read": "tab:blue", "decompress": "tab:orange", "batch": "tab:green",
-                "train": "tab:purple", "wait": "tab:red"}
+                "train": "tab:purple", "wait": "tab:red", "tokenize": "tab:cyan",
+                "transfer": "tab:olive"}
 
 
 def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = None):
@@ -389,4 +390,62 @@ def busy_vs_prefetch(sweep, ax=None):
                  f"{m.load_s * 1e3:.1f} ms per batch: prefetch ≥ {m.min_prefetch()} keeps it busy")
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, alpha=0.3)
+    return ax
+
+
+# --------------------------------------------------------------------------- notebook 06
+
+
+def engine_times(timings, predicted: dict | None = None, ax=None):
+    """Horizontal bars: each engine's median seconds (whiskers: fastest and slowest run), with
+    the model's prediction as a marker where there is one (``label → seconds``)."""
+    ax = _axes(ax, figsize=(7, 1.2 + 0.5 * len(timings)))
+    y = np.arange(len(timings))
+    med = np.array([t.timing.median for t in timings])
+    lo = med - np.array([t.timing.min for t in timings])
+    hi = np.array([t.timing.max for t in timings]) - med
+    ax.barh(y, med, xerr=[lo, hi], color="tab:blue", alpha=0.7, capsize=3, label="measured")
+    if predicted:
+        pts = [(i, predicted[t.label]) for i, t in enumerate(timings) if t.label in predicted]
+        ax.plot([p for _, p in pts], [i for i, _ in pts], "D", color="black", label="model")
+    ax.set_yticks(y, [t.label for t in timings])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds to preprocess the corpus (median; whiskers: min and max)")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
+
+
+def piece_count_sweep(points, model, slots: int, ax=None):
+    """Seconds against the number of pieces on ``slots`` workers: measured (median, whiskers
+    min to max) and the cluster model for the same pieces."""
+    ax = _axes(ax)
+    n = [p.parts for p in points]
+    med = np.array([p.timing.median for p in points])
+    err = [med - [p.timing.min for p in points], [p.timing.max for p in points] - med]
+    ax.errorbar(n, med, yerr=err, fmt="o", capsize=3, label=f"measured, {slots} workers")
+    ax.plot(n, [model.predict(p.piece_bytes, slots) for p in points], "s--",
+            label="model: start-up + waves × (piece / rate + overhead)")
+    ax.set_xscale("log")
+    ax.set_xlabel("pieces (= shards) the corpus is cut into (log scale)")
+    ax.set_ylabel("seconds to preprocess")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def cluster_forecast(model, total_bytes: float, machines, pieces, cores: int = 2, ax=None):
+    """Predicted hours to preprocess ``total_bytes`` on clusters of ``machines`` × ``cores``
+    worker slots, one line per piece count (log-log), against a perfect speedup."""
+    ax = _axes(ax)
+    machines = np.asarray(machines)
+    for n in pieces:
+        hours = model.predict_even(total_bytes, n, machines * cores) / 3600
+        ax.plot(machines, hours, "-", label=f"{n:,} pieces of {total_bytes / n / 1e6:,.0f} MB")
+    ideal = (total_bytes / model.bytes_per_s / (machines * cores)) / 3600
+    ax.plot(machines, ideal, "k:", label="perfect speedup, no overhead")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"machines ({cores} workers each, log scale)")
+    ax.set_ylabel("predicted hours (log scale)")
+    ax.set_title(f"preprocessing {total_bytes / 1e12:,.1f} TB with the measured costs")
+    ax.legend(fontsize="small")
     return ax

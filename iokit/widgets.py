@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class LivePlot:
@@ -453,3 +454,63 @@ def pipeline_panel(folder, *, storage: str = "object-store", workers: int = 4,
                   f"{r.steps_per_s:,.0f} steps/s; limit: {model.bottleneck}")
 
     return Panel(controls, plot, run, description="Train")
+
+
+# --------------------------------------------------------------------------- notebook 06
+
+TRAINER_STORAGES = ("object-store", "network-fs", "hdd", "local-nvme")
+
+
+def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 4, 8, 16, 32),
+                      trainers: int = 2, storage: str = "object-store",
+                      window_tokens: int = 32_768, max_trainers: int = 8) -> Panel:
+    """Notebook 06's panel: how long an epoch takes when ``trainers`` ranks read the corpus
+    cut into more and more shards, measured on a simulated store (points, streaming in) and
+    predicted by :class:`~iokit.model.ShardReadModel` for equal shards (line).
+
+    Shard sets are made once per count in ``root/shards-N`` (one piece of the corpus each).
+    Controls: ``trainers`` (ranks reading at once) and ``storage`` (a simulated preset).
+    """
+    import ipywidgets as w
+    import numpy as np
+
+    from .model import ShardReadModel
+    from .scale_out import read_by_rank, shards_for
+    from .storage import SimulatedStore
+
+    controls = {
+        "trainers": w.IntSlider(value=trainers, min=1, max=max_trainers, description="trainers",
+                                continuous_update=False),
+        "storage": w.Dropdown(options=TRAINER_STORAGES, value=storage, description="storage"),
+    }
+    plot = LivePlot("shards the corpus is cut into (log scale)",
+                    "seconds for the slowest trainer's epoch (log scale)",
+                    title="Epoch read time against shard count (simulated storage)")
+
+    def run(panel: Panel) -> None:
+        ranks, preset = panel.value("trainers"), panel.value("storage")
+        for name in list(plot.lines):
+            plot.lines.pop(name).remove()
+        model = ShardReadModel.from_preset(preset)
+        rows = []
+        for n in shard_counts:
+            folder = shards_for(corpus, tokenizer, Path(root) / f"shards-{n}", n)
+            got = read_by_rank(folder, ranks, SimulatedStore(preset),
+                               window_tokens=window_tokens)
+            if not plot.lines:  # the model curve, once the set's size is known
+                total = sum(got.shard_bytes)
+                ns = np.unique(np.geomspace(1, max(shard_counts), 60).round().astype(int))
+                window_bytes = window_tokens * total / max(int(got.tokens.sum()), 1)
+                plot.set_series(f"model, {ranks} trainers, equal shards", ns,
+                                model.epoch_seconds(total, ns, ranks, window_bytes), style="-")
+            plot.add_point(f"measured, {ranks} trainers", n, got.epoch_seconds, style="o")
+            panel.results.append((n, got))
+            rows.append(f"<tr><td>{n}</td><td>{got.epoch_seconds:.3f} s</td>"
+                        f"<td>{100 * got.idle_fraction:.0f} %</td>"
+                        f"<td>{int(got.requests.max()):,}</td></tr>")
+            panel.say(f"<b>{ranks} trainers</b> reading from a simulated <b>{preset}</b> "
+                      f"({model.latency * 1e3:g} ms per request). <table><tr><th>shards</th>"
+                      "<th>slowest trainer</th><th>idle</th><th>requests (busiest)</th></tr>"
+                      f"{''.join(rows)}</table>")
+
+    return Panel(controls, plot, run, description="Measure")

@@ -83,7 +83,7 @@ def test_the_run_records_its_tasks(serial):
 def test_dask_with_two_workers_writes_the_same_shards(serial, pieces, tokenizer, tmp_path):
     pytest.importorskip("dask.distributed", reason="the optional 'dask' extra is not "
                         "installed (pip install -e '.[dask]'); CI installs it")
-    from iokit.engines import close_cluster, start_local_cluster
+    from iokit.engines import close_cluster, scale_cluster, start_local_cluster
 
     run = pretokenize_pieces(pieces, tokenizer, tmp_path / "own", engine="dask", workers=2,
                              progress=False)
@@ -96,6 +96,11 @@ def test_dask_with_two_workers_writes_the_same_shards(serial, pieces, tokenizer,
                                      client=client, progress=False)
             assert shard_checksums(tmp_path / "client") == shard_checksums(serial[0])
         assert len({t.worker for t in run.tasks}) == 2
+        scale_cluster(client, 1)
+        run = pretokenize_pieces(pieces, tokenizer, tmp_path / "one", engine="dask",
+                                 client=client, progress=False)
+        assert run.workers == 1 and len({t.worker for t in run.tasks}) == 1
+        assert shard_checksums(tmp_path / "one") == shard_checksums(serial[0])
     finally:
         close_cluster(client)
 

@@ -41,6 +41,8 @@ CASES = [
     Case("04_parallel_io.ipynb", "workers", keys=("ArrowRight",), button="Run"),
     # prefetch depth two steps deeper: the timeline and busy fraction are measured again
     Case("05_pipeline.ipynb", "prefetch", keys=("ArrowRight",) * 2, button="Train"),
+    # trainers 2 → 3: every shard count is read again by three ranks
+    Case("06_scale_out.ipynb", "trainers", keys=("ArrowRight",), button="Measure"),
 ]
 
 RUN_ALL_TIMEOUT_S = 90

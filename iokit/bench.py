@@ -228,3 +228,53 @@ def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
 
 
 FIGURES.append(figure_pipeline)
+
+
+# --------------------------------------------------------------------------- scaling out
+
+
+def figure_scale_out(corpus: Path, workdir: Path) -> list[Figure]:
+    """Pretokenizing 8 pieces on dask, 2 workers against 1 (the same cluster, resized), and
+    against a local pool of 2 processes; the idle fraction of 3 trainers over those shards."""
+    try:
+        from .engines import close_cluster, require_dask, scale_cluster, start_local_cluster
+
+        require_dask()
+    except Exception:  # the dask extra is not installed: nothing to compare
+        return []
+    from .corpus import iter_documents
+    from .engines import shard_checksums
+    from .ranks import rank_balance
+    from .scale_out import time_engine
+    from .shards import open_shards
+    from .split import plan_pieces
+    from .tokenize import WordTokenizer
+
+    tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
+    pieces = plan_pieces(corpus, 8)
+    local = time_engine(pieces, tok, workdir / "so-local", engine="processes", workers=2)
+    client = start_local_cluster(2, dashboard=False)
+    try:
+        scale_cluster(client, 1)
+        one = time_engine(pieces, tok, workdir / "so-dask", engine="dask", client=client)
+        scale_cluster(client, 2)
+        two = time_engine(pieces, tok, workdir / "so-dask", engine="dask", client=client)
+    finally:
+        close_cluster(client)
+    same = shard_checksums(workdir / "so-dask") == shard_checksums(workdir / "so-local")
+    with open_shards(workdir / "so-dask") as s:
+        balance = rank_balance([sh.n_tokens for sh in s.shards], 3)
+    return [
+        Figure("dask pretokenize, 2 workers / 1 worker (8 pieces)",
+               one.timing.median / two.timing.median, "×",
+               f"{one.timing.median:.2f} s → {two.timing.median:.2f} s; shards identical to "
+               f"the local pool: {same}"),
+        Figure("dask, 2 workers / local pool of 2 processes (time)",
+               two.timing.median / local.timing.median, "×",
+               f"dask's per-task overhead; local {local.timing.median:.2f} s"),
+        Figure("idle fraction, 3 trainers over the 8 shards (epoch 0)",
+               balance.idle_fraction, "fraction", str(balance)),
+    ]
+
+
+FIGURES.append(figure_scale_out)

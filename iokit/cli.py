@@ -1,6 +1,7 @@
 """The ``iokit`` command: make data, run the whole tour headless, benchmark.
 
 ``iokit data [--scale S]`` makes the corpus; ``iokit tour`` runs every stage and prints a table;
+``iokit shards`` pretokenizes it, one shard per piece, on a local pool or a dask cluster;
 ``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour and writes an
 HTML report with its figures and the machine description. Errors in the input or settings print
 one line on stderr and exit with code 2; anything else is a bug and keeps its traceback.
@@ -12,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import IokitError
+from .errors import IokitError, ParameterError
 
 
 def _corpus(args) -> Path:
@@ -56,6 +57,52 @@ def cmd_tour(args) -> int:
                                                flush=True))
     print()
     print(format_table(rows))
+    return 0
+
+
+def cmd_shards(args) -> int:
+    import os
+
+    from .corpus import default_data_dir, iter_documents
+    from .engines import ENGINES, pretokenize_pieces
+    from .errors import check_choice, check_positive
+    from .progress import progress_enabled
+    from .split import plan_pieces
+    from .tokenize import WordTokenizer
+
+    check_choice("engine", args.engine, ENGINES)  # settings fail before any work
+    check_positive("parts", args.parts, hint="It is the number of pieces; use e.g. 8.")
+    folder = Path(args.corpus) if args.corpus else None
+    if folder is not None and folder.is_dir() and any(folder.glob("*.jsonl")):
+        pieces, field = plan_pieces(folder), args.text_field  # one piece per file
+        name = folder.name
+    else:
+        corpus = _corpus(args)
+        pieces, field, name = plan_pieces(corpus, args.parts), "text", corpus.stem
+    out = Path(args.out) if args.out else default_data_dir() / f"shards-{name}-{args.engine}"
+    client = None
+    if args.scheduler:
+        if args.engine != "dask":
+            raise ParameterError("--scheduler is the address of a dask scheduler; use it with "
+                                 "--engine dask.")
+        from .engines import require_dask
+
+        client = require_dask().Client(args.scheduler, timeout="10s")
+    try:
+        print(f"{len(pieces)} piece(s) of {sum(p.nbytes for p in pieces) / 1e6:,.1f} MB; "
+              f"training the word vocabulary ({args.vocab_size:,} IDs)", flush=True)
+        docs = (d.text for p in dict.fromkeys(p.path for p in pieces)
+                for d in iter_documents(p, text_field=field))
+        tok = WordTokenizer.train(docs, vocab_size=args.vocab_size)
+        run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
+                                 workers=args.workers or os.cpu_count() or 1, client=client,
+                                 codec=args.codec, text_field=field,
+                                 progress=progress_enabled())
+    finally:
+        if client is not None:
+            client.close()
+    print(run)
+    print(f"shards: {out}")
     return 0
 
 
@@ -106,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="local",
                    help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
     p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("shards", help="pretokenize the corpus, one shard per piece, on an "
+                       "engine (serial, threads, processes, dask)")
+    add_corpus_args(p)
+    p.add_argument("--parts", type=int, default=8,
+                   help="pieces to cut one JSONL file into (a folder of .jsonl files: one each)")
+    p.add_argument("--engine", default="processes",
+                   help="serial, threads, processes or dask (default: processes)")
+    p.add_argument("--workers", type=int, default=None, help="default: the number of cores")
+    p.add_argument("--scheduler", help="a running dask scheduler's address, e.g. "
+                   "tcp://host:8786 (default: a LocalCluster on this machine)")
+    p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
+    p.add_argument("--vocab-size", type=int, default=32_768, help="word vocabulary size")
+    p.add_argument("--out", help="folder for the shards (default: data/shards-<name>-<engine>)")
+    p.set_defaults(func=cmd_shards)
 
     p = sub.add_parser("bench", help="print measured ratios, side by side in one run")
     add_corpus_args(p)

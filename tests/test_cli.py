@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from iokit.cli import main
 
 
@@ -64,3 +66,44 @@ def test_tour_takes_a_folder_of_text_files_or_another_text_field(tmp_path, monke
     out, err = capsys.readouterr()
     assert "done: chunked reads" in out
     assert err.startswith("iokit: error: a batch needs") and "more data" in err
+
+
+def test_shards_on_an_engine_and_from_a_folder_of_parts(tiny_corpus, tmp_path, capsys):
+    from iokit.engines import shard_checksums
+    from iokit.split import split_corpus
+
+    assert main(["shards", "--corpus", str(tiny_corpus), "--parts", "3", "--engine", "serial",
+                 "--vocab-size", "4096", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "serial with 1 worker(s): 3 shards" in out and f"shards: {tmp_path / 'a'}" in out
+    split_corpus(tiny_corpus, tmp_path / "parts", 3)
+    assert main(["shards", "--corpus", str(tmp_path / "parts"), "--engine", "processes",
+                 "--workers", "2", "--vocab-size", "4096", "--out", str(tmp_path / "b")]) == 0
+    assert shard_checksums(tmp_path / "a") == shard_checksums(tmp_path / "b")
+
+
+def test_shards_on_a_running_dask_scheduler(tiny_corpus, tmp_path, capsys):
+    pytest.importorskip("dask.distributed", reason="the optional 'dask' extra is not installed")
+    from iokit.engines import close_cluster, start_local_cluster
+
+    client = start_local_cluster(2, dashboard=False)
+    try:
+        assert main(["shards", "--corpus", str(tiny_corpus), "--parts", "4", "--engine", "dask",
+                     "--scheduler", client.scheduler.address, "--vocab-size", "4096",
+                     "--out", str(tmp_path)]) == 0
+    finally:
+        close_cluster(client)
+    assert "dask with 2 worker(s): 4 shards" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--engine", "spark"], "unknown engine 'spark'; choose one of: dask, processes"),
+    (["--parts", "0"], "parts must be > 0"),
+    (["--scheduler", "tcp://nowhere:8786"], "--scheduler is the address of a dask scheduler"),
+])
+def test_shards_refuses_nonsense_in_one_line(tiny_corpus, tmp_path, capsys, argv, message):
+    assert main(["shards", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "x"),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iokit: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()

@@ -209,6 +209,16 @@ def _dask_map(client, fn, items: list, bar) -> list:
         for _ in distributed.as_completed(futures):
             bar.update(1)
         return client.gather(futures)
+    except distributed.KilledWorker as exc:
+        client.cancel(futures)
+        from .parallel import WorkerDiedError
+
+        raise WorkerDiedError(
+            f"dask workers died while running {exc.task!r} (the scheduler retried it on new "
+            "workers, then gave up); nothing was published. The usual cause is memory: a "
+            "worker over its memory limit is restarted. Use smaller pieces (more parts) or "
+            "fewer workers per machine, or give each worker more memory."
+        ) from None
     except BaseException:
         client.cancel(futures)
         raise

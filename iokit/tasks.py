@@ -131,8 +131,9 @@ def fail_on(bad, x):
     return x * x
 
 
-def die_on(bad, x):
-    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad``."""
+def die_on(bad, x, *_):
+    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad`` (further arguments,
+    as an engine passes them, are ignored)."""
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)

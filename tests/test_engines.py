@@ -195,3 +195,34 @@ def test_checksums_are_of_the_bytes(tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
     (tmp_path / ".hidden").write_bytes(b"x")
     assert shard_checksums(tmp_path) == {"a": hashlib.blake2b(b"abc", digest_size=8).hexdigest()}
+
+
+def test_a_bad_piece_on_dask_names_the_file_and_offset(tmp_path, tokenizer):
+    pytest.importorskip("dask.distributed", reason="the optional 'dask' extra is not installed")
+    corpus, offset = _bad_corpus(tmp_path, 25)
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset} "):
+        pretokenize_pieces(plan_pieces(corpus, 3), tokenizer, out, engine="dask", workers=2,
+                           progress=False)
+    assert not out.exists()
+
+
+def test_a_dask_worker_that_dies_is_a_clear_error():
+    dask = pytest.importorskip("dask", reason="the optional 'dask' extra is not installed")
+    from functools import partial
+
+    from iokit.engines import _dask_map, close_cluster, start_local_cluster
+    from iokit.parallel import WorkerDiedError
+    from iokit.progress import progress_bar
+    from iokit.tasks import die_on
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        client = start_local_cluster(1, dashboard=False)
+    try:
+        with progress_bar(total=3, disable=True) as bar, \
+                pytest.raises(WorkerDiedError, match=r"dask workers died while running "
+                              r"'shard-00001-.*nothing was published.*smaller pieces"):
+            _dask_map(client, partial(die_on, 1), [(0, 0, False), (1, 1, False), (2, 2, True)],
+                      bar)
+    finally:
+        close_cluster(client)

@@ -141,6 +141,68 @@ class ShardBatches:
         self.shards.close()
 
 
+class RankBatches:
+    """The batches of one rank's share of each epoch (:mod:`iokit.ranks`), read from storage.
+
+    Rank ``rank`` of ``world_size`` reads its own shards' windows of ``block_size + 1`` tokens
+    in its plan's order (shards dealt out round-robin over a shuffled order, windows shuffled
+    within each shard); ``batch_size`` consecutive windows make a batch, each window one
+    storage request. Only full windows make batches and a last partial batch is dropped (as
+    :meth:`iokit.ranks.RankReader.batches`). The share changes every epoch:
+    :class:`Loader` calls :meth:`set_epoch` before each one (as ``DistributedSampler`` needs
+    ``set_epoch`` in PyTorch). Plain (uncompressed) shards only.
+    """
+
+    def __init__(self, shards, rank: int, world_size: int, *, batch_size: int,
+                 block_size: int, storage=None, seed: int = 0):
+        from .ranks import RankReader
+        from .storage import LocalDisk
+
+        try:
+            if any(s.compressed for s in shards.shards):
+                raise ParameterError(f"reading by rank takes plain shards, but those in "
+                                     f"{shards.folder} are block-compressed; write plain "
+                                     "shards for each rank's reader.")
+            self.reader = RankReader(shards, rank, world_size, block_size + 1, seed=seed)
+            self.shards, self.dtype = shards, shards.dtype
+            self.batch_size = check_positive("batch_size", batch_size)
+            self.tokens_per_batch = self.batch_size * (block_size + 1)
+            self.storage = storage if storage is not None else LocalDisk()
+            self.set_epoch(0)
+            if self.n_batches == 0:
+                raise ParameterError(
+                    f"rank {rank} of {world_size} gets {self.reader.n_tokens(0):,} tokens of "
+                    f"{shards.folder} in epoch 0, less than one batch of "
+                    f"{self.tokens_per_batch:,}; use a smaller batch_size or block_size, fewer "
+                    "ranks, or more data.")
+        except BaseException:
+            shards.close()
+            raise
+
+    def set_epoch(self, epoch: int) -> None:
+        """Plan epoch ``epoch``: this rank's full windows, in its order."""
+        self.epoch = epoch
+        width = self.reader.window
+        self.windows = [w for w in self.reader.plan(epoch) if len(w) == width]
+        self.n_batches = len(self.windows) // self.batch_size
+
+    @property
+    def stored_bytes_per_batch(self) -> float:
+        return self.tokens_per_batch * self.dtype.itemsize
+
+    def fetch(self, k: int) -> list:
+        isz = self.dtype.itemsize
+        shards = self.shards.shards
+        return [self.storage.read(shards[w.shard].bin_path, w.start * isz, len(w) * isz)
+                for w in self.windows[k * self.batch_size:(k + 1) * self.batch_size]]
+
+    def decode(self, k: int, payload: list) -> np.ndarray:
+        return np.frombuffer(b"".join(payload), dtype=self.dtype)
+
+    def close(self) -> None:
+        self.shards.close()
+
+
 def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 256 * 1024
                     ) -> Path:
     """Write the shards in ``folder`` again, block-compressed, into ``out_dir``; return it.
@@ -233,6 +295,8 @@ class Loader:
             return make_batch(tokens, self.batch_size, self.block_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        if hasattr(self.source, "set_epoch"):  # a source whose batches change every epoch
+            self.source.set_epoch(self.epoch)
         order = epoch_order(self.source.n_batches, shuffle=self.shuffle, seed=self.seed,
                             epoch=self.epoch)[:self.n_batches]
         self.epoch += 1
@@ -345,8 +409,12 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
                 prefetch: int = 4, batch_size: int = 16, block_size: int = 256,
                 shuffle: bool = True, seed: int = 0, limit: int | None = None,
                 codec_block_bytes: int | None = None, timeline: Timeline | None = None,
-                workdir=None) -> Loader:
+                workdir=None, rank: int | None = None, world_size: int = 1) -> Loader:
     """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
+
+    With ``rank`` (0 to ``world_size - 1``) it loads only that rank's share of every epoch
+    (:class:`RankBatches`: plain shards, the rank's own shuffled order, so ``shuffle`` is not
+    applied on top).
 
     ``storage``: ``"local"`` or a simulated preset (``object-store``, ...). ``codec``:
     ``"none"`` reads the shards as they are (plain or block-compressed); a codec name
@@ -373,6 +441,13 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
         if not (out / "shard-00000.idx").exists():
             compress_shards(folder, out, codec, block_bytes)
         folder = out
+    if rank is not None:
+        if codec != "none":
+            raise ParameterError("reading by rank takes plain shards; leave codec='none'.")
+        source = RankBatches(open_shards(folder), rank, world_size, batch_size=batch_size,
+                             block_size=block_size, storage=open_storage(storage), seed=seed)
+        return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
+                      prefetch=prefetch, shuffle=False, limit=limit, timeline=timeline)
     source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
     return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
                   prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)

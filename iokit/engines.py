@@ -229,7 +229,7 @@ def _dask_map(client, fn, items: list, bar) -> list:
 
 def _remove_stale_staging(out_dir: Path) -> None:
     for p in out_dir.glob(STAGING_PREFIX + "*"):
-        shutil.rmtree(p, ignore_errors=True)
+        _remove_tree(p)
 
 
 def _publish(staging: Path, out_dir: Path, n: int) -> list[Path]:
@@ -309,7 +309,10 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
             seconds = time.perf_counter() - start
         bins = _publish(staging, out_dir, len(items))
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if own_client is not None:  # stop its workers first: none may still be writing
+            close_cluster(own_client)
+            own_client = None
+        _remove_tree(staging)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
@@ -317,6 +320,16 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
         if own_client is not None:
             close_cluster(own_client)
     return ShardRun(engine, workers, bins, tasks, seconds, extra)
+
+
+def _remove_tree(folder: Path, attempts: int = 20) -> None:
+    """Remove ``folder``; retry while a task of someone else's cluster (which cancelling
+    does not stop) may still be writing into it. Its write then fails, harmlessly."""
+    for _ in range(attempts):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.1)
 
 
 def _star(fn, item):

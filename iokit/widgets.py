@@ -461,7 +461,7 @@ def pipeline_panel(folder, *, storage: str = "object-store", workers: int = 4,
 TRAINER_STORAGES = ("object-store", "network-fs", "hdd", "local-nvme")
 
 
-def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 4, 8, 16, 32),
+def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8, 12, 16, 32),
                       trainers: int = 2, storage: str = "object-store",
                       window_tokens: int = 32_768, max_trainers: int = 8) -> Panel:
     """Notebook 06's panel: how long an epoch takes when ``trainers`` ranks read the corpus

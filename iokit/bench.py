@@ -271,7 +271,7 @@ def figure_scale_out(corpus: Path, workdir: Path) -> list[Figure]:
                f"the local pool: {same}"),
         Figure("dask, 2 workers / local pool of 2 processes (time)",
                two.timing.median / local.timing.median, "×",
-               f"dask's per-task overhead; local {local.timing.median:.2f} s"),
+               f"what dask's scheduler and workers add; local {local.timing.median:.2f} s"),
         Figure("idle fraction, 3 trainers over the 8 shards (epoch 0)",
                balance.idle_fraction, "fraction", str(balance)),
     ]

@@ -40,8 +40,9 @@ class Piece:
         return self.end - self.start
 
 
-def _line_ends(path: Path) -> list[int]:
-    """The byte offset just past every line of ``path`` (the places a piece may end)."""
+def document_ends(path) -> list[int]:
+    """The byte offset just past every non-blank line of ``path`` (where a piece may end);
+    its length is the number of documents."""
     ends, pos = [], 0
     try:
         with open(path, "rb") as f:
@@ -57,7 +58,7 @@ def _line_ends(path: Path) -> list[int]:
 
 def _cut(path: Path, parts: int) -> list[Piece]:
     """``parts`` pieces of ``path`` of about equal bytes, each ending at a line end."""
-    ends = _line_ends(path)
+    ends = document_ends(path)
     if not ends:
         raise CorpusError(f"{path}: the corpus is empty (no documents); give a file with text.")
     if parts > len(ends):

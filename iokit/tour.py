@@ -265,11 +265,11 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
     import time
 
     from .engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
-    from .split import plan_pieces
+    from .split import document_ends, plan_pieces
 
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
-    pieces = plan_pieces(ctx.corpus, min(4 * workers, _document_count(ctx.corpus)))
+    pieces = plan_pieces(ctx.corpus, min(4 * workers, len(document_ends(ctx.corpus))))
     start = time.perf_counter()
     client = start_local_cluster(workers, dashboard=False)
     try:
@@ -291,11 +291,6 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
         note += f"; {ctx.extra['preprocess_s'] / run.seconds:.1f}× the 1-process pretokenize"
     return Row(f"pretokenize on dask, {workers} workers ({len(pieces)} pieces)", run.seconds,
                run.in_bytes, note=note)
-
-
-def _document_count(corpus: Path) -> int:
-    with open(corpus, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 if importlib.util.find_spec("distributed") is not None:  # the optional 'dask' extra

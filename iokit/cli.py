@@ -91,8 +91,8 @@ def cmd_shards(args) -> int:
     try:
         print(f"{len(pieces)} piece(s) of {sum(p.nbytes for p in pieces) / 1e6:,.1f} MB; "
               f"training the word vocabulary ({args.vocab_size:,} IDs)", flush=True)
-        docs = (d.text for p in dict.fromkeys(p.path for p in pieces)
-                for d in iter_documents(p, text_field=field))
+        files = dict.fromkeys(piece.path for piece in pieces)  # each file once, in order
+        docs = (d.text for path in files for d in iter_documents(path, text_field=field))
         tok = WordTokenizer.train(docs, vocab_size=args.vocab_size)
         run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
                                  workers=args.workers or os.cpu_count() or 1, client=client,

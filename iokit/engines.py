@@ -41,16 +41,14 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from .atomic import storage_error
 from .errors import ParameterError, check_choice, check_positive
 from .split import Piece
-from .timing import Timeline
+from .timing import Timeline, timeline_from
 
 ENGINES = ("serial", "threads", "processes", "dask")
 STAGING_PREFIX = ".iokit-staging-"
@@ -84,12 +82,6 @@ class ShardRun:
     bins: list[Path]
     tasks: list[ShardTask]
     seconds: float  # wall time of the whole run, start-up of the workers excluded
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def task_seconds(self) -> np.ndarray:
-        """Seconds each task took, in shard order."""
-        return np.array([t.seconds for t in self.tasks])
 
     @property
     def in_bytes(self) -> int:
@@ -102,13 +94,7 @@ class ShardRun:
     def timeline(self, stage: str = "tokenize") -> Timeline:
         """The tasks as a :class:`~iokit.timing.Timeline`: one row per worker (named
         ``worker 1``, ``worker 2``, ... in order of first task), one span per task."""
-        tl = Timeline()
-        t0 = min((t.start for t in self.tasks), default=0.0)
-        names: dict[str, str] = {}
-        for t in sorted(self.tasks, key=lambda t: t.start):
-            name = names.setdefault(t.worker, f"worker {len(names) + 1}")
-            tl.add(stage, t.start - t0, t.end - t0, name)
-        return tl
+        return timeline_from((t.worker, stage, t.start, t.end) for t in self.tasks)
 
     def __str__(self) -> str:
         from .timing import MB
@@ -122,8 +108,8 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def shard_piece(piece: Piece, index: int, last: bool, vocab_path: str, out_dir: str,
-                settings: dict) -> ShardTask:
+def shard_piece(piece: Piece, index: int, last: bool, *, vocab_path: str, out_dir: str,
+                dtype: str, codec, block_size: int | None, text_field: str) -> ShardTask:
     """The task: tokenize ``piece`` and write it as shard ``index`` in ``out_dir``.
 
     Runs anywhere iokit is installed and the paths are visible: it loads the tokenizer once
@@ -135,7 +121,7 @@ def shard_piece(piece: Piece, index: int, last: bool, vocab_path: str, out_dir: 
 
     start = time.time()
     tok = load_tokenizer_once(vocab_path)
-    texts = read_texts(piece.path, (piece.start, piece.end), settings.get("text_field", "text"))
+    texts = read_texts(piece.path, (piece.start, piece.end), text_field)
     counts = []
 
     def arrays():
@@ -144,8 +130,8 @@ def shard_piece(piece: Piece, index: int, last: bool, vocab_path: str, out_dir: 
             yield a
 
     bin_path = write_shard(arrays(), out_dir, index, last=last, vocab_size=tok.vocab_size,
-                           fingerprint=tok.fingerprint, dtype=settings.get("dtype", "auto"),
-                           codec=settings.get("codec"), block_size=settings.get("block_size"))
+                           fingerprint=tok.fingerprint, dtype=dtype, codec=codec,
+                           block_size=block_size)
     return ShardTask(index, _worker_name(), start, time.time(), len(counts), sum(counts),
                      piece.nbytes, bin_path.stat().st_size)
 
@@ -286,12 +272,10 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     _remove_stale_staging(out_dir)
     staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
-    settings = {"dtype": dt.name, "codec": codec, "block_size": block_size,
-                "text_field": text_field}
     fn = partial(shard_piece, vocab_path=str(staging / VOCAB_FILE), out_dir=str(staging),
-                 settings=settings)
+                 dtype=dt.name, codec=codec, block_size=block_size, text_field=text_field)
     items = [(p, i, i == len(pieces) - 1) for i, p in enumerate(pieces)]
-    own_client, extra = None, {}
+    own_client = None
     try:
         tokenizer.save(staging / VOCAB_FILE)
         with progress_bar(total=len(items), desc=f"shards ({engine})", unit="shard",
@@ -301,7 +285,6 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
                     client = own_client = start_local_cluster(workers, dashboard=False)
                     client.wait_for_workers(workers)
                 workers = len(client.scheduler_info()["workers"])
-                extra["dashboard"] = client.dashboard_link
                 start = time.perf_counter()
                 tasks = _dask_map(client, fn, items, bar)
             else:
@@ -319,7 +302,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     finally:
         if own_client is not None:
             close_cluster(own_client)
-    return ShardRun(engine, workers, bins, tasks, seconds, extra)
+    return ShardRun(engine, workers, bins, tasks, seconds)
 
 
 def _remove_tree(folder: Path, attempts: int = 20) -> None:

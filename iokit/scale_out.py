@@ -21,7 +21,7 @@ import numpy as np
 from .engines import ShardRun, pretokenize_pieces
 from .ranks import rank_windows
 from .split import plan_pieces
-from .timing import Timeline, Timing
+from .timing import Timeline, Timing, timeline_from
 
 
 @dataclass
@@ -87,16 +87,12 @@ def task_stream_timeline(records, stage: str = "tokenize") -> Timeline:
     """Dask's task stream (the ``data`` of ``get_task_stream``) as a Timeline.
 
     Each record's ``compute`` span becomes a span of ``stage`` and each ``transfer`` one of
-    ``"transfer"``, on a row per worker (``worker 1``, ``worker 2``, ... by address).
+    ``"transfer"``, on a row per worker (``worker 1``, ``worker 2``, ... in order of first
+    work).
     """
-    tl = Timeline()
-    spans = [(r["worker"], s) for r in records for s in r.get("startstops", ())]
-    t0 = min((s["start"] for _, s in spans), default=0.0)
-    names = {w: f"worker {i + 1}" for i, w in enumerate(sorted({w for w, _ in spans}))}
-    for w, s in spans:
-        kind = stage if s["action"] == "compute" else s["action"]
-        tl.add(kind, s["start"] - t0, s["stop"] - t0, names[w])
-    return tl
+    return timeline_from((r["worker"], stage if s["action"] == "compute" else s["action"],
+                          s["start"], s["stop"])
+                         for r in records for s in r.get("startstops", ()))
 
 
 def shards_for(corpus, tokenizer, folder, parts: int, *, engine: str = "processes",

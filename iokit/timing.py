@@ -160,3 +160,16 @@ class Timeline:
         if not self.spans:
             return 0.0
         return max(s.end for s in self.spans) - min(s.start for s in self.spans)
+
+
+def timeline_from(spans) -> Timeline:
+    """A Timeline of spans recorded elsewhere, given as ``(worker, stage, start, end)`` in one
+    clock (say wall-clock seconds from several processes): times count from the first start,
+    and workers are renamed ``worker 1``, ``worker 2``, ... in the order they start work."""
+    spans = sorted(spans, key=lambda s: s[2])
+    t0 = spans[0][2] if spans else 0.0
+    tl = Timeline()
+    names: dict = {}
+    for worker, stage, start, end in spans:
+        tl.add(stage, start - t0, end - t0, names.setdefault(worker, f"worker {len(names) + 1}"))
+    return tl

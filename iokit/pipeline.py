@@ -186,10 +186,6 @@ class RankBatches:
         self.windows = [w for w in self.reader.plan(epoch) if len(w) == width]
         self.n_batches = len(self.windows) // self.batch_size
 
-    @property
-    def stored_bytes_per_batch(self) -> float:
-        return self.tokens_per_batch * self.dtype.itemsize
-
     def fetch(self, k: int) -> list:
         isz = self.dtype.itemsize
         shards = self.shards.shards

@@ -234,6 +234,7 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
     import os
     import time
 
+    from .engines import shard_checksums
     from .parallel_prep import parallel_pretokenize
 
     tok = _word_tokenizer(ctx)
@@ -245,9 +246,7 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
     note = f"{workers} processes, 16 docs per task"
     serial = ctx.extra.get("shards")
     if serial is not None:
-        names = sorted(p.name for p in Path(serial).iterdir())
-        same = names == sorted(p.name for p in folder.iterdir()) and all(
-            (Path(serial) / n).read_bytes() == (folder / n).read_bytes() for n in names)
+        same = shard_checksums(serial) == shard_checksums(folder)
         note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
         if "preprocess_s" in ctx.extra:
             note += f"; {ctx.extra['preprocess_s'] / seconds:.1f}× the 1-process pretokenize"

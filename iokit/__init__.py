@@ -4,8 +4,8 @@ The notebooks in ``notebooks/`` import from here; every measurement they show is
 modules on the learner's own machine.
 """
 
-from .corpus import Document, ensure_corpus, iter_documents, resolve_scale
-from .errors import CorpusError, FormatError, IokitError, ParameterError, StorageError
+from iokit.corpus import Document, ensure_corpus, iter_documents, resolve_scale
+from iokit.errors import CorpusError, FormatError, IokitError, ParameterError, StorageError
 
 __version__ = "0.1.0"
 

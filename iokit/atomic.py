@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StorageError
+from iokit.errors import StorageError
 
 TMP_MARK = ".iokit-tmp-"
 

@@ -45,14 +45,15 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .codecs import Codec, get_codec, train_dictionary
-from .errors import FormatError, ParameterError, check_positive
+from iokit.atomic import atomic_write
+from iokit.codecs import Codec, get_codec, train_dictionary
+from iokit.errors import FormatError, ParameterError, check_positive
 
 MAGIC = b"IOKITBLK"
 END_MAGIC = b"IOKITEND"
@@ -67,7 +68,6 @@ DICT_SAMPLE_BYTES = 8 * 1024  # the trainer's sample size (zstd wants many small
 @dataclass
 class BlockTable:
     """Where the compressed blocks are, how to decompress them, and their checksums."""
-
     codec: str
     block_size: int
     raw_size: int
@@ -153,7 +153,6 @@ class BlockWriter:
     ``zstd-dict`` codec without a dictionary first buffers up to ``DICT_TRAIN_BYTES`` of the
     stream and trains its dictionary on it.
     """
-
     def __init__(self, f, codec: str | Codec = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE,
                  *, dictionary: bytes | None = None):
         self.f = f
@@ -273,7 +272,6 @@ class BlockReader:
     ``storage`` (a :class:`~iokit.storage.LocalDisk` or ``SimulatedStore``) fetches the
     compressed bytes; by default they are read from the local file with ``os.pread``.
     """
-
     def __init__(self, path, table: BlockTable | None = None, start: int = 0, *,
                  storage=None, verify: bool = True):
         self._fd = None
@@ -376,7 +374,6 @@ class BlockReader:
             for i in range(n):
                 yield self.block(i)
             return
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iokit-prefetch") as pool:
             pending = pool.submit(self.fetch, 0)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import threading
 import zlib
 
-from .errors import FormatError, ParameterError
+import zstandard
+
+from iokit.errors import FormatError, ParameterError
 
 LZW_MAX_BITS = 16  # the LZW code table holds 2**16 = 65,536 strings
 DEFAULT_DICT_SIZE = 16 * 1024  # bytes of trained zstd dictionary
@@ -35,7 +37,6 @@ DEFAULT_DICT_SIZE = 16 * 1024  # bytes of trained zstd dictionary
 
 class Codec:
     """A named pair of functions: ``compress(bytes) -> bytes`` and ``decompress(bytes)``."""
-
     name = "none"
     dictionary: bytes | None = None
 
@@ -142,7 +143,6 @@ def lzw_decompress(data: bytes, max_bits: int = LZW_MAX_BITS) -> bytes:
 
 class LZWCodec(Codec):
     """LZW in pure Python: slow (a few MB/s), but short enough to read in one sitting."""
-
     def __init__(self, max_bits: int = LZW_MAX_BITS):
         if not 9 <= max_bits <= 24:
             raise ParameterError(f"lzw max_bits must be 9..24, got {max_bits!r}.")
@@ -161,7 +161,6 @@ class LZWCodec(Codec):
 
 class ZlibCodec(Codec):
     """zlib (DEFLATE) at ``level`` 1 (fast) … 9 (small)."""
-
     def __init__(self, level: int = 6):
         self.level = _level("zlib", level, 1, 9)
         self.name = f"zlib:{self.level}"
@@ -182,7 +181,6 @@ class ZstdCodec(Codec):
     Compressor objects are made once per thread (making one per call costs more than
     compressing a small block) and reused.
     """
-
     def __init__(self, level: int = 3, dictionary: bytes | None = None):
         import zstandard  # noqa: F401  (fail here, not on first use, if it is missing)
 
@@ -197,8 +195,6 @@ class ZstdCodec(Codec):
     def _pair(self):
         pair = getattr(self._local, "pair", None)
         if pair is None:
-            import zstandard
-
             d = zstandard.ZstdCompressionDict(self.dictionary) if self.dictionary else None
             pair = (zstandard.ZstdCompressor(level=self.level, dict_data=d),
                     zstandard.ZstdDecompressor(dict_data=d))
@@ -209,8 +205,6 @@ class ZstdCodec(Codec):
         return self._pair()[0].compress(data)
 
     def decompress(self, data: bytes) -> bytes:
-        import zstandard
-
         try:
             return self._pair()[1].decompress(data)
         except zstandard.ZstdError as exc:
@@ -223,8 +217,6 @@ def train_dictionary(samples, size: int = DEFAULT_DICT_SIZE) -> bytes:
     Train on pieces shaped like what will be compressed (records, blocks), a few hundred or
     more; zstd's trainer wants the samples to total several times ``size``.
     """
-    import zstandard
-
     samples = [bytes(s) for s in samples if len(s)]
     total = sum(map(len, samples))
     try:

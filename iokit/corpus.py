@@ -19,14 +19,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
-from .atomic import atomic_write
-from .errors import CorpusError, check_choice
+from iokit.atomic import atomic_write
+from iokit.errors import CorpusError, check_choice
+from iokit.progress import progress_bar
+from iokit.tokenize import word_tokenize
 
 SCALES = {"tiny": 3 * 2**20, "small": 64 * 2**20, "large": 2**30}
 DEFAULT_SCALE = "small"
@@ -68,7 +72,6 @@ DOCS_PER_BATCH = 256  # documents generated per random stream (results do not de
 @dataclass(frozen=True)
 class Document:
     """One document of a corpus: its id (or file name) and its text."""
-
     id: str
     text: str
 
@@ -228,8 +231,6 @@ def iter_generated(scale: str | None = None, seed: int = DEFAULT_SEED) -> Iterat
 def generate_corpus(path, scale: str | None = None, seed: int = DEFAULT_SEED,
                     progress: bool = True) -> Path:
     """Write the generated corpus for ``scale`` to ``path`` (atomically) and return the path."""
-    from .progress import progress_bar
-
     scale = resolve_scale(scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +378,6 @@ def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
 @dataclass
 class CorpusStats:
     """What a corpus looks like: sizes, document lengths, word frequencies, compressibility."""
-
     path: Path
     documents: int
     bytes: int
@@ -398,12 +398,6 @@ class CorpusStats:
 
 def corpus_stats(path, text_field: str = "text", top: int = 10) -> CorpusStats:
     """Count documents, bytes, words (nltk word tokenizer, lower-cased) and the zstd-3 ratio."""
-    from collections import Counter
-
-    import zstandard
-
-    from .tokenize import word_tokenize
-
     path = Path(path)
     counts: Counter = Counter()
     doc_bytes, chars, tokens = [], 0, 0

@@ -34,6 +34,7 @@ commit job output the same way.)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -45,10 +46,22 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from .atomic import storage_error
-from .errors import ParameterError, check_choice, check_positive
-from .split import Piece
-from .timing import Timeline, timeline_from
+from iokit import tasks
+from iokit.atomic import storage_error
+from iokit.errors import ParameterError, WorkerDiedError, check_choice, check_positive
+from iokit.parallel import WorkerPool
+from iokit.progress import progress_bar
+from iokit.shards import (
+    VOCAB_FILE,
+    _compression,
+    _remove_shards,
+    _resolve_dtype,
+    shard_paths,
+    write_shard,
+)
+from iokit.split import Piece
+from iokit.timing import MB, Timeline, timeline_from
+from iokit.tokenize import encode_corpus
 
 ENGINES = ("serial", "threads", "processes", "dask")
 STAGING_PREFIX = ".iokit-staging-"
@@ -58,7 +71,6 @@ MAX_PIECES = 100_000  # shard numbers have five digits
 @dataclass(frozen=True)
 class ShardTask:
     """What one task did: which shard, on which worker, when (wall-clock seconds), how much."""
-
     index: int
     worker: str
     start: float
@@ -76,7 +88,6 @@ class ShardTask:
 @dataclass
 class ShardRun:
     """A preprocessing run: the shards written and the tasks that wrote them."""
-
     engine: str
     workers: int
     bins: list[Path]
@@ -97,8 +108,6 @@ class ShardRun:
         return timeline_from((t.worker, stage, t.start, t.end) for t in self.tasks)
 
     def __str__(self) -> str:
-        from .timing import MB
-
         return (f"{self.engine} with {self.workers} worker(s): {len(self.bins)} shards, "
                 f"{self.tokens:,} tokens from {self.in_bytes / MB:.1f} MB in "
                 f"{self.seconds:.2f} s ({self.in_bytes / MB / self.seconds:.1f} MB/s)")
@@ -115,13 +124,9 @@ def shard_piece(piece: Piece, index: int, last: bool, *, vocab_path: str, out_di
     Runs anywhere iokit is installed and the paths are visible: it loads the tokenizer once
     per worker process and returns only a small record of what it did.
     """
-    from .shards import write_shard
-    from .tasks import load_tokenizer_once, read_texts
-    from .tokenize import encode_corpus
-
     start = time.time()
-    tok = load_tokenizer_once(vocab_path)
-    texts = read_texts(piece.path, (piece.start, piece.end), text_field)
+    tok = tasks.load_tokenizer_once(vocab_path)
+    texts = tasks.read_texts(piece.path, (piece.start, piece.end), text_field)
     counts = []
 
     def arrays():
@@ -197,7 +202,6 @@ def _dask_map(client, fn, items: list, bar) -> list:
         return client.gather(futures)
     except distributed.KilledWorker as exc:
         client.cancel(futures)
-        from .parallel import WorkerDiedError
 
         raise WorkerDiedError(
             f"dask workers died while running {exc.task!r} (the scheduler retried it on new "
@@ -220,8 +224,6 @@ def _remove_stale_staging(out_dir: Path) -> None:
 
 def _publish(staging: Path, out_dir: Path, n: int) -> list[Path]:
     """Move the finished shards from ``staging`` into ``out_dir``, replacing an older set."""
-    from .shards import VOCAB_FILE, _remove_shards, shard_paths
-
     _remove_shards(out_dir, "shard")
     (out_dir / VOCAB_FILE).unlink(missing_ok=True)
     bins = []
@@ -245,9 +247,6 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     ``dask.distributed.Client``; without it a ``LocalCluster`` of ``workers`` processes is
     started for this run and closed after (its start-up is not in ``seconds``).
     """
-    from .progress import progress_bar
-    from .shards import VOCAB_FILE, _compression, _resolve_dtype
-
     engine = check_choice("engine", engine, ENGINES)
     workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
     workers = 1 if engine == "serial" else workers
@@ -321,8 +320,6 @@ def _star(fn, item):
 
 def _local_map(engine: str, workers: int, fn, items: list, bar) -> tuple[list, float]:
     """Run the tasks on a local pool; return their records and when the (warm) pool began."""
-    from .parallel import WorkerPool
-
     with WorkerPool(workers, engine, preload=("iokit.engines",)) as pool:
         pool.warm(0.0)
         start = time.perf_counter()
@@ -335,8 +332,6 @@ def _local_map(engine: str, workers: int, fn, items: list, bar) -> tuple[list, f
 
 def shard_checksums(folder) -> dict[str, str]:
     """File name → BLAKE2b digest of every shard file and the vocabulary in ``folder``."""
-    import hashlib
-
     out = {}
     for p in sorted(Path(folder).iterdir()):
         if p.is_file() and not p.name.startswith("."):

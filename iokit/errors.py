@@ -29,6 +29,14 @@ class ParameterError(IokitError, ValueError):
     """A setting is out of range or unknown (chunk size, scale, preset, codec, ...)."""
 
 
+class WorkerDiedError(IokitError):
+    """A worker process ended abruptly (killed, out of memory, crashed) while it had work."""
+
+
+class LoaderError(IokitError):
+    """A loader worker failed; the message names the worker and the batch."""
+
+
 def check_positive(name: str, value, *, hint: str = "") -> int:
     """Return ``value`` as an int if it is a whole number > 0, else raise ParameterError."""
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (

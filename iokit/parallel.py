@@ -37,12 +37,14 @@ run is the output of the serial one. At most ``2 × workers`` tasks are in fligh
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -50,15 +52,11 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from itertools import islice
 
-from .errors import IokitError, ParameterError, check_choice, check_positive
+from iokit.errors import ParameterError, WorkerDiedError, check_choice, check_positive
 
 KINDS = ("serial", "threads", "processes")
 START_METHODS = tuple(multiprocessing.get_all_start_methods())
 TASKS_IN_FLIGHT_PER_WORKER = 2
-
-
-class WorkerDiedError(IokitError):
-    """A worker process ended abruptly (killed, out of memory, crashed) while it had work."""
 
 
 def _signal_name(code: int | None) -> str:
@@ -97,15 +95,12 @@ def _run_chunk(fn: Callable, first: int, chunk: list, stop: threading.Event | No
 def _init_worker(preload: tuple[str, ...]) -> None:
     """Worker processes ignore Ctrl-C (the caller handles it) and import what they need once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import importlib
 
     for name in preload:
         importlib.import_module(name)
 
 
 def _pause(seconds: float, _item=None) -> int:
-    import time
-
     time.sleep(seconds)
     return os.getpid()
 
@@ -154,7 +149,6 @@ class WorkerPool:
     terminated) when the block ends. Reusing one pool for several maps pays the start-up cost
     (processes: tens to hundreds of milliseconds) once.
     """
-
     def __init__(self, workers: int = 1, kind: str = "threads", start_method: str | None = None,
                  preload: tuple[str, ...] = ()):
         self.workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")

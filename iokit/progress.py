@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from tqdm.auto import tqdm
+
 
 def progress_enabled() -> bool:
     """Whether progress bars should be shown (``IOKIT_PROGRESS`` is not ``0``)."""
@@ -16,6 +18,4 @@ def progress_enabled() -> bool:
 
 def progress_bar(*, disable: bool = False, **kwargs):
     """A tqdm bar (notebook-aware), disabled when asked or when progress is turned off."""
-    from tqdm.auto import tqdm
-
     return tqdm(disable=disable or not progress_enabled(), **kwargs)

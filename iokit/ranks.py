@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ParameterError, check_positive
+from iokit.errors import ParameterError, check_positive
+from iokit.shards import ShardSet, open_shards
 
 
 @dataclass(frozen=True)
 class Window:
     """One piece a rank reads: tokens ``[start, stop)`` of shard ``shard``."""
-
     shard: int
     start: int
     stop: int
@@ -112,7 +112,6 @@ def rank_windows(shard_tokens: Sequence[int], rank: int, world_size: int, window
 @dataclass
 class RankBalance:
     """Tokens and shards per rank for one epoch, and what the imbalance costs."""
-
     tokens: np.ndarray  # int64, tokens each rank reads
     shards: list[int]  # shards each rank reads
 
@@ -170,10 +169,7 @@ class RankReader:
     tokens: it uses only full-length windows (a shard's shorter last window is left out) and
     drops a last batch with fewer than ``batch_size`` windows.
     """
-
     def __init__(self, shards, rank: int, world_size: int, window: int, *, seed: int = 0):
-        from .shards import ShardSet, open_shards
-
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.window = check_positive("window", window, hint="Use e.g. block_size + 1 = 257.")
         self.seed = _check_count("seed", seed)
@@ -213,7 +209,7 @@ class RankReader:
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(x, y)`` int64 batches of ``batch_size`` windows, ``y`` shifted by one token.
 
-        Like :func:`iokit.pipeline.make_batch`, each row is one window of ``block_size + 1 =
+        Like :func:`iokit.loader.make_batch`, each row is one window of ``block_size + 1 =
         window`` tokens. Skips short tail windows and a last partial batch: use
         :meth:`windows` when every token must be read.
         """

@@ -56,8 +56,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, storage_error, write_bytes_atomic
-from .errors import FormatError, ParameterError, check_positive
+from iokit.atomic import atomic_write, storage_error, write_bytes_atomic
+from iokit.blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockTable, BlockWriter
+from iokit.codecs import get_codec
+from iokit.corpus import iter_documents
+from iokit.errors import FormatError, ParameterError, check_positive
+from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
 VERSION = 1
@@ -110,7 +114,6 @@ def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]
 
 class _OpenShard:
     """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
-
     def __init__(self, out_dir: Path, index: int, prefix: str, codec=None,
                  block_size: int | None = None, dictionary: bytes | None = None):
         self.index = index
@@ -122,8 +125,6 @@ class _OpenShard:
         self.nbytes = 0  # raw token bytes (what max_shard_bytes limits)
         self._blocks = None
         if codec is not None:  # block-compressed: the blocks go to the file through the hash
-            from .blocks import BlockWriter
-
             self._blocks = BlockWriter(_HashingWriter(self._f, self.hash), codec, block_size,
                                        dictionary=dictionary)
 
@@ -156,7 +157,6 @@ class _OpenShard:
 
 class _HashingWriter:
     """A file that also feeds what is written to a hash (the .bin checksum of the stored bytes)."""
-
     def __init__(self, f, hash_):
         self.f, self.hash = f, hash_
 
@@ -270,9 +270,6 @@ def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, voca
 
 def _compression(codec, block_size, dtype: np.dtype, dictionary) -> dict:
     """The writer's block-compression settings, checked before anything is written."""
-    from .blocks import DEFAULT_BLOCK_SIZE
-    from .codecs import get_codec
-
     name = getattr(codec, "name", codec)
     if codec is None or name == "none":
         return {}
@@ -306,9 +303,6 @@ def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text",
                 codec=None, block_size: int | None = None) -> list[Path]:
     """Tokenize ``corpus`` once into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
-    from .corpus import iter_documents
-    from .tokenize import encode_corpus
-
     docs = iter_documents(corpus, text_field=text_field)
     bins = write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
@@ -328,7 +322,6 @@ class RawTokens:
     bytes) needs only ``read(start, stop) -> np.ndarray`` and ``close()``; ``windows(width)`` is
     there only for sources that hold the whole array, and lets sampling gather in one step.
     """
-
     def __init__(self, path: Path, dtype: np.dtype, n_tokens: int):
         self._memmap = None
         if n_tokens:
@@ -365,7 +358,6 @@ class RawTokens:
 @dataclass
 class Shard:
     """One ``.bin`` + ``.idx`` pair, its header checked and its tokens mapped."""
-
     bin_path: Path
     idx_path: Path
     index: int
@@ -491,8 +483,6 @@ def read_index(idx_path, expected_index: int | None = None) -> dict:
 def _read_block_table(idx_path: Path, raw: bytes, at: int, raw_size: int, bin_size: int,
                       dtype: np.dtype):
     """The block table of a version-2 index (after the document offsets), checked."""
-    from .blocks import BlockTable
-
     if len(raw) <= at:
         raise _bad(idx_path, "document count", f"the document offsets need {at:,} bytes and a "
                    f"block table follows them, but the file has {len(raw):,}: the file is "
@@ -515,10 +505,7 @@ class BlockTokens:
     """The tokens of a block-compressed ``.bin``: a read decompresses only the blocks it
     touches (the last block read is kept, so reading in order decompresses each block once).
     """
-
     def __init__(self, path: Path, dtype: np.dtype, n_tokens: int, table, storage=None):
-        from .blocks import BlockReader
-
         self.dtype, self.n_tokens = dtype, n_tokens
         self.reader = BlockReader(path, table, 0, storage=storage)
 
@@ -570,7 +557,6 @@ def open_shard(bin_path, *, verify: bool = False, expected_index: int | None = N
 
 class ShardSet:
     """All shards of a folder, read as one stream of tokens (documents back to back)."""
-
     def __init__(self, shards: list[Shard], folder: Path):
         self.shards = shards
         self.folder = folder
@@ -745,8 +731,6 @@ def check_vocabulary(shard_set: ShardSet, tokenizer) -> None:
     """Raise FormatError unless ``tokenizer`` (or a saved vocabulary path) made these shards."""
     where = ""
     if isinstance(tokenizer, (str, Path)):
-        from .tokenize import load_tokenizer
-
         where = f"{tokenizer}: "
         tokenizer = load_tokenizer(tokenizer)
     first = shard_set.shards[0]

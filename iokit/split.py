@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write, storage_error
-from .errors import CorpusError, ParameterError, check_positive
+from iokit.atomic import atomic_write, storage_error
+from iokit.errors import CorpusError, ParameterError, check_positive
 
 PART_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.jsonl$")
 COPY_BYTES = 1 << 20
@@ -30,7 +30,6 @@ COPY_BYTES = 1 << 20
 @dataclass(frozen=True)
 class Piece:
     """Bytes ``start:end`` of the JSONL file ``path``: whole lines, one task's input."""
-
     path: Path
     start: int
     end: int

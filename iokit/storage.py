@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import mmap
 import os
 import struct
@@ -32,14 +33,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StorageError, check_choice, check_positive
-from .timing import MB
+from iokit.errors import StorageError, check_choice, check_positive
+from iokit.timing import MB
 
 
 @dataclass(frozen=True)
 class StoragePreset:
     """The figures that model one kind of storage (bandwidths in bytes per second)."""
-
     name: str
     latency: float
     stream_bandwidth: float
@@ -91,7 +91,6 @@ def _pread(path: Path, offset: int, size: int) -> bytes:
 
 class LocalDisk:
     """The machine's own disk, read with plain system calls."""
-
     name = "local disk"
     simulated = False
 
@@ -121,7 +120,6 @@ class SimulatedStore:
     Safe to share between threads, and to send to worker processes: the shared link state is a
     small file that every copy opens by name.
     """
-
     simulated = True
 
     def __init__(self, preset: str | StoragePreset = "object-store", state_file=None):
@@ -157,8 +155,6 @@ class SimulatedStore:
 
     def _reserve_link(self, ready: float, nbytes: int) -> float:
         """Book ``nbytes`` on the shared link no earlier than ``ready``; return when done."""
-        import fcntl
-
         # flock excludes other processes only through a file opened by this process (a forked
         # copy shares its parent's), and never other threads using the same one: so one file
         # per process, and a thread lock around it.

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorpusError
-from .tokenize import word_tokenize
+from iokit.errors import CorpusError
+from iokit.tokenize import encode_corpus, load_tokenizer, token_line, word_tokenize
 
 # --------------------------------------------------------------------------- the corpus by offsets
 
@@ -158,8 +158,6 @@ def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _tokenizer(vocab_path: str, stamp: float):
-    from .tokenize import load_tokenizer
-
     return load_tokenizer(vocab_path)
 
 
@@ -174,22 +172,16 @@ def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text
 
     Only the tokenizer's path travels with the task; the worker loads it once.
     """
-    from .tokenize import encode_corpus
-
     tok = load_tokenizer_once(vocab_path)
     return list(encode_corpus(read_texts(path, span, text_field), tok))
 
 
 def encode_texts(vocab_path, texts: list[str]) -> list:
     """The token IDs of each text (for corpora that are folders of ``.txt`` files)."""
-    from .tokenize import encode_corpus
-
     return list(encode_corpus(texts, load_tokenizer_once(vocab_path)))
 
 
 def token_lines_span(path, span: tuple[int, int]) -> bytes:
-    """The documents in ``span`` as the loops of :mod:`iokit.stages` write them: one line of
+    """The documents in ``span`` as :func:`~iokit.tokenize.token_line` writes them: one line of
     space-separated tokens per document, as one ``bytes`` object (cheap to send back)."""
-    from .stages import _tokens_line
-
-    return b"".join(_tokens_line(t, word_tokenize) for t in read_texts(path, span))
+    return b"".join(token_line(t) for t in read_texts(path, span))

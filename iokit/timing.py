@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .errors import check_positive
+from iokit.errors import check_positive
 
 MB = 1e6  # throughput is reported in decimal megabytes per second, as disks are sold
 
@@ -24,7 +24,6 @@ MB = 1e6  # throughput is reported in decimal megabytes per second, as disks are
 @dataclass
 class Timing:
     """Seconds taken by repeated runs of one thing, and the bytes (or items) each run moved."""
-
     seconds: list[float]
     nbytes: int | None = None
     label: str = ""
@@ -109,7 +108,6 @@ def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
 @dataclass(frozen=True)
 class Span:
     """One piece of work: which stage, done by which worker, from when to when (seconds)."""
-
     stage: str
     worker: str
     start: float
@@ -123,7 +121,6 @@ class Span:
 @dataclass
 class Timeline:
     """A thread-safe recorder of spans; times are seconds since the timeline was created."""
-
     spans: list[Span] = field(default_factory=list)
     origin: float = field(default_factory=time.perf_counter)
 

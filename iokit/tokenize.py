@@ -10,7 +10,6 @@ Two tokenizers turn text into IDs, with the same small interface (``encode``, ``
 * :class:`WordTokenizer` — nltk's WordPunct pattern plus a vocabulary of the most frequent
   (lower-cased) words of the corpus, an unknown-word ID and an end-of-document ID, saved as a
   small JSON file. Its round trip is **lossy**, and exactly so::
-
       decode(encode(text)) == normalize(text)
 
   where ``normalize`` lower-cases every token, replaces words outside the vocabulary by
@@ -37,21 +36,25 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from nltk.tokenize import WordPunctTokenizer
 
-from .atomic import write_bytes_atomic
-from .errors import FormatError, ParameterError, check_positive
+from iokit.atomic import write_bytes_atomic
+from iokit.errors import FormatError, ParameterError, check_positive
 
 
 @lru_cache(maxsize=1)
 def _word_punct():
-    from nltk.tokenize import WordPunctTokenizer
-
     return WordPunctTokenizer()
 
 
 def word_tokenize(text: str) -> list[str]:
     """Split ``text`` into words and punctuation runs with nltk (no downloads needed)."""
     return _word_punct().tokenize(text)
+
+
+def token_line(text: str, tokenize=word_tokenize) -> bytes:
+    """One document as the loops of notebook 01 write it: its tokens, space-separated, a newline."""
+    return (" ".join(tokenize(text)) + "\n").encode("utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +88,6 @@ class WordTokenizer:
     ID 0 is ``<unk>`` (any word not in the vocabulary), ID 1 is ``<eod>`` (end of document);
     words follow, most frequent first. Build one with :meth:`train`.
     """
-
     kind = "word"
 
     def __init__(self, words: list[str]):
@@ -195,7 +197,6 @@ class BPETokenizer:
 
     Build one with :meth:`train`; the end-of-document ID is ``<|endoftext|>``'s, as in GPT-2.
     """
-
     kind = "bpe"
 
     def __init__(self, tokenizer):

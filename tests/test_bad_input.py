@@ -22,11 +22,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iokit import atomic, cli, tasks
+from iokit import atomic, tasks
+from iokit.app import cli
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents, resolve_scale
-from iokit.errors import CorpusError, FormatError, IokitError, ParameterError, StorageError
-from iokit.parallel import WorkerDiedError, parallel_map
+from iokit.errors import (
+    CorpusError,
+    FormatError,
+    IokitError,
+    ParameterError,
+    StorageError,
+    WorkerDiedError,
+)
+from iokit.parallel import parallel_map
 from iokit.shards import HEADER, open_shard, open_shards, write_shards
 from iokit.storage import get_preset
 from iokit.tokenize import WordTokenizer, load_tokenizer

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from iokit.cli import main
+from iokit.app.cli import main
 
 
 def test_data_command_makes_the_corpus_once(tmp_path, monkeypatch, capsys):
@@ -43,7 +43,7 @@ def test_tour_prints_the_table(tiny_corpus, capsys):
 
 
 def test_tour_takes_a_folder_of_text_files_or_another_text_field(tmp_path, monkeypatch, capsys):
-    from iokit.cli import _corpus, build_parser
+    from iokit.app.cli import _corpus, build_parser
 
     monkeypatch.setenv("IOKIT_DATA", str(tmp_path / "data"))
     folder = tmp_path / "texts"

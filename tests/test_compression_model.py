@@ -4,21 +4,21 @@ import math
 
 import pytest
 
-from iokit.compression import (
+from iokit.corpus import iter_documents
+from iokit.costs import (
+    CodecProfile,
+    break_even_bandwidth,
+    predict_read_seconds,
+    predict_winner,
+    read_seconds,
+)
+from iokit.lab.compression import (
     block_size_sweep,
     measure_codecs,
     pareto_front,
     profile_codecs,
     stream_seconds,
     write_codec_files,
-)
-from iokit.corpus import iter_documents
-from iokit.model import (
-    CodecProfile,
-    break_even_bandwidth,
-    predict_read_seconds,
-    predict_winner,
-    read_seconds,
 )
 from iokit.storage import SimulatedStore, StoragePreset
 

@@ -214,7 +214,7 @@ def test_a_dask_worker_that_dies_is_a_clear_error():
     import dask  # distributed first: its settings must be loaded before config.set restores
 
     from iokit.engines import _dask_map, close_cluster, start_local_cluster
-    from iokit.parallel import WorkerDiedError
+    from iokit.errors import WorkerDiedError
     from iokit.progress import progress_bar
     from iokit.tasks import die_on
 

@@ -175,7 +175,7 @@ def test_interrupted_parallel_pretokenize_leaves_only_complete_files_and_no_work
         seed, tmp_path, monkeypatch):
     import multiprocessing
 
-    from iokit.parallel_prep import parallel_pretokenize
+    from iokit.preprocess import parallel_pretokenize
 
     corpus = tmp_path / "c.jsonl"
     words = [" ".join(f"w{j % 50}" for j in range(i)) for i in range(200)]

@@ -12,8 +12,8 @@ import pytest
 
 from iokit import tasks
 from iokit.atomic import atomic_write, leftover_temp_files
-from iokit.errors import IokitError, ParameterError
-from iokit.parallel import WorkerDiedError, WorkerPool, chunked, parallel_map
+from iokit.errors import IokitError, ParameterError, WorkerDiedError
+from iokit.parallel import WorkerPool, chunked, parallel_map
 
 
 def jitter(x):

@@ -4,7 +4,7 @@ import pytest
 
 
 def test_threaded_read_model_caps_at_aggregate_bandwidth():
-    from iokit.model import ThreadedReadModel
+    from iokit.costs import ThreadedReadModel
 
     m = ThreadedReadModel(latency=0.02, stream_bandwidth=80e6, aggregate_bandwidth=1e9)
     c = 1 << 20
@@ -19,7 +19,7 @@ def test_threaded_read_model_caps_at_aggregate_bandwidth():
 
 
 def test_threaded_read_model_from_preset():
-    from iokit.model import ThreadedReadModel
+    from iokit.costs import ThreadedReadModel
     from iokit.storage import get_preset
 
     p = get_preset("object-store")
@@ -31,7 +31,7 @@ def test_threaded_read_model_from_preset():
 def test_amdahl_fit_recovers_the_serial_fraction():
     import numpy as np
 
-    from iokit.model import amdahl_speedup, fit_serial_fraction
+    from iokit.costs import amdahl_speedup, fit_serial_fraction
 
     workers = np.array([1, 2, 3, 4, 8, 16])
     for s in (0.0, 0.05, 0.2, 0.6):
@@ -44,7 +44,7 @@ def test_amdahl_fit_recovers_the_serial_fraction():
 
 
 def test_serial_fraction_from_two_timings():
-    from iokit.model import amdahl_speedup, serial_fraction_from_timings
+    from iokit.costs import amdahl_speedup, serial_fraction_from_timings
 
     t1 = 10.0
     tn = t1 / float(amdahl_speedup(4, 0.3))
@@ -53,7 +53,7 @@ def test_serial_fraction_from_two_timings():
 
 
 def test_amdahl_fit_needs_a_parallel_run():
-    from iokit.model import fit_serial_fraction
+    from iokit.costs import fit_serial_fraction
 
     with pytest.raises(ValueError, match="more than one worker"):
         fit_serial_fraction([1, 1], [1.0, 1.0])

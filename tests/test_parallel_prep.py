@@ -10,7 +10,7 @@ shards = pytest.importorskip("iokit.shards")
 from iokit.atomic import leftover_temp_files  # noqa: E402
 from iokit.corpus import iter_documents  # noqa: E402
 from iokit.errors import CorpusError  # noqa: E402
-from iokit.parallel_prep import parallel_pretokenize  # noqa: E402
+from iokit.preprocess import parallel_pretokenize  # noqa: E402
 from iokit.tokenize import WordTokenizer  # noqa: E402
 
 MAX_SHARD = 200_000  # small, so the tiny corpus makes several shards

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from iokit.scaling import corpus_sample  # noqa: E402
-from iokit.widgets import parallel_panel  # noqa: E402
+from iokit.lab.scaling import corpus_sample  # noqa: E402
+from iokit.lab.widgets import parallel_panel  # noqa: E402
 
 
 def test_parallel_panel_plots_speedups_and_fits_amdahl(tiny_corpus):

@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from iokit.costs import PipelineModel
 from iokit.errors import IokitError, ParameterError
-from iokit.model import PipelineModel
-from iokit.pipeline import Loader, LoaderError, ShardBatches, epoch_order, open_loader, train
+from iokit.lab.training import train
+from iokit.loader import Loader, LoaderError, ShardBatches, epoch_order, open_loader
 from iokit.shards import open_shards, write_shards
 
 BATCH, BLOCK = 4, 7

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from iokit import exercises
+from iokit.lab import exercises
 from iokit.shards import write_shards
 
 pytest.importorskip("ipywidgets")
@@ -18,7 +18,7 @@ def shards(tmp_path_factory):
 
 
 def test_pipeline_panel_redraws_when_a_control_changes(shards):
-    from iokit.widgets import pipeline_panel
+    from iokit.lab.widgets import pipeline_panel
 
     panel = pipeline_panel(shards, storage="local", workers=2, prefetch=2, steps=8)
     panel.run()

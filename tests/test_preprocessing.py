@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from iokit import exercises
 from iokit.corpus import iter_documents
-from iokit.epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
-from iokit.model import (
+from iokit.costs import (
     EpochCostModel,
     SamplingCostModel,
     fit_sampling_model,
     shard_bytes,
     token_itemsize,
 )
+from iokit.lab import exercises
+from iokit.lab.epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
 from iokit.shards import open_shards, pretokenize
 from iokit.tokenize import WordTokenizer
 
@@ -97,7 +97,7 @@ def test_exercise_checks(capsys):
 
 def test_sampling_panel_plots_what_it_measured(shards):
     pytest.importorskip("ipywidgets")
-    from iokit.widgets import sampling_panel
+    from iokit.lab.widgets import sampling_panel
 
     _, folder = shards
     model = SamplingCostModel(1e-6, 1e-7, 1e9)
@@ -112,8 +112,8 @@ def test_sampling_panel_plots_what_it_measured(shards):
 
 
 def test_tour_and_bench_stages(small_corpus, tmp_path):
-    from iokit.bench import figure_pretokenized
-    from iokit.tour import Context, stage_pretokenize, stage_raw_epoch, stage_shard_epoch
+    from iokit.app.bench import figure_pretokenized
+    from iokit.app.tour import Context, stage_pretokenize, stage_raw_epoch, stage_shard_epoch
 
     ctx = Context(small_corpus, tmp_path)
     rows = [stage(ctx) for stage in (stage_raw_epoch, stage_pretokenize, stage_shard_epoch)]

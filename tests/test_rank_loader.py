@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from iokit.errors import ParameterError
-from iokit.pipeline import open_loader
+from iokit.loader import open_loader
 from iokit.ranks import RankReader, rank_windows
 from iokit.shards import open_shards, write_shards
 

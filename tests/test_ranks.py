@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iokit import exercises
 from iokit.errors import ParameterError
+from iokit.lab import exercises
 from iokit.ranks import (
     RankReader,
     Window,

@@ -4,20 +4,21 @@ import base64
 
 import pytest
 
-from iokit.cli import main
-from iokit.pipeline import WALK
-from iokit.tour import Context, Row, format_table, report_figures, run_story, write_report
+from iokit.app.cli import main
+from iokit.app.report import report_figures, write_report
+from iokit.app.tour import Context, Row, format_table, run_tour
+from iokit.lab.training import WALK
 
 
 @pytest.fixture(scope="module")
 def story(tiny_corpus, monkeypatch_module):
-    from iokit import tour
+    from iokit.app import tour
 
     # A short tour: pretokenize, then the walk's first and third steps.
     stages = [tour.stage_pretokenize, tour._walk_stage(WALK[0]), tour._walk_stage(WALK[2])]
     monkeypatch_module.setattr(tour, "STAGES", stages)
     monkeypatch_module.setattr(tour, "PIPELINE_STEPS", 12)
-    return run_story(tiny_corpus, storage="object-store", progress=False)
+    return run_tour(tiny_corpus, storage="object-store")
 
 
 @pytest.fixture(scope="module")

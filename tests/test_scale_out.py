@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from iokit.corpus import iter_documents
-from iokit.model import ClusterModel, ShardReadModel, list_schedule
-from iokit.scale_out import piece_sweep, read_by_rank, shards_for, task_stream_timeline, time_engine
+from iokit.costs import ClusterModel, ShardReadModel, list_schedule
+from iokit.lab.scale_out import (
+    piece_sweep,
+    read_by_rank,
+    shards_for,
+    task_stream_timeline,
+    time_engine,
+)
 from iokit.shards import open_shards
 from iokit.split import plan_pieces
 from iokit.storage import SimulatedStore, StoragePreset

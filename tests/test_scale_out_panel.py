@@ -2,16 +2,16 @@
 
 import pytest
 
-from iokit import exercises
 from iokit.corpus import iter_documents
-from iokit.model import ClusterModel
+from iokit.costs import ClusterModel
+from iokit.lab import exercises
 from iokit.tokenize import WordTokenizer
 
 pytest.importorskip("ipywidgets")
 
 
 def test_shard_count_panel_measures_each_count_and_redraws(tiny_corpus, tmp_path):
-    from iokit.widgets import shard_count_panel
+    from iokit.lab.widgets import shard_count_panel
 
     tok = WordTokenizer.train((d.text for d in iter_documents(tiny_corpus)), vocab_size=4096)
     panel = shard_count_panel(tiny_corpus, tok, tmp_path, shard_counts=(1, 3), trainers=2,

@@ -1,6 +1,6 @@
 """Scaling sweeps measure what they say: the bytes and items of every point."""
 
-from iokit.scaling import corpus_sample, read_point, spans_bytes, tokenize_point
+from iokit.lab.scaling import corpus_sample, read_point, spans_bytes, tokenize_point
 from iokit.storage import SimulatedStore
 
 
@@ -27,8 +27,8 @@ def test_read_point_reads_every_request(tiny_corpus):
 def test_parallel_token_file_matches_the_naive_loop(tiny_corpus, tmp_path):
     import hashlib
 
-    from iokit.scaling import parallel_token_file
-    from iokit.stages import chunked_loop
+    from iokit.lab.loops import chunked_loop
+    from iokit.lab.scaling import parallel_token_file
 
     chunked_loop(tiny_corpus, tmp_path / "naive.txt")  # byte-identical to the naive loop
     want = hashlib.sha256((tmp_path / "naive.txt").read_bytes()).hexdigest()

@@ -165,8 +165,8 @@ def test_empty_corpus_compressed(tmp_path):
 
 
 def test_tour_stages_and_bench_figures(tiny_corpus, tmp_path):
-    from iokit.bench import figure_compressed_shards
-    from iokit.tour import Context, stage_compress_shards, stage_compressed_epoch
+    from iokit.app.bench import figure_compressed_shards
+    from iokit.app.tour import Context, stage_compress_shards, stage_compressed_epoch
 
     ctx = Context(tiny_corpus, tmp_path)
     rows = [stage_compress_shards(ctx), stage_compressed_epoch(ctx)]

@@ -1,7 +1,7 @@
 import pytest
 
 from iokit.errors import CorpusError, ParameterError
-from iokit.stages import chunked_loop, naive_loop
+from iokit.lab.loops import chunked_loop, naive_loop
 
 
 def test_naive_and_chunked_loops_write_identical_output(tiny_corpus, tmp_path):

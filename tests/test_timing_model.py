@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from iokit.chunks import chunk_sweep, fit_sweep, powers_of_two
+from iokit.costs import RequestCostModel, fit_request_model
 from iokit.errors import ParameterError
-from iokit.model import RequestCostModel, fit_request_model
+from iokit.lab.chunks import chunk_sweep, fit_sweep, powers_of_two
 from iokit.storage import SimulatedStore, StoragePreset
 from iokit.timing import Timeline, Timing, format_bytes, format_seconds, measure
 

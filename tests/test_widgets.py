@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from iokit.widgets import SWEEP_STORAGES, chunk_sweep_panel  # noqa: E402
+from iokit.lab.widgets import SWEEP_STORAGES, chunk_sweep_panel  # noqa: E402
 
 
 def test_chunk_sweep_panel_replots_when_the_range_changes(tiny_corpus):
@@ -32,8 +32,8 @@ def test_chunk_sweep_panel_on_a_simulated_store(tiny_corpus):
 
 
 def test_break_even_panel_measures_at_the_chosen_bandwidth(tmp_path):
-    from iokit.compression import profile_codecs, write_codec_files
-    from iokit.widgets import break_even_panel
+    from iokit.lab.compression import profile_codecs, write_codec_files
+    from iokit.lab.widgets import break_even_panel
 
     data = b"".join(b"block %d of some compressible text, repeated words. " % (i % 50)
                     for i in range(4000))

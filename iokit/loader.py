@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,15 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IokitError, ParameterError, check_positive
-from .timing import Timeline
+from iokit.blocks import BlockReader
+from iokit.errors import LoaderError, ParameterError, check_positive
+from iokit.ranks import RankReader
+from iokit.shards import open_shards, write_shards
+from iokit.storage import LocalDisk, open_storage
+from iokit.timing import Timeline
 
 STAGES = ("read", "decompress", "batch")
 JOIN_TIMEOUT_S = 10.0
-
-
-class LoaderError(IokitError):
-    """A loader worker failed; the message names the worker and the batch."""
 
 
 # --------------------------------------------------------------------------- batch sources
@@ -66,10 +65,7 @@ class ShardBatches:
     tokens; nothing to do for plain shards). Any object with ``n_batches``,
     ``tokens_per_batch``, ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
     """
-
     def __init__(self, shards, tokens_per_batch: int, storage=None):
-        from .storage import LocalDisk
-
         self.shards = shards
         self.dtype = shards.dtype
         self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
@@ -83,8 +79,6 @@ class ShardBatches:
         self.readers = {}  # shard number -> BlockReader over this storage (compressed shards)
         for i, shard in enumerate(shards.shards):
             if getattr(shard, "blocks", None) is not None:
-                from .blocks import BlockReader
-
                 self.readers[i] = BlockReader(shard.bin_path, shard.blocks, 0,
                                               storage=self.storage)
         codecs = {r.table.codec for r in self.readers.values()}
@@ -152,12 +146,8 @@ class RankBatches:
     :class:`Loader` calls :meth:`set_epoch` before each one (as ``DistributedSampler`` needs
     ``set_epoch`` in PyTorch). Plain (uncompressed) shards only.
     """
-
     def __init__(self, shards, rank: int, world_size: int, *, batch_size: int,
                  block_size: int, storage=None, seed: int = 0):
-        from .ranks import RankReader
-        from .storage import LocalDisk
-
         try:
             if any(s.compressed for s in shards.shards):
                 raise ParameterError(f"reading by rank takes plain shards, but those in "
@@ -206,8 +196,6 @@ def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 2
     Choose ``block_bytes`` equal to a batch's bytes (``batch × (block + 1) × itemsize``) and a
     batch is about one block: one request, one decompression.
     """
-    from .shards import open_shards, write_shards
-
     with open_shards(folder) as raw:
         largest = max(s.n_tokens for s in raw.shards) * raw.dtype.itemsize
         write_shards((raw.document(i) for i in range(len(raw))), out_dir,
@@ -222,7 +210,6 @@ def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 2
 @dataclass
 class Batch:
     """One batch: its place in the epoch's order, which batch of the stream it is, x and y."""
-
     position: int
     index: int
     x: np.ndarray
@@ -250,7 +237,6 @@ class Loader:
     ``for batch in loader`` runs one epoch (``loader.epoch`` counts them). Use it in a ``with``
     block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
     """
-
     def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
                  prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
                  timeline: Timeline | None = None):
@@ -378,7 +364,6 @@ class Loader:
 @dataclass
 class _Shared:
     """What the loop and the workers share, guarded by ``cond``."""
-
     cond: threading.Condition
     next: int = 0  # the next position a worker will take
     asked: int = 0  # positions the loop has asked for (including the one it waits for)
@@ -418,9 +403,6 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     (default: beside the shard folder) with one block per batch unless ``codec_block_bytes``
     says otherwise.
     """
-    from .shards import open_shards
-    from .storage import open_storage
-
     tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
                                                                         block_size) + 1)
     if codec != "none":
@@ -447,209 +429,3 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
     return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
                   prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)
-
-
-# --------------------------------------------------------------------------- the training loop
-
-
-@dataclass
-class TrainRun:
-    """What a simulated training run saw: per step, seconds waiting for data and computing."""
-
-    wait_s: list[float]
-    compute_s: list[float]
-    seconds: float  # wall time of the loop, first request to last step's end
-    timeline: Timeline
-    step_s: float
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        return len(self.compute_s)
-
-    @property
-    def busy_fraction(self) -> float:
-        """Time the accelerator computed / the loop's wall time: 1.0 = never waited for data."""
-        return sum(self.compute_s) / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else 0.0
-
-    def stage_means(self) -> dict[str, float]:
-        """Mean seconds per span of each stage (read, decompress, batch, wait, train)."""
-        sums: dict[str, list[float]] = {}
-        for s in self.timeline.spans:
-            sums.setdefault(s.stage, []).append(s.seconds)
-        return {k: float(np.mean(v)) for k, v in sums.items()}
-
-    def __str__(self) -> str:
-        return (f"{self.steps} steps of {self.step_s * 1e3:.1f} ms in {self.seconds:.2f} s: "
-                f"busy {self.busy_fraction:.0%}, {self.steps_per_s:,.1f} steps/s")
-
-
-def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
-    """Run a simulated training loop: each step takes a batch and computes for ``step_s``.
-
-    The computation is a sleep, standing in for the accelerator (it holds no GIL, as a GPU
-    kernel would not). Per step it records the wait for the batch and the compute time, and
-    puts ``wait`` and ``train`` spans on the loader's timeline (worker ``trainer``).
-    """
-    if not step_s >= 0:
-        raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
-    tl = loader.timeline
-    waits, computes = [], []
-    start = tl.now()
-    it = iter(loader)
-    try:
-        while steps is None or len(computes) < steps:
-            t0 = tl.now()
-            batch = next(it, None)
-            t1 = tl.now()
-            if batch is None:
-                break
-            tl.add("wait", t0, t1, "trainer")
-            _ = batch.x.shape  # the accelerator would copy the batch here
-            time.sleep(step_s)
-            t2 = tl.now()
-            tl.add("train", t1, t2, "trainer")
-            waits.append(t1 - t0)
-            computes.append(t2 - t1)
-    finally:
-        if hasattr(it, "close"):
-            it.close()
-    settings = {"workers": loader.workers, "prefetch": loader.prefetch,
-                "batch_size": loader.batch_size, "block_size": loader.block_size,
-                "codec": getattr(loader.source, "codec", "none")}
-    return TrainRun(waits, computes, tl.now() - start, tl, step_s, settings)
-
-
-def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loader_kwargs
-                 ) -> TrainRun:
-    """Open a loader on ``folder`` (see :func:`open_loader`), train ``steps`` steps, close."""
-    with open_loader(folder, **loader_kwargs) as loader:
-        run = train(loader, step_s, steps)
-    run.settings["storage"] = loader_kwargs.get("storage", "local")
-    return run
-
-
-# --------------------------------------------------------------------------- the walk
-
-
-@dataclass
-class WalkStep:
-    """One technique of the walk from the naive loop to the full pipeline."""
-
-    technique: str
-    removes: str  # the bottleneck it takes away
-    settings: dict
-
-
-WALK = [
-    WalkStep("naive: the loop loads each batch", "(baseline)",
-             {"workers": 0, "prefetch": 0}),
-    WalkStep("+ background worker, prefetch 1",
-             "loading and computing taking turns", {"workers": 1, "prefetch": 1}),
-    WalkStep("+ 8 worker threads, prefetch 8",
-             "storage latency (one request in flight)", {"workers": 8, "prefetch": 8}),
-]
-COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
-                           "bytes over the link (pays only when bandwidth-bound)",
-                           {"workers": 8, "prefetch": 8, "codec": "zstd:3"})
-
-
-@dataclass
-class WalkRow:
-    """A technique, its run, the model's prediction, and its speedup over the naive loop."""
-
-    step: WalkStep
-    run: TrainRun
-    model: object  # PipelineModel
-    speedup: float = 1.0
-
-    @property
-    def predicted_busy(self) -> float:
-        return self.model.busy_fraction(self.run.steps)
-
-
-def calibrate(folder, batches: int = 10, **loader_kwargs):
-    """Seconds per batch of each stage, one batch at a time (no overlap): the model's input."""
-    kwargs = {**loader_kwargs, "workers": 0, "prefetch": 0, "limit": batches}
-    run = run_training(folder, step_s=0.0, steps=batches, **kwargs)
-    means = run.stage_means()
-    return means.get("read", 0.0), means.get("decompress", 0.0), means.get("batch", 0.0)
-
-
-def walk_steps(compressed: bool | None = None) -> list[WalkStep]:
-    """The walk's steps; the compressed one only where block compression is available."""
-    if compressed is None:
-        try:
-            from . import blocks  # noqa: F401
-            compressed = True
-        except ImportError:
-            compressed = False
-    return WALK + ([COMPRESSED_STEP] if compressed else [])
-
-
-def pipeline_walk(folder, *, storage: str = "object-store", step_s: float = 0.005,
-                  steps: int = 40, batch_size: int = 16, block_size: int = 256,
-                  walk: list[WalkStep] | None = None, on_row=None, workdir=None
-                  ) -> list[WalkRow]:
-    """Run every step of the walk on ``storage``; speedups are training steps per second over
-    the first step's. Each row carries the model's prediction from a one-batch-at-a-time
-    calibration of the same source."""
-    import os
-
-    from .model import PipelineModel
-
-    rows: list[WalkRow] = []
-    calibrations: dict = {}
-    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
-              "seed": 0, "limit": steps, "workdir": workdir}
-    for st in walk or walk_steps():
-        kwargs = {**common, **st.settings}
-        codec = kwargs.get("codec", "none")
-        if codec not in calibrations:
-            calibrations[codec] = calibrate(folder, **{**kwargs, "storage": storage})
-        run = run_training(folder, step_s=step_s, steps=steps, **kwargs)
-        model = PipelineModel(*calibrations[codec], step_s, workers=kwargs["workers"],
-                              prefetch=kwargs["prefetch"], cores=os.cpu_count() or 1)
-        row = WalkRow(st, run, model)
-        row.speedup = run.steps_per_s / rows[0].run.steps_per_s if rows else 1.0
-        rows.append(row)
-        if on_row:
-            on_row(row)
-    return rows
-
-
-def format_walk(rows: list[WalkRow]) -> str:
-    """The walk as a plain-text table: technique, busy (model), steps/s, speedup, removes."""
-    lines = [f"{'technique':<44} {'busy':>5} {'model':>6} {'steps/s':>8} {'speedup':>8}  "
-             "bottleneck removed"]
-    for r in rows:
-        lines.append(f"{r.step.technique:<44} {r.run.busy_fraction:>5.0%} "
-                     f"{r.predicted_busy:>6.0%} {r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  "
-                     f"{r.step.removes}")
-    return "\n".join(lines)
-
-
-def prefetch_sweep(folder, depths, *, workers: int = 8, storage: str = "object-store",
-                   step_s: float = 0.005, steps: int = 30, batch_size: int = 16,
-                   block_size: int = 256, stage_s=None) -> list[tuple[int, TrainRun, object]]:
-    """Train at each prefetch depth; return (depth, run, model) per depth. ``stage_s`` (read,
-    decompress, batch seconds per batch) is calibrated here unless given."""
-    import os
-
-    from .model import PipelineModel
-
-    common = {"storage": storage, "batch_size": batch_size, "block_size": block_size,
-              "seed": 0}
-    if stage_s is None:
-        stage_s = calibrate(folder, **common)
-    out = []
-    for d in depths:
-        run = run_training(folder, step_s=step_s, steps=steps, workers=workers, prefetch=d,
-                           limit=steps, **common)
-        out.append((d, run, PipelineModel(*stage_s, step_s, workers=workers, prefetch=d,
-                                          cores=os.cpu_count() or 1)))
-    return out

@@ -10,15 +10,30 @@ one line on stderr and exit with code 2; anything else is a bug and keeps its tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .errors import IokitError, ParameterError
+from iokit.app.bench import run_bench
+from iokit.app.report import write_report
+from iokit.app.tour import format_table, run_tour
+from iokit.corpus import (
+    corpus_path,
+    default_data_dir,
+    ensure_corpus,
+    iter_documents,
+    resolve_scale,
+    standard_corpus,
+)
+from iokit.engines import ENGINES, pretokenize_pieces, require_dask
+from iokit.errors import IokitError, ParameterError, check_choice, check_positive
+from iokit.progress import progress_enabled
+from iokit.split import plan_pieces
+from iokit.storage import open_storage
+from iokit.tokenize import WordTokenizer
 
 
 def _corpus(args) -> Path:
-    from .corpus import ensure_corpus, standard_corpus
-
     if args.corpus:
         path = standard_corpus(args.corpus, text_field=args.text_field)
         if path != Path(args.corpus):
@@ -28,8 +43,6 @@ def _corpus(args) -> Path:
 
 
 def cmd_data(args) -> int:
-    from .corpus import corpus_path, ensure_corpus, resolve_scale
-
     existed = corpus_path(args.scale).is_file()
     path = ensure_corpus(args.scale)
     size = path.stat().st_size
@@ -39,37 +52,22 @@ def cmd_data(args) -> int:
 
 
 def cmd_tour(args) -> int:
-    from .storage import open_storage
-    from .tour import format_table, run_tour
-
     open_storage(args.storage)  # check the preset name before any work
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB), storage: {args.storage}")
-    from .progress import progress_enabled
 
     if progress_enabled():  # progress bars while the stages run
-        from .tour import run_story
-
-        rows, _ = run_story(corpus, storage=args.storage)
+        rows, _ = run_tour(corpus, storage=args.storage, progress=True)
     else:
-        rows = run_tour(corpus, storage=args.storage,
-                        on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)",
-                                               flush=True))
+        rows, _ = run_tour(corpus, storage=args.storage,
+                           on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)",
+                                                  flush=True))
     print()
     print(format_table(rows))
     return 0
 
 
 def cmd_shards(args) -> int:
-    import os
-
-    from .corpus import default_data_dir, iter_documents
-    from .engines import ENGINES, pretokenize_pieces
-    from .errors import check_choice, check_positive
-    from .progress import progress_enabled
-    from .split import plan_pieces
-    from .tokenize import WordTokenizer
-
     check_choice("engine", args.engine, ENGINES)  # settings fail before any work
     check_positive("parts", args.parts, hint="It is the number of pieces; use e.g. 8.")
     folder = Path(args.corpus) if args.corpus else None
@@ -85,7 +83,6 @@ def cmd_shards(args) -> int:
         if args.engine != "dask":
             raise ParameterError("--scheduler is the address of a dask scheduler; use it with "
                                  "--engine dask.")
-        from .engines import require_dask
 
         client = require_dask().Client(args.scheduler, timeout="10s")
     try:
@@ -107,8 +104,6 @@ def cmd_shards(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
-
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB)")
     figures = run_bench(corpus)
@@ -120,14 +115,11 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .storage import open_storage
-    from .tour import format_table, run_story, write_report
-
     open_storage(args.storage)
     corpus = _corpus(args)
     size = corpus.stat().st_size / 1e6
     print(f"corpus: {corpus} ({size:,.1f} MB), storage: {args.storage}")
-    rows, extra = run_story(corpus, storage=args.storage)
+    rows, extra = run_tour(corpus, storage=args.storage, progress=progress_enabled())
     print(format_table(rows))
     path = write_report(rows, extra, args.out, about=f"corpus {corpus.name} ({size:,.1f} MB), "
                         f"storage {args.storage}")

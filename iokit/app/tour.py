@@ -7,19 +7,33 @@ their stage there. The first stage is the baseline every speedup is measured aga
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .stages import chunked_loop, naive_loop
-from .timing import MB
+from iokit.blocks import DEFAULT_BLOCK_SIZE
+from iokit.corpus import iter_documents
+from iokit.costs import EpochCostModel, ThreadedReadModel
+from iokit.engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
+from iokit.lab.epochs import raw_epoch, shard_epoch
+from iokit.lab.loops import chunked_loop, naive_loop
+from iokit.lab.scaling import parallel_token_file, read_point
+from iokit.lab.training import pipeline_walk, walk_steps
+from iokit.preprocess import parallel_pretokenize
+from iokit.progress import progress_bar
+from iokit.shards import open_shards, pretokenize, write_shards
+from iokit.split import document_ends, plan_pieces
+from iokit.storage import SimulatedStore
+from iokit.timing import MB, measure
+from iokit.tokenize import WordTokenizer
 
 
 @dataclass
 class Context:
     """What every stage gets: the corpus, a scratch folder, and the storage preset."""
-
     corpus: Path
     workdir: Path
     storage: str = "local"
@@ -29,7 +43,6 @@ class Context:
 @dataclass
 class Row:
     """One line of the tour's table."""
-
     stage: str
     seconds: float
     amount: float  # bytes of corpus text (or tokens, with unit "tok/s") handled
@@ -61,20 +74,6 @@ def stage_chunked(ctx: Context) -> Row:
 STAGES: list[Callable[[Context], Row]] = [stage_naive, stage_chunked]
 
 
-def run_tour(corpus, storage: str = "local", workdir=None, stages=None,
-             on_row: Callable[[Row], None] | None = None) -> list[Row]:
-    """Run every stage on ``corpus`` and return the rows (``on_row`` sees each as it ends)."""
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="iokit-tour-") as tmp:
-        ctx = Context(Path(corpus), Path(workdir or tmp), storage)
-        for stage in stages or STAGES:
-            row = stage(ctx)
-            rows.append(row)
-            if on_row:
-                on_row(row)
-    return rows
-
-
 def format_table(rows: list[Row]) -> str:
     """The rows as a plain-text table with speedups over the first row."""
     base = rows[0].seconds if rows else 1.0
@@ -91,17 +90,12 @@ def format_table(rows: list[Row]) -> str:
 def _word_tokenizer(ctx: Context):
     """The word-level tokenizer trained on the corpus, made once per tour."""
     if "word_tokenizer" not in ctx.extra:
-        from .corpus import iter_documents
-        from .tokenize import WordTokenizer
-
         ctx.extra["word_tokenizer"] = WordTokenizer.train(d.text for d in
                                                           iter_documents(ctx.corpus))
     return ctx.extra["word_tokenizer"]
 
 
 def stage_raw_epoch(ctx: Context) -> Row:
-    from .epochs import raw_epoch
-
     r = raw_epoch(ctx.corpus, _word_tokenizer(ctx))
     ctx.extra["raw_epoch_s"] = r.seconds
     return Row("epoch from text (read + tokenize to IDs)", r.seconds, r.text_bytes,
@@ -109,10 +103,6 @@ def stage_raw_epoch(ctx: Context) -> Row:
 
 
 def stage_pretokenize(ctx: Context) -> Row:
-    import time
-
-    from .shards import open_shards, pretokenize
-
     start = time.perf_counter()
     tok = _word_tokenizer(ctx)  # built already if the text epoch ran; part of the cost if not
     folder = ctx.workdir / "shards-word"
@@ -128,9 +118,6 @@ def stage_pretokenize(ctx: Context) -> Row:
 
 
 def stage_shard_epoch(ctx: Context) -> Row:
-    from .epochs import shard_epoch
-    from .model import EpochCostModel
-
     if "shards" not in ctx.extra:
         stage_pretokenize(ctx)
     shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)  # warm-up: first-use costs
@@ -151,11 +138,6 @@ STAGES.extend([stage_raw_epoch, stage_pretokenize, stage_shard_epoch])
 
 def stage_compress_shards(ctx: Context) -> Row:
     """Rewrite the pretokenized shards block-compressed with zstd:3 (256 KiB blocks)."""
-    import time
-
-    from .blocks import DEFAULT_BLOCK_SIZE
-    from .shards import open_shards, write_shards
-
     if "shards" not in ctx.extra:
         stage_pretokenize(ctx)
     folder = ctx.workdir / "shards-word-zstd3"
@@ -174,9 +156,6 @@ def stage_compress_shards(ctx: Context) -> Row:
 
 def stage_compressed_epoch(ctx: Context) -> Row:
     """An epoch (every token in order) from the block-compressed shards."""
-    from .epochs import shard_epoch
-    from .timing import measure
-
     if "compressed_shards" not in ctx.extra:
         stage_compress_shards(ctx)
     folder = ctx.extra["compressed_shards"]
@@ -196,11 +175,6 @@ STAGES.extend([stage_compress_shards, stage_compressed_epoch])
 
 
 def stage_parallel_tokenize(ctx: Context) -> Row:
-    import os
-    import time
-
-    from .scaling import parallel_token_file
-
     workers = os.cpu_count() or 1
     out = ctx.workdir / "tokens-parallel.txt"
     start = time.perf_counter()
@@ -215,10 +189,6 @@ def stage_parallel_tokenize(ctx: Context) -> Row:
 
 
 def stage_threaded_reads(ctx: Context) -> Row:
-    from .model import ThreadedReadModel
-    from .scaling import read_point
-    from .storage import SimulatedStore
-
     threads, request = 16, 1 << 20
     store = SimulatedStore("object-store")
     p = read_point(store, ctx.corpus, threads, request, 8 * threads, repeat=1)
@@ -231,12 +201,6 @@ def stage_threaded_reads(ctx: Context) -> Row:
 
 
 def stage_parallel_pretokenize(ctx: Context) -> Row:
-    import os
-    import time
-
-    from .engines import shard_checksums
-    from .parallel_prep import parallel_pretokenize
-
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
     folder = ctx.workdir / "shards-word-parallel"
@@ -260,12 +224,6 @@ STAGES.append(stage_parallel_pretokenize)
 
 
 def stage_dask_pretokenize(ctx: Context) -> Row:
-    import os
-    import time
-
-    from .engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
-    from .split import document_ends, plan_pieces
-
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
     pieces = plan_pieces(ctx.corpus, min(4 * workers, len(document_ends(ctx.corpus))))
@@ -310,8 +268,6 @@ def _pipeline_storage(ctx: Context) -> str:
 
 def _walk_stage(step, number: int = 0):
     def stage(ctx: Context) -> Row:
-        from .pipeline import pipeline_walk
-
         if "shards" not in ctx.extra:
             stage_pretokenize(ctx)
         storage = _pipeline_storage(ctx)
@@ -333,24 +289,24 @@ def _walk_stage(step, number: int = 0):
 
 
 def _pipeline_stages():
-    from .pipeline import walk_steps
-
     return [_walk_stage(step, i) for i, step in enumerate(walk_steps())]
 
 
 STAGES.extend(_pipeline_stages())
 
 
-def run_story(corpus, storage: str = "local", progress: bool = True, on_row=None):
-    """Run the whole tour with a progress bar; return (rows, what the stages left behind)."""
-    from .progress import progress_bar
-
+def run_tour(corpus, storage: str = "local", *, stages=None, workdir=None,
+             progress: bool = False, on_row: Callable[[Row], None] | None = None
+             ) -> tuple[list[Row], dict]:
+    """Run every stage (or ``stages``) on ``corpus``, with a progress bar if ``progress``;
+    return the rows and what the stages left behind (``on_row`` sees each row as it ends)."""
     extra: dict = {}
     rows = []
-    with progress_bar(total=len(STAGES), desc="tour", unit="stage", disable=not progress) as bar:
+    stages = stages or STAGES
+    with progress_bar(total=len(stages), desc="tour", unit="stage", disable=not progress) as bar:
         with tempfile.TemporaryDirectory(prefix="iokit-tour-") as tmp:
-            ctx = Context(Path(corpus), Path(tmp), storage, extra)
-            for stage in STAGES:
+            ctx = Context(Path(corpus), Path(workdir or tmp), storage, extra)
+            for stage in stages:
                 bar.set_postfix_str(stage.__name__.removeprefix("stage_"))
                 row = stage(ctx)
                 rows.append(row)
@@ -358,102 +314,3 @@ def run_story(corpus, storage: str = "local", progress: bool = True, on_row=None
                 if on_row:
                     on_row(row)
     return rows, extra
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
-    """The report's figures as PNG bytes, by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .plots import busy_predicted_vs_measured, timelines_side_by_side
-
-    figs = {}
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(rows)), layout="constrained")
-    base = rows[0].seconds
-    ax.barh([r.stage for r in rows], [r.speedup or base / r.seconds for r in rows],
-            color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the naive "
-                  "loader")
-    ax.set_title("Every stage of the tour")
-    figs["stages.png"] = _png(fig)
-    plt.close(fig)
-    walk = extra.get("walk") or []
-    if walk:
-        fig = timelines_side_by_side({walk[0].step.technique: walk[0].run,
-                                      walk[-1].step.technique: walk[-1].run})
-        figs["timeline.png"] = _png(fig)
-        plt.close(fig)
-        ax = busy_predicted_vs_measured([w.step.technique for w in walk],
-                                        [w.predicted_busy for w in walk],
-                                        [w.run.busy_fraction for w in walk])
-        figs["busy.png"] = _png(ax.figure)
-        plt.close(ax.figure)
-    return figs
-
-
-def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit report",
-                 about: str = "") -> Path:
-    """Write ``report.html`` (figures embedded) and the figures as PNG files beside it, each
-    file atomically; return the HTML's path."""
-    import base64
-    import html
-
-    from .atomic import atomic_write, storage_error, write_bytes_atomic
-    from .machine import describe_machine
-
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out, "create the report folder") from None
-    figs = report_figures(rows, extra)
-    for name, data in figs.items():
-        write_bytes_atomic(out / name, data)
-    m = describe_machine()
-    base = rows[0].seconds if rows else 1.0
-    e = html.escape
-    table = "".join(
-        f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f} s</td><td>{r.rate:,.1f} {e(r.unit)}</td>"
-        f"<td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td></tr>" for r in rows)
-    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-    images = "".join(
-        f'<figure><img alt="{e(n)}" src="data:image/png;base64,'
-        f'{base64.b64encode(d).decode()}"><figcaption>{e(n)}</figcaption></figure>'
-        for n, d in figs.items())
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
-td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right}}img{{max-width:100%}}</style>
-</head><body>
-<h1>{e(title)}</h1>
-<p>{e(about)}</p>
-<h2>Machine</h2>
-<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores;
-cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
-<h2>Every stage, from the naive loop to the full pipeline</h2>
-<table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>
-{table}</table>
-<h2>Figures</h2>
-{images}
-</body></html>
-"""
-    path = out / "report.html"
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path

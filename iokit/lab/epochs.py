@@ -11,22 +11,23 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .corpus import iter_documents
-from .shards import ShardSet, open_shards
-from .storage import drop_cache, resident_fraction
-from .timing import MB, Timeline, Timing, measure
+from iokit.corpus import iter_documents
+from iokit.costs import EpochCostModel, token_itemsize
+from iokit.shards import ShardSet, open_shards
+from iokit.storage import drop_cache, resident_fraction
+from iokit.timing import MB, Timeline, Timing, measure
 
 
 @dataclass
 class EpochResult:
     """One pass over the corpus: text bytes it stands for, tokens delivered, seconds by stage."""
-
     name: str
     text_bytes: int
     tokens: int
@@ -85,7 +86,6 @@ def shard_epoch(shards, text_bytes: int, chunk_tokens: int = 1 << 20) -> EpochRe
 @dataclass
 class SamplingResult:
     """Random-window sampling: batches timed, tokens and stored bytes per batch, warm or cold."""
-
     batch_size: int
     block_size: int
     batches: int
@@ -172,7 +172,7 @@ def copy_rate(nbytes: int, repeat: int = 7, number: int = 50) -> Timing:
 
 
 def predict_epochs(corpus, tokenizer, sample_docs: int = 50):
-    """Predict R, S and P of :class:`~iokit.model.EpochCostModel` from small measurements.
+    """Predict R, S and P of :class:`~iokit.costs.EpochCostModel` from small measurements.
 
     Times the tokenizer on the first ``sample_docs`` documents (text bytes per second, tokens
     per byte) and a numpy copy (memory bandwidth), then scales to the whole corpus:
@@ -180,10 +180,6 @@ def predict_epochs(corpus, tokenizer, sample_docs: int = 50):
     P = R + stored bytes / memory bandwidth (writing into the page cache). Returns
     ``(model, facts)`` where ``facts`` holds the measured rates.
     """
-    import itertools
-
-    from .model import EpochCostModel, token_itemsize
-
     texts = [d.text for d in itertools.islice(iter_documents(corpus), sample_docs)]
     sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
     sample_tokens = sum(len(tokenizer.encode(t)) + 1 for t in texts)

@@ -1,7 +1,7 @@
 """Measuring codecs: ratio and speed, block size against ratio, and reads from slow storage.
 
 The functions notebook 03 and ``iokit bench`` time. Each takes the bytes (or files) to work on
-and returns plain dataclasses; plotting lives in :mod:`iokit.plots`.
+and returns plain dataclasses; plotting lives in :mod:`iokit.lab.plots`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockWriter, write_blocks
-from .codecs import get_codec, train_dictionary
-from .model import CodecProfile
-from .timing import MB, Timing, measure
+import numpy as np
+
+from iokit.blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockWriter, write_blocks
+from iokit.codecs import get_codec, train_dictionary
+from iokit.corpus import iter_documents
+from iokit.costs import CodecProfile, predict_read_seconds
+from iokit.shards import choose_dtype
+from iokit.storage import SimulatedStore
+from iokit.timing import MB, Timing, measure
+from iokit.tokenize import WordTokenizer, encode_corpus
 
 
 @dataclass
 class CodecResult:
     """One codec on one piece of data: sizes and timings of compress and decompress."""
-
     name: str
     raw_bytes: int
     stored_bytes: int
@@ -94,7 +99,6 @@ def pareto_front(results, speed: str = "decompress_mb_s") -> list:
 @dataclass(frozen=True)
 class BlockSizePoint:
     """Ratio of one codec at one block size (dictionary bytes not counted)."""
-
     codec: str
     block_size: int
     raw_bytes: int
@@ -189,8 +193,6 @@ def corpus_text(corpus, limit: int | None = None, *, skip: int = 0) -> bytes:
 
     This is the "raw text" a compressor sees (the JSONL wrapping left out).
     """
-    from .corpus import iter_documents
-
     out = bytearray()
     want = None if limit is None else skip + limit
     for doc in iter_documents(corpus):
@@ -206,7 +208,6 @@ def corpus_text(corpus, limit: int | None = None, *, skip: int = 0) -> bytes:
 @dataclass(frozen=True)
 class ReadComparison:
     """Predicted and measured seconds per codec for one storage, and each side's winner."""
-
     storage: str
     bandwidth: float
     latency: float
@@ -237,9 +238,6 @@ def compare_reads(paths: dict, profiles, preset, *, repeat: int = 1,
 
     One request per block, so the prediction adds ``blocks × latency`` to the break-even model.
     """
-    from .model import predict_read_seconds
-    from .storage import SimulatedStore
-
     store = SimulatedStore(preset)
     p = store.preset
     bandwidth = min(p.stream_bandwidth, p.aggregate_bandwidth)
@@ -267,11 +265,6 @@ def token_bytes(corpus, text: bytes, *, vocab_size: int = 32_768,
     The vocabulary is trained, as notebook 02 trains it, on the corpus (its first
     ``train_bytes`` of text, so large corpora stay quick).
     """
-    import numpy as np
-
-    from .shards import choose_dtype
-    from .tokenize import WordTokenizer, encode_corpus
-
     train = corpus_text(corpus, train_bytes).decode("utf-8").splitlines()
     tok = WordTokenizer.train(train, vocab_size)
     docs = text.decode("utf-8", errors="ignore").splitlines()

@@ -15,22 +15,21 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from . import tasks
-from .atomic import storage_error
-from .parallel import WorkerPool, chunked
+from iokit import tasks
+from iokit.atomic import storage_error
+from iokit.corpus import iter_documents
+from iokit.parallel import WorkerPool, chunked
+from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
 
 
 def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int,
              text_field: str) -> Iterator:
     if corpus.is_dir():  # a folder of .txt files: the texts travel, a few per task
-        from .corpus import iter_documents
-
         texts = (d.text for d in iter_documents(corpus))
         fn = partial(tasks.encode_texts, str(vocab_path))
         for arrays in pool.imap(fn, chunked(texts, chunk_size)):
             yield from arrays
         return
-    from .corpus import iter_documents
 
     next(iter(iter_documents(corpus, text_field=text_field)))  # a clear error on bad input
     spans = tasks.document_spans(corpus)
@@ -47,8 +46,6 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
 
     ``chunk_size`` is documents per task. Returns the ``.bin`` paths.
     """
-    from .shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
-
     corpus, out_dir = Path(corpus), Path(out_dir)
     created = not out_dir.exists()
     try:

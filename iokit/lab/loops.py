@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write
-from .corpus import iter_documents
-from .errors import CorpusError, check_positive
-from .timing import MB, Timeline
-from .tokenize import word_tokenize
+from iokit.atomic import atomic_write
+from iokit.corpus import iter_documents
+from iokit.errors import CorpusError, check_positive
+from iokit.timing import MB, Timeline, measure
+from iokit.tokenize import token_line, word_tokenize
 
 
 @dataclass
 class LoopResult:
     """What one loop did: bytes in and out, documents, tokens, and seconds per stage."""
-
     name: str
     bytes_in: int
     bytes_out: int
@@ -57,10 +56,6 @@ def _text_of(line: bytes, path: Path, lineno: int) -> str:
             from None
 
 
-def _tokens_line(text: str, tokenize: Callable[[str], list[str]]) -> bytes:
-    return (" ".join(tokenize(text)) + "\n").encode("utf-8")
-
-
 def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None = None
                ) -> LoopResult:
     """Read one document at a time from an unbuffered file, tokenize it, write it at once.
@@ -82,7 +77,7 @@ def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None
             bytes_in += len(line)
             with tl.span("process"):
                 text = _text_of(line, corpus, docs)
-                out = _tokens_line(text, tokenize)
+                out = token_line(text, tokenize)
                 tokens += out.count(b" ") + 1
             with tl.span("write"):
                 dst.write(out)  # unbuffered: one write() system call per document
@@ -117,7 +112,7 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
                 for line in lines:
                     docs += 1
                     bytes_in += len(line) + 1
-                    out = _tokens_line(_text_of(line, corpus, docs), tokenize)
+                    out = token_line(_text_of(line, corpus, docs), tokenize)
                     tokens += out.count(b" ") + 1
                     batch.append(out)
                     batch_bytes += len(out)
@@ -138,7 +133,6 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
 @dataclass
 class LoopPrediction:
     """Predicted seconds per stage, from small measurements of each cost."""
-
     per_read_call: float  # seconds for one read() system call of 1 byte
     tokenize_bytes_per_s: float
     per_write_call: float  # seconds for one small write() system call
@@ -154,7 +148,6 @@ def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 256_
     """Predict a loop's stage times before running it (``chunk_size=None``: the naive loop).
 
     The model::
-
         read    = read calls × per-call cost   (naive: one call per byte, plus one at the end)
         process = corpus bytes / tokenizer speed
         write   = write calls × per-call cost  (naive: one per document)
@@ -163,10 +156,6 @@ def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 256_
     (20,001 one-byte read calls, as in the naive loop), tokenizing the corpus's first
     ``sample_bytes``, and 2,000 small unbuffered writes.
     """
-    import tempfile
-
-    from .timing import measure
-
     corpus = Path(corpus)
     size = corpus.stat().st_size
     n = 20_000

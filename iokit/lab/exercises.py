@@ -9,6 +9,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
+from iokit.costs import (
+    RequestCostModel,
+    ThreadedReadModel,
+    break_even_bandwidth,
+    read_seconds,
+    serial_fraction_from_timings,
+    shard_bytes,
+    token_itemsize,
+)
+from iokit.ranks import rank_balance
+from iokit.storage import get_preset
+
 
 def _report(ok: bool, hint: str) -> bool:
     print("✓ correct" if ok else f"✗ not quite: {hint}")
@@ -44,9 +58,6 @@ def knee_chunk(answer, model) -> bool:
 def object_store_seconds(answer) -> bool:
     """01-3: seconds to read 1 GB (10**9 bytes) from the object-store preset in 64 KiB requests,
     one request at a time."""
-    from .model import RequestCostModel
-    from .storage import get_preset
-
     p = get_preset("object-store")
     expected = RequestCostModel(p.latency, p.stream_bandwidth).seconds(1e9, 64 * 1024)
     return _report(close(answer, expected, 0.02),
@@ -77,10 +88,6 @@ def top_words_share(answer, stats, n: int = 100) -> bool:
 
 def token_dtype(answer, vocab_size: int) -> bool:
     """02-1: the numpy dtype to store IDs of a ``vocab_size`` vocabulary ('uint16'/'uint32')."""
-    import numpy as np
-
-    from .model import token_itemsize
-
     expected = "uint16" if token_itemsize(vocab_size) == 2 else "uint32"
     try:
         given = np.dtype(answer).name
@@ -93,8 +100,6 @@ def token_dtype(answer, vocab_size: int) -> bool:
 
 def corpus_disk_bytes(answer, n_tokens: int, vocab_size: int) -> bool:
     """02-2: bytes on disk of ``n_tokens`` stored IDs of a ``vocab_size`` vocabulary."""
-    from .model import shard_bytes
-
     return _report(close(answer, shard_bytes(n_tokens, vocab_size), 0.001),
                    "tokens × bytes per token (2 for uint16, 4 for uint32); the .idx adds only "
                    "8 bytes per document.")
@@ -127,8 +132,6 @@ def one_token_at_a_time(answer) -> bool:
 def zstd_break_even(answer, profile) -> bool:
     """03-1: below what storage bandwidth (MB/s) does this codec read faster than no codec,
     with decompression after each read (not overlapped)?"""
-    from .model import break_even_bandwidth
-
     expected = break_even_bandwidth(profile.ratio, profile.decode_bps) / 1e6
     return _report(close(answer, expected, 0.05),
                    "set S/B = S/(r·B) + S/D and solve for B: B = D·(1 − 1/r), with D in MB/s "
@@ -146,8 +149,6 @@ def overlapped_read_seconds(answer) -> bool:
 def in_memory_speedup(answer, profile, memory_bps: float = 10e9) -> bool:
     """03-3: data already in memory (read at ``memory_bps``): the speedup (plain time /
     compressed time, serial model) that this codec gives."""
-    from .model import read_seconds
-
     s = 1e9
     expected = read_seconds(s, memory_bps) / read_seconds(s, memory_bps, profile.ratio,
                                                           profile.decode_bps)
@@ -174,8 +175,6 @@ def smallest_good_block(answer, points, whole_ratio: float, within: float = 0.9,
 def best_read_workers(answer, latency: float, stream_bandwidth: float,
                       aggregate_bandwidth: float, request_bytes: float) -> bool:
     """04-1: the fewest threads whose reads together reach the aggregate bandwidth."""
-    from .model import ThreadedReadModel
-
     expected = ThreadedReadModel(latency, stream_bandwidth, aggregate_bandwidth) \
         .best_workers(request_bytes)
     return _report(answer == expected,
@@ -185,8 +184,6 @@ def best_read_workers(answer, latency: float, stream_bandwidth: float,
 
 def serial_fraction(answer, t1: float, tn: float, n: int) -> bool:
     """04-2: the serial fraction implied by ``t1`` seconds on 1 worker and ``tn`` on ``n``."""
-    from .model import serial_fraction_from_timings
-
     return _report(close(answer, serial_fraction_from_timings(t1, tn, n), 0.02),
                    "Amdahl: tn / t1 = s + (1 - s) / n; solve for s.")
 
@@ -210,8 +207,6 @@ def naive_busy(answer, load_s: float, step_s: float) -> bool:
 
 def min_prefetch(answer, load_s: float, step_s: float) -> bool:
     """05-2: the smallest prefetch depth (with enough workers) that keeps the loop busy."""
-    import math
-
     expected = max(1, math.ceil(load_s / step_s))
     return _report(answer == expected,
                    "by Little's law, batches in flight = rate × time in the system: the loop "
@@ -250,8 +245,6 @@ def idle_fraction(answer, shard_tokens, world_size: int, *, epoch: int = 0,
     """06: ``world_size`` trainers step in lockstep over shards of ``shard_tokens`` tokens,
     dealt out round-robin (:mod:`iokit.ranks`): what fraction of trainer time is idle at the
     end of the epoch?"""
-    from .ranks import rank_balance
-
     expected = rank_balance(shard_tokens, world_size, epoch=epoch, seed=seed).idle_fraction
     try:
         ok = math.isclose(float(answer), expected, rel_tol=0.02, abs_tol=1e-3)

@@ -12,18 +12,19 @@ overhead-bound, large ones bandwidth-bound, and the knee sits at ``c = overhead 
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .timing import MB, format_bytes, format_seconds
+from iokit.storage import get_preset
+from iokit.timing import MB, format_bytes, format_seconds
 
 
 @dataclass(frozen=True)
 class RequestCostModel:
     """time = calls × overhead_s + bytes / bandwidth (bandwidth in bytes per second)."""
-
     overhead_s: float
     bandwidth: float
 
@@ -91,7 +92,6 @@ def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:
 @dataclass(frozen=True)
 class EpochCostModel:
     """Cumulative seconds of k epochs on the fly (k × R) or from shards (P + k × S)."""
-
     preprocess_s: float  # P: tokenize once and write the shards
     raw_epoch_s: float  # R: one epoch from text
     shard_epoch_s: float  # S: one epoch from shards
@@ -137,7 +137,6 @@ class SamplingCostModel:
     A batch call pays a fixed overhead (drawing random starts, Python), every window a small one
     (finding its shard, one gather), and every byte its copy and widening to int64.
     """
-
     call_s: float
     window_s: float
     bandwidth: float  # stored bytes per second
@@ -191,7 +190,6 @@ class CodecProfile:
     ``ratio`` is raw bytes per stored byte; ``decode_bps`` is raw bytes per second the reader
     turns stored bytes back into data (checksum + decompression; for ``none``, checksum + copy).
     """
-
     name: str
     ratio: float
     decode_bps: float
@@ -204,7 +202,6 @@ def read_seconds(nbytes: float, bandwidth: float, ratio: float = 1.0,
 
     The transfer moves ``nbytes / ratio`` stored bytes at ``bandwidth`` (plus ``requests`` ×
     ``latency``); decoding takes ``nbytes / decode_bps``. Serially the two add up::
-
         S / (r·B) + S / D
 
     and when the next block is fetched while the current one decompresses, the slower one
@@ -254,10 +251,8 @@ class ThreadedReadModel:
     One stream moves ``c / (latency + c / stream_bandwidth)`` bytes per second; n streams
     overlap their waits, so together they move n times that, until the shared link's
     ``aggregate_bandwidth`` caps them::
-
         throughput(n, c) = min(n × c / (latency + c / stream_bandwidth), aggregate_bandwidth)
     """
-
     latency: float
     stream_bandwidth: float
     aggregate_bandwidth: float
@@ -265,8 +260,6 @@ class ThreadedReadModel:
     @classmethod
     def from_preset(cls, preset) -> ThreadedReadModel:
         """The model of a storage preset (a name such as ``"object-store"`` or a preset)."""
-        from .storage import get_preset
-
         p = get_preset(preset) if isinstance(preset, str) else preset
         return cls(p.latency, p.stream_bandwidth, p.aggregate_bandwidth)
 
@@ -345,7 +338,6 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 @dataclass(frozen=True)
 class PipelineModel:
     """Predicted busy fraction of a training loop fed by a pipelined loader."""
-
     read_s: float  # seconds per batch, one worker (mostly waiting on storage)
     decompress_s: float  # CPU seconds per batch
     batch_s: float  # CPU seconds per batch
@@ -421,8 +413,6 @@ def list_schedule(task_seconds, slots: int, overhead_s: float = 0.0) -> float:
     """Seconds until the last task ends when tasks are handed out in order, each to the first
     of ``slots`` workers to come free (as dask's scheduler and a process pool do), and every
     task also pays ``overhead_s`` (scheduling, sending, starting)."""
-    import heapq
-
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
     free = [0.0] * min(slots, max(len(task_seconds), 1))
@@ -437,14 +427,12 @@ class ClusterModel:
 
     Each piece costs its bytes at the measured single-worker rate plus a fixed per-task
     overhead; pieces go to slots in order (:func:`list_schedule`); the run adds a start-up::
-
         T = startup + makespan(bytes_i / rate + overhead, slots)
 
     With ``n`` equal pieces of a corpus of ``B`` bytes that is ``startup + ceil(n / slots) ×
     (B / n / rate + overhead)``: too few pieces leave slots idle (``n < slots``, or a last
     wave only partly full), too many pay the overhead ``n / slots`` times.
     """
-
     bytes_per_s: float  # one worker's rate on the task (read, tokenize, write)
     overhead_s: float  # per task
     startup_s: float = 0.0
@@ -514,14 +502,12 @@ class ShardReadModel:
     A rank opens each of its shards (one request for the index) and reads it in windows of
     ``window_bytes`` (one request each); every request pays ``latency``, and the bytes move at
     one stream's bandwidth, or a fair share of the link when ``world_size`` ranks share it::
-
         T_rank = (shards + windows) × latency + bytes / min(stream_bw, aggregate_bw / ranks)
 
     The epoch lasts as long as the slowest rank. With ``n`` equal shards of a ``B``-byte set,
     that rank holds ``ceil(n / ranks)`` shards: too few shards leave ranks idle, too many small
     ones pay a latency per shard (the per-request cost of notebook 01).
     """
-
     latency: float
     stream_bandwidth: float
     aggregate_bandwidth: float

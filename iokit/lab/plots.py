@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from iokit.costs import amdahl_speedup
+from iokit.lab.compression import pareto_front
+
 
 def _axes(ax=None, figsize=(7, 4)):
     if ax is not None:
@@ -177,8 +180,6 @@ def codec_pareto(results_by_data: dict, ax=None, speed: str = "decompress_mb_s")
 
     ``results_by_data`` maps a label ("text", "token IDs") to a list of CodecResult.
     """
-    from .compression import pareto_front
-
     ax = _axes(ax)
     markers = "osD^v"
     for k, (label, results) in enumerate(results_by_data.items()):
@@ -247,8 +248,6 @@ def speedup_vs_workers(series: dict, ax=None, serial_fraction: float | None = No
 
     The ideal (speedup = workers) is drawn dashed; with ``serial_fraction``, Amdahl's law too.
     """
-    from .model import amdahl_speedup
-
     ax = _axes(ax)
     top = 1
     for label, (workers, speedups) in series.items():
@@ -373,7 +372,7 @@ def busy_predicted_vs_measured(labels, predicted, measured, ax=None):
 
 def busy_vs_prefetch(sweep, ax=None):
     """Busy fraction against prefetch depth: measured points and the model's line, from
-    :func:`iokit.pipeline.prefetch_sweep`'s (depth, run, model) triples."""
+    :func:`iokit.lab.training.prefetch_sweep`'s (depth, run, model) triples."""
     ax = _axes(ax)
     depths = [d for d, _, _ in sweep]
     ax.plot(depths, [r.busy_fraction for _, r, _ in sweep], "o", color="tab:purple",

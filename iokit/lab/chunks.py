@@ -3,7 +3,7 @@
 Small requests are dominated by their fixed cost (a system call, a round trip), large ones by
 bandwidth. :func:`chunk_sweep` measures throughput over a range of chunk sizes on any storage
 (the real disk, warm or cold, or a simulated store) and :func:`fit_sweep` fits
-``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.model`).
+``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`).
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import check_positive
-from .model import RequestCostModel, fit_request_model
-from .storage import LocalDisk, drop_cache, resident_fraction
-from .timing import MB, measure
+from iokit.costs import RequestCostModel, fit_request_model
+from iokit.errors import check_positive
+from iokit.storage import LocalDisk, drop_cache, resident_fraction
+from iokit.timing import MB, measure
 
 
 @dataclass(frozen=True)
 class SweepPoint:
     """One chunk size: how many bytes and calls one run made, and its timing."""
-
     chunk: int
     nbytes: int
     calls: int

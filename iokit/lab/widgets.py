@@ -10,14 +10,34 @@ call ``panel.run()`` and check the plotted data.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from iokit.blocks import BlockReader
+from iokit.costs import (
+    PipelineModel,
+    ShardReadModel,
+    amdahl_speedup,
+    fit_serial_fraction,
+    predict_read_seconds,
+)
+from iokit.lab.chunks import chunk_sweep, fit_sweep, powers_of_two
+from iokit.lab.compression import compare_reads
+from iokit.lab.epochs import sampling_rate
+from iokit.lab.plots import throughput_model_curve, timeline_gantt
+from iokit.lab.scale_out import read_by_rank, shards_for
+from iokit.lab.scaling import tokenize_point
+from iokit.lab.training import calibrate, run_training
+from iokit.storage import PRESETS, SimulatedStore, StoragePreset, get_preset, open_storage
+from iokit.timing import format_bytes
+
 
 class LivePlot:
     """A figure with named series that can grow point by point, redrawn in place."""
-
     def __init__(self, xlabel: str, ylabel: str, *, title: str = "", xscale: str = "log",
                  yscale: str = "log", figsize=(7, 4)):
         from matplotlib.figure import Figure
@@ -95,7 +115,6 @@ def _ensure_png_figures(fig) -> None:
 @dataclass
 class Panel:
     """Controls + a Run button + a live plot; ``run_fn(panel)`` does one sweep."""
-
     controls: dict
     plot: LivePlot
     run_fn: Callable[[Panel], None]
@@ -167,11 +186,6 @@ def chunk_sweep_panel(path, lo: int = 1, hi: int = 4 << 20) -> Panel:
     """
     import ipywidgets as w
 
-    from .chunks import chunk_sweep, fit_sweep, powers_of_two
-    from .plots import throughput_model_curve
-    from .storage import open_storage
-    from .timing import format_bytes
-
     sizes = powers_of_two(1, 64 << 20)
     options = [(format_bytes(c), c) for c in sizes]
     controls = {
@@ -223,9 +237,6 @@ def sampling_panel(folders: dict, model=None, *, batch: int = 16,
     """
     import ipywidgets as w
 
-    from .chunks import powers_of_two
-    from .epochs import sampling_rate
-
     batches = powers_of_two(1, 512)
     block_options = powers_of_two(4, 16384)
     controls = {
@@ -273,17 +284,11 @@ def break_even_panel(paths: dict, profiles, lo_mb: float = 10, hi_mb: float = 10
     and its measured time on the simulated store (points), and the winner of each.
 
     ``paths`` maps codec name to its block file, ``profiles`` are their measured
-    :class:`~iokit.model.CodecProfile`. Controls: ``storage`` (the slider's bandwidth with no
+    :class:`~iokit.costs.CodecProfile`. Controls: ``storage`` (the slider's bandwidth with no
     latency, or a preset), ``bandwidth`` (MB/s) and ``overlap`` (decompress while fetching).
     Measured points accumulate across runs with the same latency and overlap.
     """
     import ipywidgets as w
-    import numpy as np
-
-    from .blocks import BlockReader
-    from .compression import compare_reads
-    from .model import predict_read_seconds
-    from .storage import StoragePreset, get_preset
 
     with BlockReader(next(iter(paths.values()))) as r:
         nbytes, blocks = r.size, r.table.n_blocks
@@ -349,10 +354,6 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     up) and ``panel.serial_fraction`` the fitted serial fraction.
     """
     import ipywidgets as w
-    import numpy as np
-
-    from .model import amdahl_speedup, fit_serial_fraction
-    from .scaling import tokenize_point
 
     sizes = sorted({1 << k for k in range(0, 11)} | {chunk_size})
     controls = {
@@ -407,14 +408,7 @@ def pipeline_panel(folder, *, storage: str = "object-store", workers: int = 4,
     run draws the Gantt chart of its timeline and says the measured busy fraction beside the
     model's (from a one-batch-at-a-time calibration of that storage, made once per storage).
     """
-    import os
-
     import ipywidgets as w
-
-    from .model import PipelineModel
-    from .pipeline import calibrate, run_training
-    from .plots import timeline_gantt
-    from .storage import PRESETS
 
     controls = {
         "workers": w.IntSlider(value=workers, min=0, max=8, description="workers",
@@ -466,17 +460,12 @@ def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8
                       window_tokens: int = 32_768, max_trainers: int = 8) -> Panel:
     """Notebook 06's panel: how long an epoch takes when ``trainers`` ranks read the corpus
     cut into more and more shards, measured on a simulated store (points, streaming in) and
-    predicted by :class:`~iokit.model.ShardReadModel` for equal shards (line).
+    predicted by :class:`~iokit.costs.ShardReadModel` for equal shards (line).
 
     Shard sets are made once per count in ``root/shards-N`` (one piece of the corpus each).
     Controls: ``trainers`` (ranks reading at once) and ``storage`` (a simulated preset).
     """
     import ipywidgets as w
-    import numpy as np
-
-    from .model import ShardReadModel
-    from .scale_out import read_by_rank, shards_for
-    from .storage import SimulatedStore
 
     controls = {
         "trainers": w.IntSlider(value=trainers, min=1, max=max_trainers, description="trainers",

@@ -8,6 +8,8 @@ import shutil
 import sys
 from importlib import metadata
 
+from iokit.corpus import default_data_dir, resolve_scale
+
 PACKAGES = ("numpy", "matplotlib", "ipywidgets", "zstandard", "nltk", "tqdm", "tokenizers",
             "dask")
 OPTIONAL = {"tokenizers": "bpe", "dask": "dask"}
@@ -15,8 +17,6 @@ OPTIONAL = {"tokenizers": "bpe", "dask": "dask"}
 
 def describe_machine(data_dir=None) -> dict:
     """Python, OS, cores, free disk, package versions and whether cold reads are possible."""
-    from .corpus import default_data_dir, resolve_scale
-
     data_dir = data_dir or default_data_dir()
     probe = next((p for p in [data_dir, *(data_dir.parents if data_dir else [])] if p.exists()),
                  None)

@@ -6,16 +6,46 @@ techniques add theirs. ``iokit bench`` prints them all.
 
 from __future__ import annotations
 
+import os
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import zstandard
+
+from iokit import tasks
+from iokit.blocks import DEFAULT_BLOCK_SIZE
+from iokit.codecs import get_codec
+from iokit.corpus import iter_documents
+from iokit.costs import ThreadedReadModel
+from iokit.engines import (
+    close_cluster,
+    require_dask,
+    scale_cluster,
+    shard_checksums,
+    start_local_cluster,
+)
+from iokit.lab.compression import corpus_text
+from iokit.lab.epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
+from iokit.lab.scale_out import time_engine
+from iokit.lab.scaling import corpus_sample, read_point
+from iokit.lab.training import WALK, pipeline_walk
+from iokit.parallel import WorkerPool
+from iokit.ranks import rank_balance
+from iokit.shards import open_shards, pretokenize, write_shards
+from iokit.split import plan_pieces
+from iokit.storage import SimulatedStore
+from iokit.timing import Timing, measure
+from iokit.tokenize import WordTokenizer
 
 
 @dataclass
 class Figure:
     """One benchmark figure: what was compared, the measured value, and its unit."""
-
     name: str
     value: float
     unit: str
@@ -42,12 +72,6 @@ def run_bench(corpus, figures=None) -> list[Figure]:
 
 def figure_pretokenized(corpus: Path, workdir: Path) -> list[Figure]:
     """(a) epoch from shards vs from text; (b) window sampling vs a numpy copy of its bytes."""
-    from .corpus import iter_documents
-    from .epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
-    from .shards import open_shards, pretokenize
-    from .timing import measure
-    from .tokenize import WordTokenizer
-
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     folder = workdir / "shards-word"
     pretokenize(corpus, tok, folder)
@@ -81,16 +105,6 @@ FIGURES.append(figure_pretokenized)
 def figure_compressed_shards(corpus: Path, workdir: Path) -> list[Figure]:
     """(a) sequential read of block-compressed shards / raw zstandard decompression of the
     same blocks; (b) the zstd:3 ratio on the text and on the token IDs."""
-    import zstandard
-
-    from .blocks import DEFAULT_BLOCK_SIZE
-    from .codecs import get_codec
-    from .compression import corpus_text
-    from .corpus import iter_documents
-    from .shards import open_shards, pretokenize, write_shards
-    from .timing import Timing, measure
-    from .tokenize import WordTokenizer
-
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     raw_dir, z_dir = workdir / "shards-raw", workdir / "shards-zstd3"
     pretokenize(corpus, tok, raw_dir)
@@ -148,16 +162,6 @@ FIGURES.append(figure_compressed_shards)
 def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
     """Tokenization speedup with one process per core at the best chunk size, and threaded
     reads on the simulated object store as a fraction of the model, side by side."""
-    import os
-    import statistics
-    import time
-    from functools import partial
-
-    from . import tasks
-    from .model import ThreadedReadModel
-    from .parallel import WorkerPool
-    from .scaling import corpus_sample, read_point
-
     spans = corpus_sample(corpus, 8 << 20)
     fn = partial(tasks.tokenize_span, str(corpus))
     cores = os.cpu_count() or 1
@@ -181,7 +185,6 @@ def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
 
     threads, request = 16, 1 << 20
     model = ThreadedReadModel.from_preset("object-store")
-    from .storage import SimulatedStore
 
     p = read_point(SimulatedStore("object-store"), corpus, threads, request, 8 * threads,
                    repeat=3)
@@ -205,14 +208,8 @@ FIGURES.append(figure_parallel)
 def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
     """Busy fraction of a 5 ms training step on the object store: naive loader vs 8 workers
     with prefetch, and the measured speedup in training steps per second."""
-    from .pipeline import WALK, pipeline_walk
-
     folder = workdir / "shards-word"
     if not (folder / "shard-00000.idx").exists():
-        from .corpus import iter_documents
-        from .shards import pretokenize
-        from .tokenize import WordTokenizer
-
         pretokenize(corpus, WordTokenizer.train(d.text for d in iter_documents(corpus)), folder)
     naive, best = pipeline_walk(folder, storage="object-store", step_s=0.005, steps=60,
                                 walk=[WALK[0], WALK[2]], workdir=workdir)
@@ -237,18 +234,9 @@ def figure_scale_out(corpus: Path, workdir: Path) -> list[Figure]:
     """Pretokenizing 8 pieces on dask, 2 workers against 1 (the same cluster, resized), and
     against a local pool of 2 processes; the idle fraction of 3 trainers over those shards."""
     try:
-        from .engines import close_cluster, require_dask, scale_cluster, start_local_cluster
-
         require_dask()
     except Exception:  # the dask extra is not installed: nothing to compare
         return []
-    from .corpus import iter_documents
-    from .engines import shard_checksums
-    from .ranks import rank_balance
-    from .scale_out import time_engine
-    from .shards import open_shards
-    from .split import plan_pieces
-    from .tokenize import WordTokenizer
 
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     pieces = plan_pieces(corpus, 8)

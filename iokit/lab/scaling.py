@@ -13,6 +13,7 @@ Every point is measured on a pool that is already running (its start-up is timed
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tasks
-from .parallel import WorkerPool
-from .timing import MB, Timing, measure
+from iokit import tasks
+from iokit.atomic import atomic_write
+from iokit.parallel import WorkerPool
+from iokit.timing import MB, Timing, measure
 
 
 @dataclass(frozen=True)
 class ScalingPoint:
     """One configuration of a parallel map and how long it took (median of the repeats)."""
-
     kind: str
     workers: int
     chunk_size: int
@@ -163,7 +164,6 @@ def read_sweep(store, path, workers: Iterable[int], request_bytes: int = 1 << 20
 
 def pool_startup(start_method: str, workers: int = 2, repeat: int = 3) -> Timing:
     """Seconds from creating a process pool to every worker having run a first task."""
-
     def run():
         with WorkerPool(workers, "processes", start_method, preload=("iokit.tasks",)) as pool:
             pool.warm(0.0)
@@ -178,15 +178,11 @@ def speedups(points, baseline: ScalingPoint | float) -> np.ndarray:
 
 def task_payload_bytes(fn, item) -> int:
     """Bytes pickled to send one single-item task (function and argument) to a process."""
-    import pickle
-
     return len(pickle.dumps((fn, [item])))
 
 
 def result_payload_bytes(result) -> int:
     """Bytes pickled to send one result back from a process."""
-    import pickle
-
     return len(pickle.dumps(result))
 
 
@@ -202,8 +198,6 @@ def parallel_token_file(path, out_path, workers: int = 2, chunk_size: int = 16,
     input order, so the file is byte-identical to the serial loops' output whatever ``workers``
     and ``chunk_size`` are. Returns (bytes read, bytes written).
     """
-    from .atomic import atomic_write
-
     spans = tasks.document_spans(path, span_bytes)
     fn = partial(tasks.token_lines_span, str(path))
     written = 0

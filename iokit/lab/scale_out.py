@@ -3,7 +3,7 @@
 * :func:`time_engine` — one engine's preprocessing time over repeats (its workers already up).
 * :func:`piece_sweep` — the same corpus cut into more and more pieces, on the same workers.
 * :func:`task_stream_timeline` — dask's own record of its tasks (``get_task_stream``) as a
-  :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.plots.timeline_gantt`.
+  :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.lab.plots.timeline_gantt`.
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import ShardRun, pretokenize_pieces
-from .ranks import rank_windows
-from .split import plan_pieces
-from .timing import Timeline, Timing, timeline_from
+from iokit.engines import ShardRun, pretokenize_pieces
+from iokit.errors import FormatError
+from iokit.ranks import rank_windows
+from iokit.shards import open_shards
+from iokit.split import plan_pieces
+from iokit.storage import open_storage
+from iokit.timing import Timeline, Timing, timeline_from
 
 
 @dataclass
 class EngineTiming:
     """An engine's preprocessing time over repeats, and its last run."""
-
     engine: str
     workers: int
     timing: Timing
@@ -59,7 +61,6 @@ def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, cl
 @dataclass
 class PiecePoint:
     """One piece count of a sweep: the pieces' sizes and the time to preprocess them."""
-
     parts: int
     piece_bytes: list[int]
     timing: Timing
@@ -98,9 +99,6 @@ def task_stream_timeline(records, stage: str = "tokenize") -> Timeline:
 def shards_for(corpus, tokenizer, folder, parts: int, *, engine: str = "processes",
                workers: int = 2) -> Path:
     """``folder`` holding ``corpus`` as ``parts`` shards (one per piece), made if needed."""
-    from .errors import FormatError
-    from .shards import open_shards
-
     folder = Path(folder)
     try:
         with open_shards(folder, tokenizer=tokenizer) as s:
@@ -116,7 +114,6 @@ def shards_for(corpus, tokenizer, folder, parts: int, *, engine: str = "processe
 @dataclass
 class RankRead:
     """One epoch read by ``world_size`` ranks at once: per-rank seconds, tokens, requests."""
-
     seconds: np.ndarray
     tokens: np.ndarray
     requests: np.ndarray
@@ -147,9 +144,6 @@ def read_by_rank(folder, world_size: int, storage="object-store", *,
     ``window_tokens`` tokens, one request each, through ``storage`` (a name for
     :func:`iokit.storage.open_storage`, or a storage). Ranks with no shard finish at once.
     """
-    from .shards import open_shards
-    from .storage import open_storage
-
     store = open_storage(storage) if isinstance(storage, str) else storage
     with open_shards(folder) as s:
         tokens = [sh.n_tokens for sh in s.shards]

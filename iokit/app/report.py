@@ -1,0 +1,104 @@
+"""``iokit report``: the tour's table and figures as one HTML page, with the machine it ran on.
+
+:func:`report_figures` draws the figures (speedup of every stage, the pipeline's timelines and
+busy fractions); :func:`write_report` writes ``report.html`` with them embedded and each figure
+as a PNG beside it, every file atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from iokit.app.tour import Row
+from iokit.atomic import atomic_write, storage_error, write_bytes_atomic
+from iokit.lab.machine import describe_machine
+from iokit.lab.plots import busy_predicted_vs_measured, timelines_side_by_side
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by file name."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(rows)), layout="constrained")
+    base = rows[0].seconds
+    ax.barh([r.stage for r in rows], [r.speedup or base / r.seconds for r in rows],
+            color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the naive "
+                  "loader")
+    ax.set_title("Every stage of the tour")
+    figs["stages.png"] = _png(fig)
+    plt.close(fig)
+    walk = extra.get("walk") or []
+    if walk:
+        fig = timelines_side_by_side({walk[0].step.technique: walk[0].run,
+                                      walk[-1].step.technique: walk[-1].run})
+        figs["timeline.png"] = _png(fig)
+        plt.close(fig)
+        ax = busy_predicted_vs_measured([w.step.technique for w in walk],
+                                        [w.predicted_busy for w in walk],
+                                        [w.run.busy_fraction for w in walk])
+        figs["busy.png"] = _png(ax.figure)
+        plt.close(ax.figure)
+    return figs
+
+
+def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit report",
+                 about: str = "") -> Path:
+    """Write ``report.html`` (figures embedded) and the figures as PNG files beside it, each
+    file atomically; return the HTML's path."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, out, "create the report folder") from None
+    figs = report_figures(rows, extra)
+    for name, data in figs.items():
+        write_bytes_atomic(out / name, data)
+    m = describe_machine()
+    base = rows[0].seconds if rows else 1.0
+    e = html.escape
+    table = "".join(
+        f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f} s</td><td>{r.rate:,.1f} {e(r.unit)}</td>"
+        f"<td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td></tr>" for r in rows)
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    images = "".join(
+        f'<figure><img alt="{e(n)}" src="data:image/png;base64,'
+        f'{base64.b64encode(d).decode()}"><figcaption>{e(n)}</figcaption></figure>'
+        for n, d in figs.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
+td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right}}img{{max-width:100%}}</style>
+</head><body>
+<h1>{e(title)}</h1>
+<p>{e(about)}</p>
+<h2>Machine</h2>
+<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores;
+cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
+<h2>Every stage, from the naive loop to the full pipeline</h2>
+<table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>
+{table}</table>
+<h2>Figures</h2>
+{images}
+</body></html>
+"""
+    path = out / "report.html"
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

@@ -382,10 +382,6 @@ class PipelineModel:
         return min(self.workers / self.load_s if self.load_s > 0 else math.inf,
                    self.cores / cpu if cpu > 0 else math.inf)
 
-    @property
-    def consumption_rate(self) -> float:
-        return 1 / self.step_s if self.step_s > 0 else math.inf
-
     def busy_fraction(self, steps: int | None = None) -> float:
         """Predicted compute time / wall time, over ``steps`` steps (None: steady state)."""
         p = self.period_s

@@ -84,10 +84,6 @@ class ShardBatches:
         codecs = {r.table.codec for r in self.readers.values()}
         self.codec = ", ".join(sorted(codecs)) if codecs else "none"
 
-    @property
-    def stored_bytes_per_batch(self) -> float:
-        return self.shards.nbytes / (self.shards.n_tokens / self.tokens_per_batch)
-
     def _pieces(self, k: int):
         """(shard number, first token, end token) of each shard piece batch ``k`` covers."""
         start, stop = k * self.tokens_per_batch, (k + 1) * self.tokens_per_batch

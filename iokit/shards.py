@@ -580,10 +580,6 @@ class ShardSet:
         """Bytes of token data on disk (the ``.bin`` files)."""
         return sum(s.bin_size for s in self.shards)
 
-    @property
-    def bin_paths(self) -> list[Path]:
-        return [s.bin_path for s in self.shards]
-
     def document(self, i: int) -> np.ndarray:
         """The tokens of document ``i`` (counting across shards)."""
         n = len(self)

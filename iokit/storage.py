@@ -171,11 +171,6 @@ class SimulatedStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return done
 
-    def request_seconds(self, nbytes: int) -> float:
-        """The modelled time of one request alone on the link."""
-        p = self.preset
-        return p.latency + nbytes / min(p.stream_bandwidth, p.aggregate_bandwidth)
-
     def size(self, path) -> int:
         return _file_size(Path(path))
 
@@ -262,8 +257,3 @@ def resident_fraction(path) -> float | None:
     finally:
         os.close(fd)
     return sum(b & 1 for b in vec) / n_pages
-
-
-def cold_reads_possible(path) -> bool:
-    """Whether this OS can make ``path`` cold (drop it from the cache) and show that it did."""
-    return drop_cache(path) and resident_fraction(path) == 0.0

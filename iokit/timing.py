@@ -151,13 +151,6 @@ class Timeline:
             out[s.stage] += s.seconds
         return dict(out)
 
-    @property
-    def elapsed(self) -> float:
-        """From the first span's start to the last span's end."""
-        if not self.spans:
-            return 0.0
-        return max(s.end for s in self.spans) - min(s.start for s in self.spans)
-
 
 def timeline_from(spans) -> Timeline:
     """A Timeline of spans recorded elsewhere, given as ``(worker, stage, start, end)`` in one

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -184,10 +183,6 @@ def task_payload_bytes(fn, item) -> int:
 def result_payload_bytes(result) -> int:
     """Bytes pickled to send one result back from a process."""
     return len(pickle.dumps(result))
-
-
-def corpus_bytes(path) -> int:
-    return Path(path).stat().st_size
 
 
 def parallel_token_file(path, out_path, workers: int = 2, chunk_size: int = 16,

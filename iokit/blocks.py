@@ -1,7 +1,7 @@
 """Block compression: a byte stream cut into blocks, each compressed on its own, with a table.
 
 Compressing a whole file as one stream gives the best ratio, but then reading byte 900,000,000
-means decompressing the 900 MB before it. Cutting the stream into blocks of ``block_size`` raw
+means decompressing the 900 MB before it. Cutting the stream into blocks of ``block_bytes`` raw
 bytes and compressing each independently costs a little ratio (each block starts with an empty
 history; a trained dictionary wins most of that back) and buys random access: reading any
 range decompresses only the blocks it touches. The block table records where each compressed
@@ -60,7 +60,7 @@ END_MAGIC = b"IOKITEND"
 VERSION = 1
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQ8s")
-DEFAULT_BLOCK_SIZE = 256 * 1024  # raw bytes per block
+DEFAULT_BLOCK_BYTES = 256 * 1024  # raw bytes per block
 DICT_TRAIN_BYTES = 4 << 20  # bytes a "zstd-dict" writer buffers to train its dictionary on
 DICT_SAMPLE_BYTES = 8 * 1024  # the trainer's sample size (zstd wants many small samples)
 
@@ -69,7 +69,7 @@ DICT_SAMPLE_BYTES = 8 * 1024  # the trainer's sample size (zstd wants many small
 class BlockTable:
     """Where the compressed blocks are, how to decompress them, and their checksums."""
     codec: str
-    block_size: int
+    block_bytes: int
     raw_size: int
     offsets: np.ndarray  # int64, n + 1 entries
     checksums: np.ndarray  # uint32, n entries
@@ -90,7 +90,7 @@ class BlockTable:
 
     def raw_length(self, i: int) -> int:
         """Raw bytes in block ``i`` (only the last block may be short)."""
-        return min(self.block_size, self.raw_size - i * self.block_size)
+        return min(self.block_bytes, self.raw_size - i * self.block_bytes)
 
     def make_codec(self) -> Codec:
         return get_codec(self.codec, dictionary=self.dictionary)
@@ -100,7 +100,7 @@ class BlockTable:
         d = self.dictionary or b""
         body = b"".join([
             struct.pack("<H", len(name)), name, struct.pack("<I", len(d)), d,
-            struct.pack("<QQQ", self.block_size, self.raw_size, self.n_blocks),
+            struct.pack("<QQQ", self.block_bytes, self.raw_size, self.n_blocks),
             np.asarray(self.offsets, dtype="<i8").tobytes(),
             np.asarray(self.checksums, dtype="<u4").tobytes(),
         ])
@@ -128,21 +128,21 @@ class BlockTable:
         codec = take(n, "codec name").decode("ascii", errors="replace")
         (n,) = struct.unpack("<I", take(4, "dictionary length"))
         dictionary = take(n, "dictionary") or None
-        block_size, raw_size, n_blocks = struct.unpack("<QQQ", take(24, "block sizes"))
+        block_bytes, raw_size, n_blocks = struct.unpack("<QQQ", take(24, "block sizes"))
         offsets = np.frombuffer(take(8 * (n_blocks + 1), "block offsets"), dtype="<i8")
         checksums = np.frombuffer(take(4 * n_blocks, "block checksums"), dtype="<u4")
         if pos != len(raw) - 4:
             raise bad("block table", "has bytes left over")
-        if block_size == 0 or n_blocks != -(-raw_size // block_size):
+        if block_bytes == 0 or n_blocks != -(-raw_size // block_bytes):
             raise bad("block count", f"{n_blocks} does not match raw size {raw_size:,} in "
-                      f"blocks of {block_size:,}")
+                      f"blocks of {block_bytes:,}")
         if np.any(np.diff(offsets) < 0):
             raise bad("block offsets", "go backwards")
         try:
             get_codec(codec, dictionary=dictionary)
         except ParameterError as exc:
             raise FormatError(f"{where}: codec: {exc}") from None
-        return cls(codec, block_size, raw_size, offsets, checksums, dictionary)
+        return cls(codec, block_bytes, raw_size, offsets, checksums, dictionary)
 
 
 class BlockWriter:
@@ -153,10 +153,10 @@ class BlockWriter:
     ``zstd-dict`` codec without a dictionary first buffers up to ``DICT_TRAIN_BYTES`` of the
     stream and trains its dictionary on it.
     """
-    def __init__(self, f, codec: str | Codec = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE,
+    def __init__(self, f, codec: str | Codec = "zstd:3", block_bytes: int = DEFAULT_BLOCK_BYTES,
                  *, dictionary: bytes | None = None):
         self.f = f
-        self.block_size = check_positive("block size", block_size,
+        self.block_bytes = check_positive("block_bytes", block_bytes,
                                          hint="Use e.g. 262144 (256 KiB).")
         self.codec_name = codec.name if isinstance(codec, Codec) else str(codec)
         needs_training = self.codec_name.startswith("zstd-dict") and dictionary is None \
@@ -178,13 +178,13 @@ class BlockWriter:
         self._flush(final=False)
 
     def _train(self) -> None:
-        piece = min(self.block_size, DICT_SAMPLE_BYTES)
+        piece = min(self.block_bytes, DICT_SAMPLE_BYTES)
         view = bytes(self._buf[:DICT_TRAIN_BYTES])
         samples = [view[i:i + piece] for i in range(0, len(view), piece)]
         self.codec = get_codec(self.codec_name, dictionary=train_dictionary(samples))
 
     def _flush(self, final: bool) -> None:
-        bs = self.block_size
+        bs = self.block_bytes
         n_full = len(self._buf) // bs
         end = len(self._buf) if final else n_full * bs
         view = memoryview(self._buf)
@@ -206,7 +206,7 @@ class BlockWriter:
             else:
                 self._train()
         self._flush(final=True)
-        return BlockTable(self.codec_name, self.block_size, self.raw_size,
+        return BlockTable(self.codec_name, self.block_bytes, self.raw_size,
                           np.array(self.offsets, dtype=np.int64),
                           np.array(self.checksums, dtype=np.uint32), self.codec.dictionary)
 
@@ -218,13 +218,13 @@ def _chunks(data) -> Iterable:
 
 
 def write_blocks(path, data, codec: str | Codec = "zstd:3",
-                 block_size: int = DEFAULT_BLOCK_SIZE, *,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, *,
                  dictionary: bytes | None = None) -> BlockTable:
     """Write ``data`` (bytes, or an iterable of bytes pieces) as a standalone block file."""
     path = Path(path)
     with atomic_write(path) as f:
         f.write(HEADER.pack(MAGIC, VERSION, 0))
-        w = BlockWriter(f, codec, block_size, dictionary=dictionary)
+        w = BlockWriter(f, codec, block_bytes, dictionary=dictionary)
         for piece in _chunks(data):
             w.write(piece)
         table = w.close()
@@ -354,7 +354,7 @@ class BlockReader:
         end = min(offset + nbytes, self.size)
         if offset >= end:
             return b""
-        bs = self.table.block_size
+        bs = self.table.block_bytes
         first, last = offset // bs, (end - 1) // bs
         if first == last:
             return self.block(first)[offset - first * bs:end - first * bs]

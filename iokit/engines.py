@@ -118,7 +118,7 @@ def _worker_name() -> str:
 
 
 def shard_piece(piece: Piece, index: int, last: bool, *, vocab_path: str, out_dir: str,
-                dtype: str, codec, block_size: int | None, text_field: str) -> ShardTask:
+                dtype: str, codec, block_bytes: int | None, text_field: str) -> ShardTask:
     """The task: tokenize ``piece`` and write it as shard ``index`` in ``out_dir``.
 
     Runs anywhere iokit is installed and the paths are visible: it loads the tokenizer once
@@ -136,7 +136,7 @@ def shard_piece(piece: Piece, index: int, last: bool, *, vocab_path: str, out_di
 
     bin_path = write_shard(arrays(), out_dir, index, last=last, vocab_size=tok.vocab_size,
                            fingerprint=tok.fingerprint, dtype=dtype, codec=codec,
-                           block_size=block_size)
+                           block_bytes=block_bytes)
     return ShardTask(index, _worker_name(), start, time.time(), len(counts), sum(counts),
                      piece.nbytes, bin_path.stat().st_size)
 
@@ -238,7 +238,7 @@ def _publish(staging: Path, out_dir: Path, n: int) -> list[Path]:
 
 def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str = "processes",
                        workers: int = 2, client=None, dtype="auto", codec=None,
-                       block_size: int | None = None, text_field: str = "text",
+                       block_bytes: int | None = None, text_field: str = "text",
                        progress: bool = True) -> ShardRun:
     """Tokenize every piece into its own shard, on ``engine``; return what happened.
 
@@ -259,7 +259,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
         raise ParameterError(f"{len(pieces):,} pieces, but shard numbers stop at "
                              f"{MAX_PIECES - 1:,}; use fewer, larger pieces.")
     dt = _resolve_dtype(dtype, tokenizer.vocab_size)  # settings fail here, before any work
-    _compression(codec, block_size, dt, None)
+    _compression(codec, block_bytes, dt, None)
     if engine == "dask":
         require_dask()
     out_dir = Path(out_dir)
@@ -272,7 +272,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     fn = partial(shard_piece, vocab_path=str(staging / VOCAB_FILE), out_dir=str(staging),
-                 dtype=dt.name, codec=codec, block_size=block_size, text_field=text_field)
+                 dtype=dt.name, codec=codec, block_bytes=block_bytes, text_field=text_field)
     items = [(p, i, i == len(pieces) - 1) for i, p in enumerate(pieces)]
     own_client = None
     try:

@@ -105,7 +105,7 @@ class ShardBatches:
                 path = self.shards.shards[s].bin_path
                 payload.append(self.storage.read(path, a * isz, (b - a) * isz))
             else:
-                bs = reader.table.block_size
+                bs = reader.table.block_bytes
                 payload.append([reader.fetch(i) for i in range(a * isz // bs,
                                                                  ((b * isz) - 1) // bs + 1)])
         return payload
@@ -116,7 +116,7 @@ class ShardBatches:
         for (s, a, b), data in zip(self._pieces(k), payload):
             reader = self.readers.get(s)
             if reader is not None:
-                bs = reader.table.block_size
+                bs = reader.table.block_bytes
                 first = a * isz // bs
                 raw = b"".join(reader.decode(first + j, p) for j, p in enumerate(data))
                 data = raw[a * isz - first * bs:b * isz - first * bs]
@@ -196,7 +196,7 @@ def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 2
         largest = max(s.n_tokens for s in raw.shards) * raw.dtype.itemsize
         write_shards((raw.document(i) for i in range(len(raw))), out_dir,
                      vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec=codec,
-                     block_size=block_bytes, max_shard_bytes=max(largest, 1))
+                     block_bytes=block_bytes, max_shard_bytes=max(largest, 1))
     return Path(out_dir)
 
 

@@ -28,7 +28,7 @@ All integers are little-endian. A version-1 ``.idx`` has codec 0 and exactly
 ``72 + 8 × (n + 1)`` bytes.
 
 **Block-compressed shards** (``write_shards(..., codec="zstd:3")``) are format version 2, codec
-code 1: the ``.bin`` is the token bytes cut into blocks of ``block_size`` raw bytes, each
+code 1: the ``.bin`` is the token bytes cut into blocks of ``block_bytes`` raw bytes, each
 compressed on its own (:mod:`iokit.blocks`), and the ``.idx`` continues after the document
 offsets with the block table (codec name, dictionary, block size, raw size, block offsets,
 a CRC-32 per block; see :class:`iokit.blocks.BlockTable`). Fields ``.bin size`` and ``.bin
@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from iokit.atomic import atomic_write, storage_error, write_bytes_atomic
-from iokit.blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockTable, BlockWriter
+from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockTable, BlockWriter
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents
 from iokit.errors import FormatError, ParameterError, check_positive
@@ -115,7 +115,7 @@ def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]
 class _OpenShard:
     """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
     def __init__(self, out_dir: Path, index: int, prefix: str, codec=None,
-                 block_size: int | None = None, dictionary: bytes | None = None):
+                 block_bytes: int | None = None, dictionary: bytes | None = None):
         self.index = index
         self.bin_path, self.idx_path = shard_paths(out_dir, index, prefix)
         self._cm = atomic_write(self.bin_path, "wb")
@@ -125,7 +125,7 @@ class _OpenShard:
         self.nbytes = 0  # raw token bytes (what max_shard_bytes limits)
         self._blocks = None
         if codec is not None:  # block-compressed: the blocks go to the file through the hash
-            self._blocks = BlockWriter(_HashingWriter(self._f, self.hash), codec, block_size,
+            self._blocks = BlockWriter(_HashingWriter(self._f, self.hash), codec, block_bytes,
                                        dictionary=dictionary)
 
     def add(self, data: bytes, n_tokens: int) -> None:
@@ -189,7 +189,7 @@ def _document_bytes(arr, k: int, dtype: np.dtype, vocab_size: int) -> tuple[byte
 
 def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="auto",
                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, fingerprint: int = 0,
-                 prefix: str = "shard", codec=None, block_size: int | None = None,
+                 prefix: str = "shard", codec=None, block_bytes: int | None = None,
                  dictionary: bytes | None = None) -> list[Path]:
     """Write one token array per document into shards in ``out_dir``; return the ``.bin`` paths.
 
@@ -200,14 +200,14 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
     interrupted run leaves a set without a last shard, which readers reject.
 
     ``codec`` (e.g. ``"zstd:3"``, see :mod:`iokit.codecs`) writes block-compressed shards in
-    blocks of ``block_size`` raw bytes (default 256 KiB, a multiple of the token size);
+    blocks of ``block_bytes`` raw bytes (default 256 KiB, a multiple of the token size);
     ``None`` or ``"none"`` writes raw shards. ``max_shard_bytes`` counts raw token bytes.
     """
     vocab_size = check_positive("vocab_size", vocab_size)
     max_shard_bytes = check_positive("max_shard_bytes", max_shard_bytes,
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
-    compression = _compression(codec, block_size, dt, dictionary)  # before touching out_dir
+    compression = _compression(codec, block_bytes, dt, dictionary)  # before touching out_dir
     created = not Path(out_dir).exists()
     out_dir = _make_folder(out_dir)
     _remove_shards(out_dir, prefix)
@@ -243,7 +243,7 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
 
 def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, vocab_size: int,
                 dtype="auto", fingerprint: int = 0, prefix: str = "shard", codec=None,
-                block_size: int | None = None, dictionary: bytes | None = None) -> Path:
+                block_bytes: int | None = None, dictionary: bytes | None = None) -> Path:
     """Write every document of ``token_arrays`` into the one shard numbered ``index``.
 
     The piece of :func:`write_shards` that a distributed task runs: task ``i`` of ``n`` writes
@@ -256,7 +256,7 @@ def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, voca
         raise ParameterError(f"shard index must be a whole number from 0 to 99999, got "
                              f"{index!r}.")
     dt = _resolve_dtype(dtype, vocab_size)
-    compression = _compression(codec, block_size, dt, dictionary)
+    compression = _compression(codec, block_bytes, dt, dictionary)
     shard = _OpenShard(_make_folder(out_dir), index, prefix, **compression)
     try:
         for k, arr in enumerate(token_arrays):
@@ -268,19 +268,19 @@ def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, voca
     return shard.bin_path
 
 
-def _compression(codec, block_size, dtype: np.dtype, dictionary) -> dict:
+def _compression(codec, block_bytes, dtype: np.dtype, dictionary) -> dict:
     """The writer's block-compression settings, checked before anything is written."""
     name = getattr(codec, "name", codec)
     if codec is None or name == "none":
         return {}
     if not str(name).startswith("zstd-dict") or dictionary is not None:
         get_codec(codec, dictionary=dictionary)  # an unknown name fails here, listing the valid
-    block_size = check_positive("block_size", DEFAULT_BLOCK_SIZE if block_size is None
-                                else block_size, hint="Use e.g. 262144 (256 KiB).")
-    if block_size % dtype.itemsize:
-        raise ParameterError(f"block_size {block_size:,} is not a multiple of the token size "
+    block_bytes = check_positive("block_bytes", DEFAULT_BLOCK_BYTES if block_bytes is None
+                                else block_bytes, hint="Use e.g. 262144 (256 KiB).")
+    if block_bytes % dtype.itemsize:
+        raise ParameterError(f"block_bytes {block_bytes:,} is not a multiple of the token size "
                              f"({dtype.itemsize} bytes for {dtype.name}); use e.g. 262144.")
-    return {"codec": codec, "block_size": block_size, "dictionary": dictionary}
+    return {"codec": codec, "block_bytes": block_bytes, "dictionary": dictionary}
 
 
 def _make_folder(out_dir) -> Path:
@@ -301,13 +301,13 @@ def _remove_shards(out_dir: Path, prefix: str) -> None:
 
 def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text",
-                codec=None, block_size: int | None = None) -> list[Path]:
+                codec=None, block_bytes: int | None = None) -> list[Path]:
     """Tokenize ``corpus`` once into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
     docs = iter_documents(corpus, text_field=text_field)
     bins = write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint,
-                        codec=codec, block_size=block_size)
+                        codec=codec, block_bytes=block_bytes)
     tokenizer.save(Path(out_dir) / VOCAB_FILE)  # last: a failed run leaves no vocabulary
     return bins
 
@@ -495,8 +495,8 @@ def _read_block_table(idx_path: Path, raw: bytes, at: int, raw_size: int, bin_si
     if table.compressed_size != bin_size or int(table.offsets[0]) != 0:
         raise _bad(idx_path, "bin size", f"{bin_size:,} bytes, but the block table's blocks "
                    f"take {table.compressed_size:,}")
-    if table.block_size % dtype.itemsize:
-        raise _bad(idx_path, "block table", f"block size {table.block_size:,} is not a "
+    if table.block_bytes % dtype.itemsize:
+        raise _bad(idx_path, "block table", f"block size {table.block_bytes:,} is not a "
                    f"multiple of the {dtype.itemsize}-byte token size")
     return table
 

@@ -50,7 +50,7 @@ def _docs(n=40, seed=0):
 def _shards(tmp: Path, codec=None, **kw) -> Path:
     out = tmp / ("zshards" if codec else "shards")
     write_shards(_docs(), out, vocab_size=VOCAB, codec=codec, max_shard_bytes=4096,
-                 block_size=512 if codec else None, **kw)
+                 block_bytes=512 if codec else None, **kw)
     return out
 
 
@@ -188,12 +188,12 @@ def s_max_shard_bytes_zero(tmp, mp):
 
 def s_block_size_zero(tmp, mp):
     return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB, codec="zstd:3",
-                   block_size=0)
+                   block_bytes=0)
 
 
 def s_block_size_odd(tmp, mp):
     return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB, codec="zstd:3",
-                   block_size=1001)
+                   block_bytes=1001)
 
 
 def s_token_out_of_vocab(tmp, mp):
@@ -353,7 +353,7 @@ def s_disk_full_compressed(tmp, mp):
     (tmp / "out").mkdir()
     _full_disk(mp)
     return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB, codec="zstd:3",
-                   block_size=512)
+                   block_bytes=512)
 
 
 def s_disk_full_vocab(tmp, mp):
@@ -410,7 +410,7 @@ CASES = [
     Case("vocab_size <= 0", s_vocab_size_zero, ParameterError, (r"vocab_size", r"> 0")),
     Case("max_shard_bytes <= 0", s_max_shard_bytes_zero, ParameterError,
          (r"max_shard_bytes", r"> 0")),
-    Case("block size <= 0", s_block_size_zero, ParameterError, (r"block_size", r"> 0")),
+    Case("block size <= 0", s_block_size_zero, ParameterError, (r"block_bytes", r"> 0")),
     Case("block size not a multiple of the token size", s_block_size_odd, ParameterError,
          (r"1,?001", r"multiple")),
     Case("token ID outside the vocabulary", s_token_out_of_vocab, ParameterError,

@@ -30,7 +30,7 @@ DATA = text(300_000)
                                    "zstd-dict:3"])
 def test_round_trip_every_codec(tmp_path, codec):
     data = DATA[:60_000] if codec == "lzw" else DATA
-    table = write_blocks(tmp_path / "x.blk", data, codec, block_size=8192)
+    table = write_blocks(tmp_path / "x.blk", data, codec, block_bytes=8192)
     assert table.codec == codec and table.n_blocks == -(-len(data) // 8192)
     with BlockReader(tmp_path / "x.blk") as r:
         assert r.size == len(data) and r.read_all() == data
@@ -40,23 +40,23 @@ def test_round_trip_every_codec(tmp_path, codec):
 
 
 def test_dictionary_wins_back_ratio_on_small_blocks(tmp_path):
-    plain = write_blocks(tmp_path / "a.blk", DATA, "zstd:3", block_size=1024)
-    trained = write_blocks(tmp_path / "b.blk", DATA, "zstd-dict:3", block_size=1024)
+    plain = write_blocks(tmp_path / "a.blk", DATA, "zstd:3", block_bytes=1024)
+    trained = write_blocks(tmp_path / "b.blk", DATA, "zstd-dict:3", block_bytes=1024)
     assert trained.ratio > plain.ratio * 1.1 and trained.dictionary
     assert BlockReader(tmp_path / "b.blk").read(5000, 3000) == DATA[5000:8000]
 
 
 @pytest.mark.parametrize("data", [b"", b"x", DATA[:8192], DATA[:8193]])
 def test_edges_empty_one_byte_and_block_boundaries(tmp_path, data):
-    write_blocks(tmp_path / "e.blk", data, "zstd:3", block_size=8192)
+    write_blocks(tmp_path / "e.blk", data, "zstd:3", block_bytes=8192)
     r = BlockReader(tmp_path / "e.blk")
     assert r.read_all() == data and r.read(0, 10**9) == data and r.read(len(data), 5) == b""
 
 
 def test_streamed_pieces_give_the_same_file_as_one_piece(tmp_path):
     pieces = [DATA[i:i + 7777] for i in range(0, len(DATA), 7777)]
-    write_blocks(tmp_path / "a.blk", pieces, "zstd:3", block_size=10_000)
-    write_blocks(tmp_path / "b.blk", DATA, "zstd:3", block_size=10_000)
+    write_blocks(tmp_path / "a.blk", pieces, "zstd:3", block_bytes=10_000)
+    write_blocks(tmp_path / "b.blk", DATA, "zstd:3", block_bytes=10_000)
     assert (tmp_path / "a.blk").read_bytes() == (tmp_path / "b.blk").read_bytes()
 
 
@@ -65,13 +65,13 @@ def test_streamed_pieces_give_the_same_file_as_one_piece(tmp_path):
 def test_random_access_matches_slicing(offset, nbytes, tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "random.blk"
     if not path.exists():
-        write_blocks(path, DATA, "zstd:3", block_size=4096)
+        write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     r = BlockReader(path)
     assert r.read(offset, nbytes) == DATA[offset:offset + nbytes]
 
 
 def test_read_decompresses_only_the_blocks_it_touches(tmp_path):
-    write_blocks(tmp_path / "x.blk", DATA, "zstd:3", block_size=4096)
+    write_blocks(tmp_path / "x.blk", DATA, "zstd:3", block_bytes=4096)
     r = BlockReader(tmp_path / "x.blk")
     seen = []
     block = r.block
@@ -82,7 +82,7 @@ def test_read_decompresses_only_the_blocks_it_touches(tmp_path):
 
 def test_one_corrupt_block_is_named(tmp_path):
     path = tmp_path / "x.blk"
-    table = write_blocks(path, DATA, "zstd:3", block_size=4096)
+    table = write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     _, start = read_table(path)
     raw = bytearray(path.read_bytes())
     raw[start + int(table.offsets[7]) + 10] ^= 0xFF
@@ -97,7 +97,7 @@ def test_one_corrupt_block_is_named(tmp_path):
 
 def test_corrupt_block_without_checksum_check_still_fails_clearly(tmp_path):
     path = tmp_path / "x.blk"
-    table = write_blocks(path, DATA, "zstd:3", block_size=4096)
+    table = write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     raw = bytearray(path.read_bytes())
     lo = 16 + int(table.offsets[3])
     raw[lo:lo + 40] = b"\x00" * 40
@@ -108,7 +108,7 @@ def test_corrupt_block_without_checksum_check_still_fails_clearly(tmp_path):
 
 def test_truncated_file_is_named(tmp_path):
     path = tmp_path / "x.blk"
-    write_blocks(path, DATA, "zstd:3", block_size=4096)
+    write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     raw = path.read_bytes()
     path.write_bytes(raw[:len(raw) // 2])
     with pytest.raises(FormatError, match=r"x\.blk: truncated"):
@@ -134,20 +134,20 @@ def test_blocks_with_an_external_table_detect_a_truncated_data_file(tmp_path):
 
 def test_damaged_table_and_bad_parameters(tmp_path):
     path = tmp_path / "x.blk"
-    table = write_blocks(path, DATA, "zstd:3", block_size=4096)
+    table = write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     raw = bytearray(table.to_bytes())
     raw[5] ^= 1
     with pytest.raises(FormatError, match="checksum"):
         BlockTable.from_bytes(bytes(raw), where="x.idx")
-    with pytest.raises(ParameterError, match="block size"):
-        write_blocks(path, DATA, "zstd:3", block_size=0)
+    with pytest.raises(ParameterError, match="block_bytes"):
+        write_blocks(path, DATA, "zstd:3", block_bytes=0)
     with pytest.raises(ParameterError, match="unknown codec"):
         write_blocks(tmp_path / "y.blk", DATA, "brotli")
     assert not (tmp_path / "y.blk").exists()  # nothing half-written
 
 
 def test_reads_through_a_simulated_store(tmp_path):
-    write_blocks(tmp_path / "x.blk", DATA, "zstd:3", block_size=65536)
+    write_blocks(tmp_path / "x.blk", DATA, "zstd:3", block_bytes=65536)
     fast = StoragePreset("test", 0.0, 1e12, 1e12, "instant")
     r = BlockReader(tmp_path / "x.blk", storage=SimulatedStore(fast))
     assert r.read_all() == DATA
@@ -155,7 +155,7 @@ def test_reads_through_a_simulated_store(tmp_path):
 
 def test_prefetching_stream_gives_the_same_bytes_and_names_a_bad_block(tmp_path):
     path = tmp_path / "x.blk"
-    table = write_blocks(path, DATA, "zstd:3", block_size=4096)
+    table = write_blocks(path, DATA, "zstd:3", block_bytes=4096)
     assert b"".join(BlockReader(path).iter_blocks(prefetch=True)) == DATA
     raw = bytearray(path.read_bytes())
     raw[16 + int(table.offsets[9]) + 3] ^= 0x55

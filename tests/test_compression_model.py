@@ -13,7 +13,7 @@ from iokit.costs import (
     read_seconds,
 )
 from iokit.lab.compression import (
-    block_size_sweep,
+    block_bytes_sweep,
     measure_codecs,
     pareto_front,
     profile_codecs,
@@ -66,7 +66,7 @@ def text(tiny_corpus):
 
 
 def test_predicted_winner_is_the_measured_winner_on_the_simulated_store(text, tmp_path):
-    paths = write_codec_files(tmp_path, text, ["none", "zlib:1", "zstd:3"], block_size=65536)
+    paths = write_codec_files(tmp_path, text, ["none", "zlib:1", "zstd:3"], block_bytes=65536)
     profiles = profile_codecs(paths)
     n_requests = -(-len(text) // 65536)
     for bandwidth in (2 * MB, 30 * MB, 20_000 * MB):
@@ -98,7 +98,7 @@ def test_measure_codecs_and_pareto_front(text):
 
 def test_small_blocks_compress_worse_and_a_dictionary_wins_it_back(text):
     half = len(text) // 2
-    pts = list(block_size_sweep(text[half:], [1024, 65536], train_on=text[:half]))
-    ratio = {(p.codec, p.block_size): p.ratio for p in pts}
+    pts = list(block_bytes_sweep(text[half:], [1024, 65536], train_on=text[:half]))
+    ratio = {(p.codec, p.block_bytes): p.ratio for p in pts}
     assert ratio[("zstd:3", 1024)] < ratio[("zstd:3", 65536)]
     assert ratio[("zstd-dict:3", 1024)] > ratio[("zstd:3", 1024)] * 1.1

@@ -65,7 +65,7 @@ def test_files_or_byte_ranges_give_the_same_shards(serial, tiny_corpus, tokenize
 def test_compressed_shards_are_identical_too(pieces, tokenizer, tmp_path):
     for engine in ("serial", "processes"):
         pretokenize_pieces(pieces, tokenizer, tmp_path / engine, engine=engine, codec="zstd:3",
-                           block_size=65536, progress=False)
+                           block_bytes=65536, progress=False)
     assert shard_checksums(tmp_path / "serial") == shard_checksums(tmp_path / "processes")
     with shards.open_shards(tmp_path / "serial", verify=True) as s:
         assert all(sh.compressed for sh in s.shards)

@@ -45,7 +45,7 @@ def test_shards_round_trip_any_token_lists(dtype, codec, max_shard_bytes, data):
     with tempfile.TemporaryDirectory() as d:
         write_shards([np.array(doc, dtype=np.int64) for doc in docs], Path(d), vocab_size=vocab,
                      dtype=dtype, max_shard_bytes=max_shard_bytes, codec=codec,
-                     block_size=64 if codec else None)
+                     block_bytes=64 if codec else None)
         with open_shards(d, verify=True) as s:
             assert len(s) == len(docs)
             assert s.shards[0].dtype == np.dtype(dtype)
@@ -66,8 +66,8 @@ def _valid_files() -> dict[str, dict[str, bytes]]:
         for name, arrays, kw in [
             ("raw16", small, dict(vocab_size=1000)),
             ("raw32", docs, dict(vocab_size=70_000)),
-            ("zstd", small, dict(vocab_size=1000, codec="zstd:3", block_size=256)),
-            ("lzw", docs, dict(vocab_size=70_000, codec="lzw", block_size=512)),
+            ("zstd", small, dict(vocab_size=1000, codec="zstd:3", block_bytes=256)),
+            ("lzw", docs, dict(vocab_size=70_000, codec="lzw", block_bytes=512)),
         ]:
             folder = Path(d) / name
             write_shards(arrays, folder, max_shard_bytes=1500, **kw)

@@ -121,7 +121,7 @@ def _arrays(seed=0, n=120):
 def test_interrupted_shard_writing_leaves_only_complete_files(
         codec, seed, tmp_path, monkeypatch):
     kw = dict(vocab_size=5000, max_shard_bytes=8192, codec=codec,
-              block_size=1024 if codec else None)
+              block_bytes=1024 if codec else None)
     write_shards(_arrays(), tmp_path / "ref", **kw)
     reference = _files(tmp_path / "ref")
     n, exc = _cases(sum(map(len, reference.values())), seed)
@@ -156,14 +156,14 @@ def test_interrupted_pretokenize_and_vocabulary_saving(seed, tmp_path, monkeypat
     corpus.write_text("\n".join(lines) + "\n")
     tok = WordTokenizer.train((str(i) for i in range(300)), vocab_size=400)
     pretokenize(corpus, tok, tmp_path / "ref", max_shard_bytes=4096, codec="zstd:1",
-                block_size=512)
+                block_bytes=512)
     reference = _files(tmp_path / "ref")
     n, exc = _cases(sum(map(len, reference.values())), seed)
     if seed < 2:
         n = int(np.random.default_rng(seed).integers(0, len(reference["vocab.json"])))
     budget = _interrupt(monkeypatch, n, exc)
     _run(lambda: pretokenize(corpus, tok, tmp_path / "out", max_shard_bytes=4096,
-                             codec="zstd:1", block_size=512), budget)
+                             codec="zstd:1", block_bytes=512), budget)
     monkeypatch.undo()
     _check_only_complete(tmp_path / "out", reference)
     if (tmp_path / "out" / "vocab.json").exists():

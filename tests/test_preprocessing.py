@@ -112,12 +112,12 @@ def test_sampling_panel_plots_what_it_measured(shards):
 
 
 def test_tour_and_bench_stages(small_corpus, tmp_path):
-    from iokit.app.bench import figure_pretokenized
+    from iokit.app.bench import bench_pretokenized
     from iokit.app.tour import Context, stage_pretokenize, stage_raw_epoch, stage_shard_epoch
 
     ctx = Context(small_corpus, tmp_path)
     rows = [stage(ctx) for stage in (stage_raw_epoch, stage_pretokenize, stage_shard_epoch)]
     assert "pays after" in rows[-1].note
-    figures = figure_pretokenized(small_corpus, tmp_path / "bench")
+    figures = bench_pretokenized(small_corpus, tmp_path / "bench")
     assert [f.unit for f in figures] == ["×", "fraction"]
     assert all(f.value > 0 for f in figures)

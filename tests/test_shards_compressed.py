@@ -43,7 +43,7 @@ def test_round_trip_every_codec(tmp_path, codec, max_shard_bytes):
     raw_dir, z_dir = tmp_path / "raw", tmp_path / "z"
     write_shards(DOCS, raw_dir, vocab_size=1000, max_shard_bytes=max_shard_bytes)
     write_shards(DOCS, z_dir, vocab_size=1000, max_shard_bytes=max_shard_bytes, codec=codec,
-                 block_size=4096)
+                 block_bytes=4096)
     with open_shards(raw_dir) as raw, open_shards(z_dir, verify=True) as z:
         assert len(z.shards) == len(raw.shards)  # max_shard_bytes counts raw bytes
         assert all(s.compressed and s.blocks.codec == codec for s in z.shards)
@@ -68,14 +68,14 @@ def test_index_layout_and_uncompressed_shards_unchanged(tmp_path):
     version, codec = struct.unpack_from("<IB", shard_paths(tmp_path / "z", 0)[1].read_bytes(), 8)
     assert (version, codec) == (VERSION_BLOCKS, 1)
     table = fields["blocks"]
-    assert table.codec == "zstd:3" and table.block_size == 256 * 1024
+    assert table.codec == "zstd:3" and table.block_bytes == 256 * 1024
     assert table.raw_size == len(STREAM) * 2 == fields["n_tokens"] * 2
     assert fields["bin_size"] == shard_paths(tmp_path / "z", 0)[0].stat().st_size
 
 
 def test_same_input_same_compressed_bytes(tmp_path):
     for d in ("a", "b"):
-        write_shards(DOCS, tmp_path / d, vocab_size=1000, codec="zstd:3", block_size=2048)
+        write_shards(DOCS, tmp_path / d, vocab_size=1000, codec="zstd:3", block_bytes=2048)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
@@ -84,8 +84,8 @@ def test_pretokenize_with_a_trained_dictionary(tmp_path, tiny_corpus):
 
     tok = WordTokenizer.train((d.text for d in iter_documents(tiny_corpus)), 4096)
     pretokenize(tiny_corpus, tok, tmp_path / "raw")
-    pretokenize(tiny_corpus, tok, tmp_path / "dict", codec="zstd-dict:3", block_size=4096)
-    pretokenize(tiny_corpus, tok, tmp_path / "plain", codec="zstd:3", block_size=4096)
+    pretokenize(tiny_corpus, tok, tmp_path / "dict", codec="zstd-dict:3", block_bytes=4096)
+    pretokenize(tiny_corpus, tok, tmp_path / "plain", codec="zstd:3", block_bytes=4096)
     with open_shards(tmp_path / "raw") as raw, open_shards(tmp_path / "dict", tokenizer=tok) \
             as d, open_shards(tmp_path / "plain") as p:
         assert d.shards[0].blocks.dictionary and d.nbytes < p.nbytes < raw.nbytes
@@ -94,7 +94,7 @@ def test_pretokenize_with_a_trained_dictionary(tmp_path, tiny_corpus):
 
 
 def test_a_window_decompresses_only_the_blocks_it_touches(tmp_path):
-    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_size=1024)
+    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_bytes=1024)
     s = open_shards(tmp_path)
     reader: BlockReader = s.shards[0].source.reader
     seen = []
@@ -107,7 +107,7 @@ def test_a_window_decompresses_only_the_blocks_it_touches(tmp_path):
 
 
 def test_one_corrupt_block_names_shard_and_block(tmp_path):
-    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_size=1024)
+    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_bytes=1024)
     bin_path = shard_paths(tmp_path, 0)[0]
     table = read_index(shard_paths(tmp_path, 0)[1])["blocks"]
     raw = bytearray(bin_path.read_bytes())
@@ -122,7 +122,7 @@ def test_one_corrupt_block_names_shard_and_block(tmp_path):
 
 
 def test_truncated_files(tmp_path):
-    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_size=1024)
+    write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_bytes=1024)
     bin_path, idx_path = shard_paths(tmp_path, 0)
     good_bin, good_idx = bin_path.read_bytes(), idx_path.read_bytes()
     bin_path.write_bytes(good_bin[:-100])
@@ -152,9 +152,9 @@ def test_bad_compression_settings(tmp_path):
     with pytest.raises(ParameterError, match=r"unknown codec 'brotli'.*zstd:1\.\.19"):
         write_shards(DOCS, tmp_path, vocab_size=1000, codec="brotli")
     with pytest.raises(ParameterError, match="multiple of the token size"):
-        write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_size=1001)
-    with pytest.raises(ParameterError, match="block_size"):
-        write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_size=0)
+        write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_bytes=1001)
+    with pytest.raises(ParameterError, match="block_bytes"):
+        write_shards(DOCS, tmp_path, vocab_size=1000, codec="zstd:3", block_bytes=0)
     assert not list(tmp_path.glob("shard-*"))
 
 
@@ -165,7 +165,7 @@ def test_empty_corpus_compressed(tmp_path):
 
 
 def test_tour_stages_and_bench_figures(tiny_corpus, tmp_path):
-    from iokit.app.bench import figure_compressed_shards
+    from iokit.app.bench import bench_compressed_shards
     from iokit.app.tour import Context, stage_compress_shards, stage_compressed_epoch
 
     ctx = Context(tiny_corpus, tmp_path)
@@ -175,7 +175,7 @@ def test_tour_stages_and_bench_figures(tiny_corpus, tmp_path):
         assert z.shards[0].compressed and z.n_tokens == r.n_tokens
         assert np.array_equal(np.concatenate(list(z.iter_chunks())),
                               np.concatenate(list(r.iter_chunks())))
-    figures = figure_compressed_shards(tiny_corpus, tmp_path / "bench")
+    figures = bench_compressed_shards(tiny_corpus, tmp_path / "bench")
     frac, text, tokens = figures
     assert frac.unit == "fraction" and frac.value > 0
     assert text.value > tokens.value > 1  # token IDs compress worse than text

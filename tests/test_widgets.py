@@ -37,7 +37,7 @@ def test_break_even_panel_measures_at_the_chosen_bandwidth(tmp_path):
 
     data = b"".join(b"block %d of some compressible text, repeated words. " % (i % 50)
                     for i in range(4000))
-    paths = write_codec_files(tmp_path, data, ["none", "zstd:3"], block_size=65536)
+    paths = write_codec_files(tmp_path, data, ["none", "zstd:3"], block_bytes=65536)
     panel = break_even_panel(paths, profile_codecs(paths, repeat=1))
     panel.controls["bandwidth"].value = 20
     panel.run()

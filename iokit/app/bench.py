@@ -1,6 +1,6 @@
 """Benchmarks: ratios measured side by side in one run, never absolute thresholds.
 
-Each entry of :data:`FIGURES` is a function ``figure(corpus, workdir) -> list[Figure]``; the
+Each entry of :data:`BENCHES` is a function ``bench(corpus, workdir) -> list[Ratio]``; the
 techniques add theirs. ``iokit bench`` prints them all.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import zstandard
 
 from iokit import tasks
-from iokit.blocks import DEFAULT_BLOCK_SIZE
+from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents
 from iokit.costs import ThreadedReadModel
@@ -44,8 +44,8 @@ from iokit.tokenize import WordTokenizer
 
 
 @dataclass
-class Figure:
-    """One benchmark figure: what was compared, the measured value, and its unit."""
+class Ratio:
+    """One benchmark result: what was compared, the measured ratio (or fraction), and its unit."""
     name: str
     value: float
     unit: str
@@ -55,14 +55,14 @@ class Figure:
         return f"{self.name:<60} {self.value:>10.3g} {self.unit:<10} {self.note}"
 
 
-FIGURES: list[Callable[[Path, Path], list[Figure]]] = []
+BENCHES: list[Callable[[Path, Path], list[Ratio]]] = []
 
 
-def run_bench(corpus, figures=None) -> list[Figure]:
-    """Measure every figure on ``corpus`` in one run."""
-    out: list[Figure] = []
+def run_bench(corpus, benches=None) -> list[Ratio]:
+    """Measure every benchmark on ``corpus`` in one run."""
+    out: list[Ratio] = []
     with tempfile.TemporaryDirectory(prefix="iokit-bench-") as tmp:
-        for fn in figures or FIGURES:
+        for fn in benches or BENCHES:
             out.extend(fn(Path(corpus), Path(tmp)))
     return out
 
@@ -70,7 +70,7 @@ def run_bench(corpus, figures=None) -> list[Figure]:
 # --------------------------------------------------------------------------- pretokenized shards
 
 
-def figure_pretokenized(corpus: Path, workdir: Path) -> list[Figure]:
+def bench_pretokenized(corpus: Path, workdir: Path) -> list[Ratio]:
     """(a) epoch from shards vs from text; (b) window sampling vs a numpy copy of its bytes."""
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     folder = workdir / "shards-word"
@@ -86,23 +86,23 @@ def figure_pretokenized(corpus: Path, workdir: Path) -> list[Figure]:
     copy = copy_rate(sample.bytes_per_batch, number=number)
     fraction = (copy.median / number) / sample.seconds_per_batch
     return [
-        Figure("pretokenized epoch speedup over raw-text epoch (word tokenizer)",
-               raw.median / pre.median, "×",
-               f"text {raw.median:.3g} s, shards {pre.median:.3g} s per epoch"),
-        Figure(f"window sampling ({batch}×{block}, warm) / numpy copy of same bytes",
-               fraction, "fraction",
-               f"{sample.tokens_per_s / 1e6:,.1f} M tokens/s; copy "
-               f"{copy.mb_per_s:,.0f} MB/s"),
+        Ratio("pretokenized epoch speedup over raw-text epoch (word tokenizer)",
+              raw.median / pre.median, "×",
+              f"text {raw.median:.3g} s, shards {pre.median:.3g} s per epoch"),
+        Ratio(f"window sampling ({batch}×{block}, warm) / numpy copy of same bytes",
+              fraction, "fraction",
+              f"{sample.tokens_per_s / 1e6:,.1f} M tokens/s; copy "
+              f"{copy.mb_per_s:,.0f} MB/s"),
     ]
 
 
-FIGURES.append(figure_pretokenized)
+BENCHES.append(bench_pretokenized)
 
 
 # --------------------------------------------------------------------------- compressed shards
 
 
-def figure_compressed_shards(corpus: Path, workdir: Path) -> list[Figure]:
+def bench_compressed_shards(corpus: Path, workdir: Path) -> list[Ratio]:
     """(a) sequential read of block-compressed shards / raw zstandard decompression of the
     same blocks; (b) the zstd:3 ratio on the text and on the token IDs."""
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
@@ -121,7 +121,7 @@ def figure_compressed_shards(corpus: Path, workdir: Path) -> list[Figure]:
 
     def read_shards():
         for _ in range(passes):
-            for _ in shards.iter_chunks(DEFAULT_BLOCK_SIZE // shards.dtype.itemsize):
+            for _ in shards.iter_chunks(DEFAULT_BLOCK_BYTES // shards.dtype.itemsize):
                 pass
 
     blocks = []  # the same compressed blocks, in memory, for zstandard alone
@@ -146,20 +146,20 @@ def figure_compressed_shards(corpus: Path, workdir: Path) -> list[Figure]:
     text_ratio = len(text) / len(zstd3.compress(text))
     token_ratio = len(first_tokens) / len(zstd3.compress(first_tokens))
     return [
-        Figure(f"compressed-shard sequential read / raw zstd decompress ({DEFAULT_BLOCK_SIZE >> 10}"
-               " KiB blocks)", t_zstd.median / t_shards.median, "fraction",
-               f"shards {t_shards.mb_per_s:,.0f} MB/s, zstandard alone {t_zstd.mb_per_s:,.0f} "
-               "MB/s of tokens"),
-        Figure("zstd:3 ratio on text", text_ratio, "×", f"first {len(text) / 1e6:,.1f} MB"),
-        Figure("zstd:3 ratio on uint16 token IDs (word-level)", token_ratio, "×",
-               f"first {len(first_tokens) / 1e6:,.1f} MB"),
+        Ratio("compressed-shard sequential read / raw zstd decompress "
+              f"({DEFAULT_BLOCK_BYTES >> 10} KiB blocks)", t_zstd.median / t_shards.median,
+              "fraction", f"shards {t_shards.mb_per_s:,.0f} MB/s, zstandard alone "
+              f"{t_zstd.mb_per_s:,.0f} MB/s of tokens"),
+        Ratio("zstd:3 ratio on text", text_ratio, "×", f"first {len(text) / 1e6:,.1f} MB"),
+        Ratio("zstd:3 ratio on uint16 token IDs (word-level)", token_ratio, "×",
+              f"first {len(first_tokens) / 1e6:,.1f} MB"),
     ]
 
 
-FIGURES.append(figure_compressed_shards)
+BENCHES.append(bench_compressed_shards)
 
 
-def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
+def bench_parallel(corpus: Path, workdir: Path) -> list[Ratio]:
     """Tokenization speedup with one process per core at the best chunk size, and threaded
     reads on the simulated object store as a fraction of the model, side by side."""
     spans = corpus_sample(corpus, 8 << 20)
@@ -190,22 +190,22 @@ def figure_parallel(corpus: Path, workdir: Path) -> list[Figure]:
                    repeat=3)
     predicted = float(model.throughput(threads, request))
     return [
-        Figure(f"tokenize: {cores} processes vs 1 ({best} docs per task)", speedup, "×",
-               f"{sum(e - s for s, e in spans) / 1e6:.1f} MB, medians of 5 alternating runs; "
-               f"load average {load:.1f} on {cores} cores"),
-        Figure(f"reads: {threads} threads on sim. object store vs model", p.mb_per_s * 1e6
-               / predicted, "of model",
-               f"{p.mb_per_s:,.0f} MB/s measured, {predicted / 1e6:,.0f} MB/s predicted"),
+        Ratio(f"tokenize: {cores} processes vs 1 ({best} docs per task)", speedup, "×",
+              f"{sum(e - s for s, e in spans) / 1e6:.1f} MB, medians of 5 alternating runs; "
+              f"load average {load:.1f} on {cores} cores"),
+        Ratio(f"reads: {threads} threads on sim. object store vs model", p.mb_per_s * 1e6
+              / predicted, "of model",
+              f"{p.mb_per_s:,.0f} MB/s measured, {predicted / 1e6:,.0f} MB/s predicted"),
     ]
 
 
-FIGURES.append(figure_parallel)
+BENCHES.append(bench_parallel)
 
 
 # --------------------------------------------------------------------------- the pipeline
 
 
-def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
+def bench_pipeline(corpus: Path, workdir: Path) -> list[Ratio]:
     """Busy fraction of a 5 ms training step on the object store: naive loader vs 8 workers
     with prefetch, and the measured speedup in training steps per second."""
     folder = workdir / "shards-word"
@@ -214,23 +214,23 @@ def figure_pipeline(corpus: Path, workdir: Path) -> list[Figure]:
     naive, best = pipeline_walk(folder, storage="object-store", step_s=0.005, steps=60,
                                 walk=[WALK[0], WALK[2]], workdir=workdir)
     return [
-        Figure("pipeline busy fraction, naive loader (object store, 5 ms step)",
-               naive.run.busy_fraction, "fraction", f"model {naive.predicted_busy:.2f}"),
-        Figure("pipeline busy fraction, 8 workers + prefetch 8 (same)",
-               best.run.busy_fraction, "fraction", f"model {best.predicted_busy:.2f}"),
-        Figure("pipeline training speedup, 8 workers + prefetch 8 / naive",
-               best.run.steps_per_s / naive.run.steps_per_s, "×",
-               f"{naive.run.steps_per_s:,.0f} → {best.run.steps_per_s:,.0f} steps/s"),
+        Ratio("pipeline busy fraction, naive loader (object store, 5 ms step)",
+              naive.run.busy_fraction, "fraction", f"model {naive.predicted_busy:.2f}"),
+        Ratio("pipeline busy fraction, 8 workers + prefetch 8 (same)",
+              best.run.busy_fraction, "fraction", f"model {best.predicted_busy:.2f}"),
+        Ratio("pipeline training speedup, 8 workers + prefetch 8 / naive",
+              best.run.steps_per_s / naive.run.steps_per_s, "×",
+              f"{naive.run.steps_per_s:,.0f} → {best.run.steps_per_s:,.0f} steps/s"),
     ]
 
 
-FIGURES.append(figure_pipeline)
+BENCHES.append(bench_pipeline)
 
 
 # --------------------------------------------------------------------------- scaling out
 
 
-def figure_scale_out(corpus: Path, workdir: Path) -> list[Figure]:
+def bench_scale_out(corpus: Path, workdir: Path) -> list[Ratio]:
     """Pretokenizing 8 pieces on dask, 2 workers against 1 (the same cluster, resized), and
     against a local pool of 2 processes; the idle fraction of 3 trainers over those shards."""
     try:
@@ -253,16 +253,16 @@ def figure_scale_out(corpus: Path, workdir: Path) -> list[Figure]:
     with open_shards(workdir / "so-dask") as s:
         balance = rank_balance([sh.n_tokens for sh in s.shards], 3)
     return [
-        Figure("dask pretokenize, 2 workers / 1 worker (8 pieces)",
-               one.timing.median / two.timing.median, "×",
-               f"{one.timing.median:.2f} s → {two.timing.median:.2f} s; shards identical to "
-               f"the local pool: {same}"),
-        Figure("dask, 2 workers / local pool of 2 processes (time)",
-               two.timing.median / local.timing.median, "×",
-               f"what dask's scheduler and workers add; local {local.timing.median:.2f} s"),
-        Figure("idle fraction, 3 trainers over the 8 shards (epoch 0)",
-               balance.idle_fraction, "fraction", str(balance)),
+        Ratio("dask pretokenize, 2 workers / 1 worker (8 pieces)",
+              one.timing.median / two.timing.median, "×",
+              f"{one.timing.median:.2f} s → {two.timing.median:.2f} s; shards identical to "
+              f"the local pool: {same}"),
+        Ratio("dask, 2 workers / local pool of 2 processes (time)",
+              two.timing.median / local.timing.median, "×",
+              f"what dask's scheduler and workers add; local {local.timing.median:.2f} s"),
+        Ratio("idle fraction, 3 trainers over the 8 shards (epoch 0)",
+              balance.idle_fraction, "fraction", str(balance)),
     ]
 
 
-FIGURES.append(figure_scale_out)
+BENCHES.append(bench_scale_out)

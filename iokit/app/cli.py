@@ -106,11 +106,11 @@ def cmd_shards(args) -> int:
 def cmd_bench(args) -> int:
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB)")
-    figures = run_bench(corpus)
-    if not figures:
-        print("no benchmark figures yet")
-    for f in figures:
-        print(f, flush=True)
+    results = run_bench(corpus)
+    if not results:
+        print("no benchmarks yet")
+    for r in results:
+        print(r, flush=True)
     return 0
 
 

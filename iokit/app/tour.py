@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iokit.blocks import DEFAULT_BLOCK_SIZE
+from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.corpus import iter_documents
 from iokit.costs import EpochCostModel, ThreadedReadModel
 from iokit.engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
@@ -150,7 +150,7 @@ def stage_compress_shards(ctx: Context) -> Row:
     ctx.extra["compressed_shards"] = folder
     with open_shards(folder) as z:
         note = (f"once: {raw_bytes / MB:,.1f} MB of tokens → {z.nbytes / MB:,.1f} MB "
-                f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_SIZE >> 10} KiB blocks")
+                f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_BYTES >> 10} KiB blocks")
     return Row("compress shards (zstd:3 blocks)", seconds, raw_bytes, note=note)
 
 

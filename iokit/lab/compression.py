@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iokit.blocks import DEFAULT_BLOCK_SIZE, BlockReader, BlockWriter, write_blocks
+from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockWriter, write_blocks
 from iokit.codecs import get_codec, train_dictionary
 from iokit.corpus import iter_documents
 from iokit.costs import CodecProfile, predict_read_seconds
@@ -97,10 +97,10 @@ def pareto_front(results, speed: str = "decompress_mb_s") -> list:
 
 
 @dataclass(frozen=True)
-class BlockSizePoint:
+class BlockBytesPoint:
     """Ratio of one codec at one block size (dictionary bytes not counted)."""
     codec: str
-    block_size: int
+    block_bytes: int
     raw_bytes: int
     stored_bytes: int
 
@@ -114,7 +114,7 @@ def dictionary_samples(data: bytes, piece: int = 4096) -> list[bytes]:
     return [data[i:i + piece] for i in range(0, len(data), piece)]
 
 
-def block_size_sweep(data: bytes, block_sizes, *, codec: str = "zstd:3",
+def block_bytes_sweep(data: bytes, block_bytes, *, codec: str = "zstd:3",
                      train_on: bytes | None = None, dict_size: int = 16 * 1024):
     """Ratio of ``codec`` at each block size, without and with a trained dictionary.
 
@@ -125,7 +125,7 @@ def block_size_sweep(data: bytes, block_sizes, *, codec: str = "zstd:3",
     dictionary = None
     if train_on is not None:
         dictionary = train_dictionary(dictionary_samples(train_on), dict_size)
-    for bs in block_sizes:
+    for bs in block_bytes:
         for name, d in [(codec, None), (f"zstd-dict:{level}", dictionary)]:
             if name.startswith("zstd-dict") and d is None:
                 continue
@@ -133,13 +133,13 @@ def block_size_sweep(data: bytes, block_sizes, *, codec: str = "zstd:3",
             w = BlockWriter(buf, name, bs, dictionary=d)
             w.write(data)
             table = w.close()
-            yield BlockSizePoint(name, bs, len(data), table.compressed_size)
+            yield BlockBytesPoint(name, bs, len(data), table.compressed_size)
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def write_codec_files(folder, data: bytes, names, block_size: int = DEFAULT_BLOCK_SIZE,
+def write_codec_files(folder, data: bytes, names, block_bytes: int = DEFAULT_BLOCK_BYTES,
                       dictionary: bytes | None = None) -> dict[str, Path]:
     """``data`` as one block file per codec in ``folder``; returns {codec name: path}."""
     folder = Path(folder)
@@ -147,7 +147,7 @@ def write_codec_files(folder, data: bytes, names, block_size: int = DEFAULT_BLOC
     paths = {}
     for name in names:
         path = folder / f"blocks-{name.replace(':', '-')}.blk"
-        table = write_blocks(path, data, name, block_size, dictionary=dictionary)
+        table = write_blocks(path, data, name, block_bytes, dictionary=dictionary)
         paths[table.codec] = path
     return paths
 

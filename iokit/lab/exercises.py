@@ -161,7 +161,7 @@ def smallest_good_block(answer, points, whole_ratio: float, within: float = 0.9,
                         codec: str = "zstd:3") -> bool:
     """03-4: the smallest block size (bytes) at which ``codec`` keeps at least ``within`` of
     its whole-file ratio, from the block-size sweep."""
-    good = sorted(p.block_size for p in points
+    good = sorted(p.block_bytes for p in points
                   if p.codec == codec and p.ratio >= within * whole_ratio)
     expected = good[0] if good else None
     return _report(answer == expected,

@@ -202,14 +202,14 @@ def codec_pareto(results_by_data: dict, ax=None, speed: str = "decompress_mb_s")
     return ax
 
 
-def block_size_ratio(points, ax=None, whole: dict | None = None):
+def block_bytes_ratio(points, ax=None, whole: dict | None = None):
     """Ratio against block size (log x), one line per codec; ``whole`` = {label: ratio} lines."""
     ax = _axes(ax)
     by: dict = {}
     for p in points:
         by.setdefault(p.codec, []).append(p)
     for codec, pts in by.items():
-        ax.plot([p.block_size for p in pts], [p.ratio for p in pts], "o-", label=codec)
+        ax.plot([p.block_bytes for p in pts], [p.ratio for p in pts], "o-", label=codec)
     for k, (label, ratio) in enumerate((whole or {}).items()):
         ax.axhline(ratio, color="gray", ls=":" if k else "--", lw=1, label=label)
     ax.set_xscale("log", base=2)

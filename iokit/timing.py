@@ -105,6 +105,52 @@ def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
     return Timing(seconds, nbytes, label)
 
 
+def interleaved(*fns: Callable[[], object], repeat: int = 5, warmup: int = 1,
+                nbytes: int | None = None) -> list[Timing]:
+    """Time several ``fns`` in turn, ``warmup`` untimed rounds then ``repeat`` timed ones.
+
+    An A/B comparison made this way lets a busy moment of the machine slow every side alike,
+    where timing A five times and then B five times would pin it on one. Returns one
+    :class:`Timing` per function, in order.
+    """
+    repeat = check_positive("repeat", repeat)
+    if warmup < 0:
+        warmup = check_positive("warmup", warmup)
+    runs: list[list[float]] = [[] for _ in fns]
+    for i in range(warmup + repeat):
+        for fn, seconds in zip(fns, runs):
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                seconds.append(time.perf_counter() - start)
+    return [Timing(s, nbytes) for s in runs]
+
+
+class Stopwatch:
+    """Seconds spent in a ``with`` block: ``with stopwatch() as sw: ...``, then ``sw.seconds``
+    (while the block runs, the seconds so far)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.end: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.end if self.end is not None else time.perf_counter()) - self.start
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end = time.perf_counter()
+
+
+def stopwatch() -> Stopwatch:
+    """A :class:`Stopwatch` for one span of work, used as a context manager."""
+    return Stopwatch()
+
+
 @dataclass(frozen=True)
 class Span:
     """One piece of work: which stage, done by which worker, from when to when (seconds)."""

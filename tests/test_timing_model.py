@@ -7,7 +7,15 @@ from iokit.costs import RequestCostModel, fit_request_model
 from iokit.errors import ParameterError
 from iokit.lab.chunks import chunk_sweep, fit_sweep, powers_of_two
 from iokit.storage import SimulatedStore, StoragePreset
-from iokit.timing import Timeline, Timing, format_bytes, format_seconds, measure
+from iokit.timing import (
+    Timeline,
+    Timing,
+    format_bytes,
+    format_seconds,
+    interleaved,
+    measure,
+    stopwatch,
+)
 
 
 def test_measure_runs_warmup_then_repeats_and_reports_median():
@@ -94,3 +102,22 @@ def test_powers_of_two_and_byte_formatting():
     assert format_bytes(16 << 20) == "16 MiB"
     with pytest.raises(ParameterError, match="smallest chunk must be > 0"):
         powers_of_two(0, 8)
+
+
+def test_interleaved_runs_the_sides_in_turn():
+    calls = []
+    a, b = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), repeat=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert len(a.seconds) == len(b.seconds) == 3
+
+
+def test_interleaved_checks_its_counts():
+    with pytest.raises(ParameterError, match="repeat"):
+        interleaved(lambda: None, repeat=0)
+
+
+def test_stopwatch_stops_when_the_block_ends():
+    with stopwatch() as sw:
+        running = sw.seconds
+    done = sw.seconds
+    assert 0 <= running <= done == sw.seconds

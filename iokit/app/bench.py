@@ -7,9 +7,7 @@ techniques add theirs. ``iokit bench`` prints them all.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -39,7 +37,7 @@ from iokit.ranks import rank_balance
 from iokit.shards import open_shards, pretokenize, write_shards
 from iokit.split import plan_pieces
 from iokit.storage import SimulatedStore
-from iokit.timing import Timing, measure
+from iokit.timing import Timing, interleaved, measure, stopwatch
 from iokit.tokenize import WordTokenizer
 
 
@@ -167,20 +165,18 @@ def bench_parallel(corpus: Path, workdir: Path) -> list[Ratio]:
     cores = os.cpu_count() or 1
 
     def timed(pool, chunk):
-        start = time.perf_counter()
-        pool.map(fn, spans, chunk)
-        return time.perf_counter() - start
+        with stopwatch() as sw:
+            pool.map(fn, spans, chunk)
+        return sw.seconds
 
     with WorkerPool(1, "serial") as serial, \
             WorkerPool(cores, "processes", preload=("iokit.tasks",)) as pool:
         pool.warm()
         trial = {c: timed(pool, c) for c in (1, 4, 16, 64)}  # one quick run each
         best = min(trial, key=trial.get)
-        one, many = [], []
-        for _ in range(5):  # alternate, so a busy moment hurts both sides alike
-            one.append(timed(serial, best))
-            many.append(timed(pool, best))
-    speedup = statistics.median(one) / statistics.median(many)
+        one, many = interleaved(lambda: serial.map(fn, spans, best),
+                                lambda: pool.map(fn, spans, best), repeat=5, warmup=0)
+    speedup = one.median / many.median
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     threads, request = 16, 1 << 20

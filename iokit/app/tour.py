@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from iokit.progress import progress_bar
 from iokit.shards import open_shards, pretokenize, write_shards
 from iokit.split import document_ends, plan_pieces
 from iokit.storage import SimulatedStore
-from iokit.timing import MB, measure
+from iokit.timing import MB, measure, stopwatch
 from iokit.tokenize import WordTokenizer
 
 
@@ -103,11 +102,11 @@ def stage_raw_epoch(ctx: Context) -> Row:
 
 
 def stage_pretokenize(ctx: Context) -> Row:
-    start = time.perf_counter()
-    tok = _word_tokenizer(ctx)  # built already if the text epoch ran; part of the cost if not
-    folder = ctx.workdir / "shards-word"
-    pretokenize(ctx.corpus, tok, folder)
-    seconds = time.perf_counter() - start
+    with stopwatch() as sw:
+        tok = _word_tokenizer(ctx)  # built already if the text epoch ran; part of the cost if not
+        folder = ctx.workdir / "shards-word"
+        pretokenize(ctx.corpus, tok, folder)
+    seconds = sw.seconds
     ctx.extra["shards"] = folder
     ctx.extra["preprocess_s"] = seconds
     with open_shards(folder) as s:
@@ -142,10 +141,10 @@ def stage_compress_shards(ctx: Context) -> Row:
         stage_pretokenize(ctx)
     folder = ctx.workdir / "shards-word-zstd3"
     with open_shards(ctx.extra["shards"]) as raw:
-        start = time.perf_counter()
-        write_shards((raw.document(i) for i in range(len(raw))), folder,
-                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
-        seconds = time.perf_counter() - start
+        with stopwatch() as sw:
+            write_shards((raw.document(i) for i in range(len(raw))), folder,
+                         vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
+        seconds = sw.seconds
         raw_bytes = raw.nbytes
     ctx.extra["compressed_shards"] = folder
     with open_shards(folder) as z:
@@ -177,9 +176,9 @@ STAGES.extend([stage_compress_shards, stage_compressed_epoch])
 def stage_parallel_tokenize(ctx: Context) -> Row:
     workers = os.cpu_count() or 1
     out = ctx.workdir / "tokens-parallel.txt"
-    start = time.perf_counter()
-    bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=16)
-    seconds = time.perf_counter() - start
+    with stopwatch() as sw:
+        bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=16)
+    seconds = sw.seconds
     naive = ctx.workdir / "tokens-naive.txt"
     note = f"{workers} processes, 16 docs per task, pool start-up included"
     if naive.exists():
@@ -204,9 +203,9 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
     folder = ctx.workdir / "shards-word-parallel"
-    start = time.perf_counter()
-    parallel_pretokenize(ctx.corpus, tok, folder, workers=workers, chunk_size=16)
-    seconds = time.perf_counter() - start
+    with stopwatch() as sw:
+        parallel_pretokenize(ctx.corpus, tok, folder, workers=workers, chunk_size=16)
+    seconds = sw.seconds
     note = f"{workers} processes, 16 docs per task"
     serial = ctx.extra.get("shards")
     if serial is not None:
@@ -227,11 +226,11 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
     pieces = plan_pieces(ctx.corpus, min(4 * workers, len(document_ends(ctx.corpus))))
-    start = time.perf_counter()
+    sw = stopwatch()
     client = start_local_cluster(workers, dashboard=False)
     try:
         client.wait_for_workers(workers)
-        startup = time.perf_counter() - start
+        startup = sw.seconds
         for _ in range(2):  # the first run warms the workers (imports); the second is timed
             run = pretokenize_pieces(pieces, tok, ctx.workdir / "shards-dask", engine="dask",
                                      client=client, progress=False)

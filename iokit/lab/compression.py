@@ -7,7 +7,6 @@ and returns plain dataclasses; plotting lives in :mod:`iokit.lab.plots`.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from iokit.corpus import iter_documents
 from iokit.costs import CodecProfile, predict_read_seconds
 from iokit.shards import choose_dtype
 from iokit.storage import SimulatedStore
-from iokit.timing import MB, Timing, measure
+from iokit.timing import MB, Timing, measure, stopwatch
 from iokit.tokenize import WordTokenizer, encode_corpus
 
 
@@ -60,9 +59,9 @@ def measure_codec(name, data: bytes, *, repeat: int = 3, warmup: int = 1,
     once more rather than ``repeat`` times, so the comparison stays quick.
     """
     codec = get_codec(name, dictionary=dictionary)
-    start = time.perf_counter()
-    packed = codec.compress(data)
-    first = time.perf_counter() - start
+    with stopwatch() as sw:
+        packed = codec.compress(data)
+    first = sw.seconds
     if codec.decompress(packed) != data:
         raise AssertionError(f"{codec.name}: round trip changed the data")  # a bug, not input
     if first > SLOW_RUN_S:  # a run this long is its own fair measurement: time it once more
@@ -154,11 +153,10 @@ def write_codec_files(folder, data: bytes, names, block_bytes: int = DEFAULT_BLO
 
 def stream_seconds(path, storage=None, *, prefetch: bool = False) -> float:
     """Seconds to read a block file start to end (one request per block), decompressing."""
-    start = time.perf_counter()
-    with BlockReader(path, storage=storage) as r:
+    with stopwatch() as sw, BlockReader(path, storage=storage) as r:
         for _ in r.iter_blocks(prefetch=prefetch):
             pass
-    return time.perf_counter() - start
+    return sw.seconds
 
 
 def profile_codecs(paths: dict, *, repeat: int = 5, min_run_s: float = 0.02
@@ -180,10 +178,10 @@ def profile_codecs(paths: dict, *, repeat: int = 5, min_run_s: float = 0.02
     runs: dict = {name: [] for name in paths}
     for _ in range(repeat):
         for name, path in paths.items():
-            start = time.perf_counter()
-            for _ in range(passes[name]):
-                stream_seconds(path)
-            runs[name].append((time.perf_counter() - start) / passes[name])
+            with stopwatch() as sw:
+                for _ in range(passes[name]):
+                    stream_seconds(path)
+            runs[name].append(sw.seconds / passes[name])
     return [CodecProfile(name, ratios[name], sizes[name] / Timing(runs[name]).median)
             for name in paths]
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from iokit.corpus import iter_documents
 from iokit.costs import EpochCostModel, token_itemsize
 from iokit.shards import ShardSet, open_shards
 from iokit.storage import drop_cache, resident_fraction
-from iokit.timing import MB, Timeline, Timing, measure
+from iokit.timing import MB, Timeline, Timing, measure, stopwatch
 
 
 @dataclass
@@ -75,10 +74,10 @@ def shard_epoch(shards, text_bytes: int, chunk_tokens: int = 1 << 20) -> EpochRe
     """
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
     tokens = 0
-    start = time.perf_counter()
-    for chunk in shard_set.iter_chunks(chunk_tokens):
-        tokens += len(chunk.astype(np.int64))
-    seconds = time.perf_counter() - start
+    with stopwatch() as sw:
+        for chunk in shard_set.iter_chunks(chunk_tokens):
+            tokens += len(chunk.astype(np.int64))
+    seconds = sw.seconds
     return EpochResult(f"{shard_set.dtype.name} shards (memmap)", text_bytes, tokens,
                        {"read": seconds}, seconds)
 

@@ -14,8 +14,7 @@ Every point is measured on a pool that is already running (its start-up is timed
 from __future__ import annotations
 
 import pickle
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,7 +23,7 @@ import numpy as np
 from iokit import tasks
 from iokit.atomic import atomic_write
 from iokit.parallel import WorkerPool
-from iokit.timing import MB, Timing, measure
+from iokit.timing import MB, Timing, interleaved, measure
 
 
 @dataclass(frozen=True)
@@ -61,21 +60,6 @@ def _point(pool: WorkerPool, chunk_size: int, t: Timing, items: int, nbytes: int
                         nbytes, baseline)
 
 
-def _interleaved(one: Callable, other: Callable, repeat: int, warmup: int):
-    """Time ``one()`` and ``other()`` in turn (so a busy moment slows both alike)."""
-    first, second = [], []
-    for i in range(warmup + repeat):
-        t0 = time.perf_counter()
-        one()
-        t1 = time.perf_counter()
-        other()
-        t2 = time.perf_counter()
-        if i >= warmup:
-            first.append(t1 - t0)
-            second.append(t2 - t1)
-    return Timing(first), Timing(second)
-
-
 def corpus_sample(path, max_bytes: int | None = None) -> list[tuple[int, int]]:
     """Byte ranges of the first documents of ``path`` (one per document), up to ``max_bytes``."""
     spans = tasks.document_spans(path)
@@ -106,7 +90,7 @@ def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
         pool.warm()
         run = lambda: pool.map(fn, spans, chunk_size)
         if baseline:
-            one, t = _interleaved(lambda: [fn(s) for s in spans], run, repeat, warmup)
+            one, t = interleaved(lambda: [fn(s) for s in spans], run, repeat=repeat, warmup=warmup)
         else:
             one, t = None, measure(run, repeat=repeat, warmup=warmup)
     except BaseException:
@@ -125,11 +109,12 @@ def worker_sweep(path, spans, workers: Iterable[int], kind: str = "processes",
         yield tokenize_point(path, spans, kind, n, chunk_size, **kwargs)
 
 
-def chunk_sweep(path, spans, chunk_sizes: Iterable[int], kind: str = "processes",
-                workers: int = 2, **kwargs) -> Iterator[ScalingPoint]:
-    """:func:`tokenize_point` for each chunk size on one running pool, yielded as measured."""
+def task_size_sweep(path, spans, task_sizes: Iterable[int], kind: str = "processes",
+                    workers: int = 2, **kwargs) -> Iterator[ScalingPoint]:
+    """:func:`tokenize_point` for each task size (documents per task, the pool's
+    ``chunk_size``) on one running pool, yielded as measured."""
     with WorkerPool(workers, kind, preload=("iokit.tasks",)) as pool:
-        for c in chunk_sizes:
+        for c in task_sizes:
             yield tokenize_point(path, spans, chunk_size=c, pool=pool, **kwargs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +37,33 @@ def storage_error(exc: OSError, path: Path, doing: str) -> StorageError:
     else:
         advice = exc.strerror or str(exc)
     return StorageError(f"{path}: cannot {doing}: {advice}.")
+
+
+def make_folder(path, what: str = "the output folder") -> Path:
+    """Create the folder ``path`` (and its parents) if needed and return it; an OSError
+    becomes the kit's :class:`StorageError` naming the folder and saying what to do."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, path, f"create {what}") from None
+    return path
+
+
+@contextmanager
+def output_folder(path, what: str = "the output folder") -> Iterator[Path]:
+    """:func:`make_folder` for the outputs written inside a ``with`` block: if the block fails
+    and this call created the folder, the folder is removed again when it is still empty, so a
+    failed first run leaves nothing behind."""
+    path = Path(path)
+    created = not path.exists()
+    make_folder(path, what)
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from iokit.atomic import atomic_write
+from iokit.atomic import atomic_write, make_folder
 from iokit.errors import CorpusError, check_choice
 from iokit.progress import progress_bar
 from iokit.tokenize import word_tokenize
@@ -233,7 +233,7 @@ def generate_corpus(path, scale: str | None = None, seed: int = DEFAULT_SEED,
     """Write the generated corpus for ``scale`` to ``path`` (atomically) and return the path."""
     scale = resolve_scale(scale)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the data folder")
     with atomic_write(path, "w", encoding="utf-8", newline="\n") as f, progress_bar(
         total=SCALES[scale], unit="B", unit_scale=True, desc=f"corpus {scale}", disable=not progress
     ) as bar:
@@ -365,7 +365,7 @@ def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
     docs = iter_documents(path, text_field=text_field)
     first = next(docs)  # fail early, before anything is written
     out = Path(data_dir or default_data_dir()) / f"own-{path.stem or 'corpus'}-{text_field}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "the data folder")
     with atomic_write(out, "w", encoding="utf-8", newline="\n") as f:
         for doc in itertools.chain([first], docs):
             f.write(json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n")

@@ -47,7 +47,7 @@ from functools import partial
 from pathlib import Path
 
 from iokit import tasks
-from iokit.atomic import storage_error
+from iokit.atomic import output_folder
 from iokit.errors import ParameterError, WorkerDiedError, check_choice, check_positive
 from iokit.parallel import WorkerPool
 from iokit.progress import progress_bar
@@ -262,46 +262,39 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     _compression(codec, block_bytes, dt, None)
     if engine == "dask":
         require_dask()
-    out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out_dir, "create the shard folder") from None
-    _remove_stale_staging(out_dir)
-    staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    fn = partial(shard_piece, vocab_path=str(staging / VOCAB_FILE), out_dir=str(staging),
-                 dtype=dt.name, codec=codec, block_bytes=block_bytes, text_field=text_field)
-    items = [(p, i, i == len(pieces) - 1) for i, p in enumerate(pieces)]
-    own_client = None
-    try:
-        tokenizer.save(staging / VOCAB_FILE)
-        with progress_bar(total=len(items), desc=f"shards ({engine})", unit="shard",
-                          disable=not progress) as bar:
-            if engine == "dask":
-                if client is None:
-                    client = own_client = start_local_cluster(workers, dashboard=False)
-                    client.wait_for_workers(workers)
-                workers = len(client.scheduler_info()["workers"])
-                start = time.perf_counter()
-                tasks = _dask_map(client, fn, items, bar)
-            else:
-                tasks, start = _local_map(engine, workers, fn, items, bar)
-            seconds = time.perf_counter() - start
-        bins = _publish(staging, out_dir, len(items))
-    except BaseException:
-        if own_client is not None:  # stop its workers first: none may still be writing
-            close_cluster(own_client)
-            own_client = None
-        _remove_tree(staging)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    finally:
-        if own_client is not None:
-            close_cluster(own_client)
-    return ShardRun(engine, workers, bins, tasks, seconds)
+    with output_folder(out_dir, "the shard folder") as out_dir:
+        _remove_stale_staging(out_dir)
+        staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        fn = partial(shard_piece, vocab_path=str(staging / VOCAB_FILE), out_dir=str(staging),
+                     dtype=dt.name, codec=codec, block_bytes=block_bytes, text_field=text_field)
+        items = [(p, i, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+        own_client = None
+        try:
+            tokenizer.save(staging / VOCAB_FILE)
+            with progress_bar(total=len(items), desc=f"shards ({engine})", unit="shard",
+                              disable=not progress) as bar:
+                if engine == "dask":
+                    if client is None:
+                        client = own_client = start_local_cluster(workers, dashboard=False)
+                        client.wait_for_workers(workers)
+                    workers = len(client.scheduler_info()["workers"])
+                    start = time.perf_counter()
+                    records = _dask_map(client, fn, items, bar)
+                else:
+                    records, start = _local_map(engine, workers, fn, items, bar)
+                seconds = time.perf_counter() - start
+            bins = _publish(staging, out_dir, len(items))
+        except BaseException:
+            if own_client is not None:  # stop its workers first: none may still be writing
+                close_cluster(own_client)
+                own_client = None
+            _remove_tree(staging)
+            raise
+        finally:
+            if own_client is not None:
+                close_cluster(own_client)
+    return ShardRun(engine, workers, bins, records, seconds)
 
 
 def _remove_tree(folder: Path, attempts: int = 20) -> None:

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from iokit import tasks
-from iokit.atomic import storage_error
+from iokit.atomic import output_folder
 from iokit.corpus import iter_documents
 from iokit.parallel import WorkerPool, chunked
 from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
@@ -46,27 +46,18 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
 
     ``chunk_size`` is documents per task. Returns the ``.bin`` paths.
     """
-    corpus, out_dir = Path(corpus), Path(out_dir)
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out_dir, "create the shard folder") from None
+    corpus = Path(corpus)
     # Workers load the tokenizer from a scratch copy; vocab.json is written last, beside the
     # finished shards, so a failed run leaves nothing behind (as pretokenize does).
-    with tempfile.TemporaryDirectory(prefix="iokit-vocab-") as scratch:
+    with output_folder(out_dir, "the shard folder") as out_dir, \
+            tempfile.TemporaryDirectory(prefix="iokit-vocab-") as scratch:
         worker_vocab = Path(scratch) / VOCAB_FILE
         tokenizer.save(worker_vocab)
-        try:
-            with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
-                bins = write_shards(
-                    _encoded(pool, corpus, worker_vocab, chunk_size, text_field), out_dir,
-                    vocab_size=tokenizer.vocab_size, dtype=dtype,
-                    max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
-                    fingerprint=tokenizer.fingerprint)
-        except BaseException:
-            if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-                out_dir.rmdir()
-            raise
+        with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
+            bins = write_shards(
+                _encoded(pool, corpus, worker_vocab, chunk_size, text_field), out_dir,
+                vocab_size=tokenizer.vocab_size, dtype=dtype,
+                max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+                fingerprint=tokenizer.fingerprint)
     tokenizer.save(out_dir / VOCAB_FILE)
     return bins

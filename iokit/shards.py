@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iokit.atomic import atomic_write, storage_error, write_bytes_atomic
+from iokit.atomic import atomic_write, make_folder, output_folder, write_bytes_atomic
 from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockTable, BlockWriter
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents
@@ -208,36 +208,32 @@ def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="aut
                                      hint="Use e.g. 67108864 (64 MiB).")
     dt = _resolve_dtype(dtype, vocab_size)
     compression = _compression(codec, block_bytes, dt, dictionary)  # before touching out_dir
-    created = not Path(out_dir).exists()
-    out_dir = _make_folder(out_dir)
-    _remove_shards(out_dir, prefix)
     meta = {"dtype": dt, "vocab_size": vocab_size, "fingerprint": int(fingerprint)}
     done: list[Path] = []
     current = None
-    try:
-        for k, arr in enumerate(token_arrays):
-            data, n = _document_bytes(arr, k, dt, vocab_size)
-            if current is not None and len(current.offsets) > 1 and \
-                    current.nbytes + len(data) > max_shard_bytes:
-                current.finish(last=False, **meta)
-                done.append(current.bin_path)
-                current = None
-            if current is None:
-                current = _OpenShard(out_dir, len(done), prefix, **compression)
-            current.add(data, n)
-        if current is None:  # no documents at all: one empty shard says so
-            current = _OpenShard(out_dir, 0, prefix, **compression)
-        current.finish(last=True, **meta)
-        done.append(current.bin_path)
-        current = None
-    except BaseException as exc:
+    # A failed first write leaves no empty folder behind.
+    with output_folder(out_dir, "the shard folder") as out_dir:
+        _remove_shards(out_dir, prefix)
         try:
+            for k, arr in enumerate(token_arrays):
+                data, n = _document_bytes(arr, k, dt, vocab_size)
+                if current is not None and len(current.offsets) > 1 and \
+                        current.nbytes + len(data) > max_shard_bytes:
+                    current.finish(last=False, **meta)
+                    done.append(current.bin_path)
+                    current = None
+                if current is None:
+                    current = _OpenShard(out_dir, len(done), prefix, **compression)
+                current.add(data, n)
+            if current is None:  # no documents at all: one empty shard says so
+                current = _OpenShard(out_dir, 0, prefix, **compression)
+            current.finish(last=True, **meta)
+            done.append(current.bin_path)
+            current = None
+        except BaseException as exc:
             if current is not None:
                 current.abort(exc)  # may raise the StorageError that explains exc
-        finally:
-            if created and not any(out_dir.iterdir()):
-                out_dir.rmdir()  # a failed first write leaves no empty folder behind
-        raise
+            raise
     return done
 
 
@@ -257,7 +253,7 @@ def write_shard(token_arrays: Iterable, out_dir, index: int, *, last: bool, voca
                              f"{index!r}.")
     dt = _resolve_dtype(dtype, vocab_size)
     compression = _compression(codec, block_bytes, dt, dictionary)
-    shard = _OpenShard(_make_folder(out_dir), index, prefix, **compression)
+    shard = _OpenShard(make_folder(out_dir, "the shard folder"), index, prefix, **compression)
     try:
         for k, arr in enumerate(token_arrays):
             shard.add(*_document_bytes(arr, k, dt, vocab_size))
@@ -281,15 +277,6 @@ def _compression(codec, block_bytes, dtype: np.dtype, dictionary) -> dict:
         raise ParameterError(f"block_bytes {block_bytes:,} is not a multiple of the token size "
                              f"({dtype.itemsize} bytes for {dtype.name}); use e.g. 262144.")
     return {"codec": codec, "block_bytes": block_bytes, "dictionary": dictionary}
-
-
-def _make_folder(out_dir) -> Path:
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out_dir, "create the shard folder") from None
-    return out_dir
 
 
 def _remove_shards(out_dir: Path, prefix: str) -> None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from iokit.atomic import atomic_write, storage_error
+from iokit.atomic import atomic_write, make_folder
 from iokit.errors import CorpusError, ParameterError, check_positive
 
 PART_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.jsonl$")
@@ -132,11 +132,7 @@ def split_corpus(corpus, out_dir, parts: int, prefix: str = "part") -> list[Path
     """
     pieces = plan_pieces(corpus, check_positive("parts", parts,
                                                 hint="It is the number of files; use e.g. 8."))
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out_dir, "create the folder for the parts") from None
+    out_dir = make_folder(out_dir, "the folder for the parts")
     for p in out_dir.iterdir():
         m = PART_NAME.match(p.name)
         if m and m["prefix"] == prefix and int(m["index"]) >= len(pieces):

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from iokit.app.tour import Row
-from iokit.atomic import atomic_write, storage_error, write_bytes_atomic
+from iokit.atomic import atomic_write, make_folder, write_bytes_atomic
 from iokit.lab.machine import describe_machine
 from iokit.lab.plots import busy_predicted_vs_measured, timelines_side_by_side
 
@@ -61,11 +61,7 @@ def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit r
                  about: str = "") -> Path:
     """Write ``report.html`` (figures embedded) and the figures as PNG files beside it, each
     file atomically; return the HTML's path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, out, "create the report folder") from None
+    out = make_folder(out_dir, "the report folder")
     figs = report_figures(rows, extra)
     for name, data in figs.items():
         write_bytes_atomic(out / name, data)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iokit.atomic import make_folder
 from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockWriter, write_blocks
 from iokit.codecs import get_codec, train_dictionary
 from iokit.corpus import iter_documents
@@ -141,8 +142,7 @@ def block_bytes_sweep(data: bytes, block_bytes, *, codec: str = "zstd:3",
 def write_codec_files(folder, data: bytes, names, block_bytes: int = DEFAULT_BLOCK_BYTES,
                       dictionary: bytes | None = None) -> dict[str, Path]:
     """``data`` as one block file per codec in ``folder``; returns {codec name: path}."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(folder, "the folder for the block files")
     paths = {}
     for name in names:
         path = folder / f"blocks-{name.replace(':', '-')}.blk"

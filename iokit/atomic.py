@@ -100,8 +100,3 @@ def write_bytes_atomic(path, data: bytes) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(data)
     return Path(path)
-
-
-def leftover_temp_files(folder) -> list[Path]:
-    """Temporary files an interrupted write left in ``folder`` (there should be none)."""
-    return sorted(p for p in Path(folder).iterdir() if TMP_MARK in p.name)

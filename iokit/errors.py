@@ -37,6 +37,19 @@ class LoaderError(IokitError):
     """A loader worker failed; the message names the worker and the batch."""
 
 
+def read_kit_file(path, what: str, todo: str) -> bytes:
+    """The bytes of a file the kit wrote (an index, a vocabulary); a missing or unreadable one
+    is a :class:`FormatError` naming the file, what it should be and what to do."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such {what}; {todo}.") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read the {what} ({exc.strerror}); check the path "
+                          "and its permissions.") from None
+
+
 def check_positive(name: str, value, *, hint: str = "") -> int:
     """Return ``value`` as an int if it is a whole number > 0, else raise ParameterError."""
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (

@@ -60,7 +60,7 @@ from iokit.atomic import atomic_write, make_folder, output_folder, write_bytes_a
 from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockTable, BlockWriter
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents
-from iokit.errors import FormatError, ParameterError, check_positive
+from iokit.errors import FormatError, ParameterError, check_positive, read_kit_file
 from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
@@ -403,14 +403,8 @@ def _bad(path: Path, field: str, what: str, todo: str = "write the shards again"
 def read_index(idx_path, expected_index: int | None = None) -> dict:
     """Read and check one ``.idx`` file; return its fields (``offsets`` as an int64 array)."""
     idx_path = Path(idx_path)
-    try:
-        raw = idx_path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{idx_path}: no such index file; write the shards with "
-                          "iokit.shards.pretokenize.") from None
-    except OSError as exc:
-        raise FormatError(f"{idx_path}: cannot read ({exc.strerror}); check the path and "
-                          "permissions.") from None
+    raw = read_kit_file(idx_path, "index file",
+                        "write the shards with iokit.shards.pretokenize")
     if len(raw) < HEADER.size:
         raise _bad(idx_path, "header", f"the file has {len(raw)} bytes, the header alone needs "
                    f"{HEADER.size}: the file is truncated")

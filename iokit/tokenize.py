@@ -39,7 +39,7 @@ import numpy as np
 from nltk.tokenize import WordPunctTokenizer
 
 from iokit.atomic import write_bytes_atomic
-from iokit.errors import FormatError, ParameterError, check_positive
+from iokit.errors import FormatError, ParameterError, check_positive, read_kit_file
 
 
 @lru_cache(maxsize=1)
@@ -273,14 +273,8 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
 def load_tokenizer(path):
     """Read a tokenizer saved by ``save``: a word vocabulary or a BPE ``tokenizer.json``."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such vocabulary file; build one with "
-                          "iokit.tokenize.train_tokenizer and save it.") from None
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read the vocabulary ({exc.strerror}); give the path "
-                          "of a saved vocabulary file.") from None
+    raw = read_kit_file(path, "vocabulary file",
+                        "build one with iokit.tokenize.train_tokenizer and save it")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -13,3 +13,4 @@ os.environ.setdefault("IOKIT_PROGRESS", "0")
 def tiny_corpus(tmp_path_factory):
     """The tiny generated corpus (about 3 MB), in a temporary folder."""
     return generate_corpus(tmp_path_factory.mktemp("data") / "tiny.jsonl", "tiny", progress=False)
+

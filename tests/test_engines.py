@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import pytest
+from helpers import interrupt_at
 
 from iokit import shards
 from iokit.corpus import iter_documents
@@ -149,16 +150,7 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path, tokenizer):
 def test_ctrl_c_publishes_nothing(tmp_path, tokenizer, pieces, monkeypatch):
     from iokit import tasks
 
-    calls = []
-    real = tasks.read_texts
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks, "read_texts", interrupted)
+    interrupt_at(monkeypatch, tasks, "read_texts", 3)
     with pytest.raises(KeyboardInterrupt):
         pretokenize_pieces(pieces, tokenizer, tmp_path / "out", engine="serial",
                            progress=False)

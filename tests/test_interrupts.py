@@ -14,6 +14,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import leftover_temp_files
 
 from iokit import atomic
 from iokit.corpus import generate_corpus
@@ -67,7 +68,7 @@ def _files(folder):
 
 def _check_only_complete(out, reference: dict) -> None:
     got = _files(out)
-    assert not out.exists() or atomic.leftover_temp_files(out) == []
+    assert not out.exists() or leftover_temp_files(out) == []
     for name, data in got.items():
         assert name in reference, f"{name} is not a file an uninterrupted run writes"
         assert data == reference[name], f"{name} differs from the uninterrupted run's"

@@ -9,9 +9,10 @@ import traceback
 from functools import partial
 
 import pytest
+from helpers import leftover_temp_files
 
 from iokit import tasks
-from iokit.atomic import atomic_write, leftover_temp_files
+from iokit.atomic import atomic_write
 from iokit.errors import IokitError, ParameterError, WorkerDiedError
 from iokit.parallel import WorkerPool, chunked, parallel_map
 

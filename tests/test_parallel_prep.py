@@ -4,14 +4,13 @@ import hashlib
 import json
 
 import pytest
+from helpers import interrupt_at, leftover_temp_files
 
-shards = pytest.importorskip("iokit.shards")
-
-from iokit.atomic import leftover_temp_files  # noqa: E402
-from iokit.corpus import iter_documents  # noqa: E402
-from iokit.errors import CorpusError  # noqa: E402
-from iokit.preprocess import parallel_pretokenize  # noqa: E402
-from iokit.tokenize import WordTokenizer  # noqa: E402
+from iokit import shards
+from iokit.corpus import iter_documents
+from iokit.errors import CorpusError
+from iokit.preprocess import parallel_pretokenize
+from iokit.tokenize import WordTokenizer
 
 MAX_SHARD = 200_000  # small, so the tiny corpus makes several shards
 
@@ -78,16 +77,7 @@ def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, m
     from iokit import tasks
     from iokit.errors import FormatError
 
-    real = tasks.encode_span
-    calls = []
-
-    def interrupted(*args, **kwargs):  # Ctrl-C arrives while document 300 is being encoded
-        calls.append(1)
-        if len(calls) == 300:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks, "encode_span", interrupted)
+    interrupt_at(monkeypatch, tasks, "encode_span", 300)  # while document 300 is encoded
     with pytest.raises(KeyboardInterrupt):
         parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, chunk_size=4,
                              kind="threads", max_shard_bytes=MAX_SHARD)

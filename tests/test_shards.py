@@ -8,8 +8,8 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import leftover_temp_files
 
-from iokit.atomic import leftover_temp_files
 from iokit.corpus import iter_documents
 from iokit.errors import FormatError, ParameterError
 from iokit.shards import (
@@ -390,7 +390,7 @@ def test_unusable_paths(tmp_path, docs):
         load_tokenizer(tmp_path)
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "shard-00000.idx").mkdir()
-    with pytest.raises(FormatError, match=r"shard-00000\.idx: cannot read"):
+    with pytest.raises(FormatError, match=r"shard-00000\.idx: cannot read the index file"):
         open_shards(tmp_path / "s")
 
 

@@ -20,6 +20,15 @@ def _axes(ax=None, figsize=(7, 4)):
     return ax
 
 
+def _finish(ax, xlabel: str, ylabel: str):
+    """Label both axes (with their units), draw a light log-friendly grid and the legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
 def doc_length_histogram(doc_bytes, ax=None):
     """Histogram of document sizes on a log axis: the long tail of long documents."""
     ax = _axes(ax)
@@ -101,11 +110,7 @@ def sweep_with_model(points, model, ax=None, label="measured"):
     chunks = [p.request_bytes for p in points]
     ax.loglog(chunks, [p.mb_per_s for p in points], "o", label=label)
     ax.loglog(*throughput_model_curve(model, chunks), "--", label=f"model: {model}")
-    ax.set_xlabel("bytes per request (log scale)")
-    ax.set_ylabel("throughput (MB/s, log scale)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _finish(ax, "bytes per request (log scale)", "throughput (MB/s, log scale)")
 
 
 # --------------------------------------------------------------------------- notebook 02
@@ -195,11 +200,8 @@ def codec_pareto(results_by_data: dict, ax=None, speed: str = "decompress_mb_s")
                 color=color, lw=1, label=f"{label}: Pareto front")
     ax.set_xscale("log")
     what = "decompression" if speed.startswith("de") else "compression"
-    ax.set_xlabel(f"{what} speed (MB/s of raw data, log scale)")
-    ax.set_ylabel("compression ratio (raw / stored)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _finish(ax, f"{what} speed (MB/s of raw data, log scale)",
+                   "compression ratio (raw / stored)")
 
 
 def block_bytes_ratio(points, ax=None, whole: dict | None = None):
@@ -213,11 +215,7 @@ def block_bytes_ratio(points, ax=None, whole: dict | None = None):
     for k, (label, ratio) in enumerate((whole or {}).items()):
         ax.axhline(ratio, color="gray", ls=":" if k else "--", lw=1, label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("block size (raw bytes, log scale)")
-    ax.set_ylabel("compression ratio (raw / stored)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _finish(ax, "block size (raw bytes, log scale)", "compression ratio (raw / stored)")
 
 
 def read_time_comparison(comparisons, ax=None):
@@ -276,12 +274,8 @@ def read_scaling(points, model, request_bytes: int, ax=None):
               label="model: min(n × per-stream rate, aggregate)")
     ax.axhline(model.aggregate_bandwidth / 1e6, color="gray", lw=1, ls=":",
                label="aggregate bandwidth")
-    ax.set_xlabel("threads (log scale)")
-    ax.set_ylabel("throughput (MB/s, log scale)")
     ax.set_title(f"{request_bytes // 1024:,} KiB reads from a simulated object store")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _finish(ax, "threads (log scale)", "throughput (MB/s, log scale)")
 
 
 def chunk_size_effect(points, ax=None):
@@ -292,12 +286,9 @@ def chunk_size_effect(points, ax=None):
                 "o-", base=2, label=f"{points[0].workers} {points[0].kind}")
     ax.axhline(points[0].workers, color="k", ls=":", lw=1, label="ideal")
     ax.axhline(1, color="gray", lw=1)
-    ax.set_xlabel("chunk size (documents per task, log scale)")
-    ax.set_ylabel("speedup over 1 process (×)")
     ax.set_ylim(0, points[0].workers + 0.5)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _finish(ax, "task size (documents per task, log scale)",
+                   "speedup over 1 process (×)")
 
 
 # --------------------------------------------------------------------------- notebook 05

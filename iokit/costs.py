@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iokit.shards import choose_dtype
 from iokit.storage import get_preset
 from iokit.timing import MB, format_bytes, format_seconds
 
@@ -121,8 +122,8 @@ class EpochCostModel:
 
 
 def token_itemsize(vocab_size: int) -> int:
-    """Bytes per stored token ID: 2 if IDs 0..vocab_size-1 fit uint16, else 4."""
-    return 2 if vocab_size <= 65_536 else 4
+    """Bytes per stored token ID, as the shard writer chooses them (:func:`choose_dtype`)."""
+    return choose_dtype(vocab_size).itemsize
 
 
 def shard_bytes(n_tokens: int, vocab_size: int) -> int:

@@ -45,7 +45,7 @@ import numpy as np
 from iokit.blocks import BlockReader
 from iokit.errors import LoaderError, ParameterError, check_positive
 from iokit.ranks import RankReader
-from iokit.shards import open_shards, write_shards
+from iokit.shards import inputs_and_targets, open_shards, write_shards
 from iokit.storage import LocalDisk, open_storage
 from iokit.timing import Timeline
 
@@ -223,8 +223,8 @@ def epoch_order(n_batches: int, *, shuffle: bool = False, seed: int = 0, epoch: 
 def make_batch(tokens: np.ndarray, batch_size: int, block_size: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """Token IDs → (x, y): ``batch_size`` rows of ``block_size`` int64 IDs, y shifted by one."""
-    out = np.asarray(tokens).reshape(batch_size, block_size + 1).astype(np.int64)
-    return out[:, :-1], out[:, 1:]
+    return inputs_and_targets(np.asarray(tokens).reshape(batch_size, block_size + 1)
+                              .astype(np.int64))
 
 
 class Loader:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from iokit.errors import ParameterError, check_positive
-from iokit.shards import ShardSet, open_shards
+from iokit.shards import ShardSet, inputs_and_targets, open_shards
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class RankReader:
             out[rows] = tokens
             rows += 1
             if rows == batch_size:
-                yield out[:, :-1], out[:, 1:]
+                yield inputs_and_targets(out)
                 out = np.empty_like(out)  # the caller may keep the last batch
                 rows = 0
 

@@ -103,6 +103,12 @@ def _resolve_dtype(dtype, vocab_size: int) -> np.dtype:
     return dt
 
 
+def inputs_and_targets(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``block_size + 1`` tokens → ``(x, y)``: inputs, and targets shifted by one
+    (views of ``windows``, as nanoGPT's ``get_batch`` returns them)."""
+    return windows[:, :-1], windows[:, 1:]
+
+
 def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]:
     """The ``.bin`` and ``.idx`` paths of shard ``index``."""
     stem = Path(out_dir) / f"{prefix}-{index:05d}"
@@ -627,7 +633,7 @@ class ShardSet:
                     out[r] = self.shards[k].read(a, a + width)
                 else:  # the window crosses into the next shard(s)
                     out[r] = self.read(i, i + width)
-        return out[:, :-1], out[:, 1:]
+        return inputs_and_targets(out)
 
     def verify(self) -> None:
         """Recompute every shard's checksum (raises FormatError naming the first bad one)."""

@@ -18,9 +18,9 @@ from iokit.costs import (
     read_seconds,
     serial_fraction_from_timings,
     shard_bytes,
-    token_itemsize,
 )
 from iokit.ranks import rank_balance
+from iokit.shards import choose_dtype
 from iokit.storage import get_preset
 
 
@@ -88,7 +88,7 @@ def top_words_share(answer, stats, n: int = 100) -> bool:
 
 def token_dtype(answer, vocab_size: int) -> bool:
     """02-1: the numpy dtype to store IDs of a ``vocab_size`` vocabulary ('uint16'/'uint32')."""
-    expected = "uint16" if token_itemsize(vocab_size) == 2 else "uint32"
+    expected = choose_dtype(vocab_size).name
     try:
         given = np.dtype(answer).name
     except TypeError:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -108,41 +106,6 @@ def request_offsets(path, size: int, count: int) -> list[int]:
     stride = max(size, 1)
     last = max(total - size, 0)
     return [(i * stride) % (last + 1) for i in range(count)]
-
-
-# --------------------------------------------------------------------------- small demonstrations
-
-
-def square(x):
-    """``x * x``: a stand-in for real work."""
-    return x * x
-
-
-def slow_square(seconds: float, x):
-    """``x * x`` after sleeping ``seconds`` (work that waits, as I/O does)."""
-    time.sleep(seconds)
-    return x * x
-
-
-def fail_on(bad, x):
-    """``x * x``, but raise ValueError on ``bad`` (to see a worker's error reach the caller)."""
-    if x == bad:
-        raise ValueError(f"item {x!r} is bad")
-    return x * x
-
-
-def die_on(bad, x, *_):
-    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad`` (further arguments,
-    as an engine passes them, are ignored)."""
-    if x == bad:
-        os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(10)
-    return x * x
-
-
-def pid_of(x) -> int:
-    """The id of the process that ran this item."""
-    return os.getpid()
 
 
 def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:

@@ -1,5 +1,12 @@
-"""Helpers several test modules use (the kit itself does not need them)."""
+"""Helpers several test modules use (the kit itself does not need them).
 
+The small work functions are defined at the top level of a module, so worker processes of
+every start method can import them by name.
+"""
+
+import os
+import signal
+import time
 from pathlib import Path
 
 from iokit.atomic import TMP_MARK
@@ -23,3 +30,35 @@ def interrupt_at(monkeypatch, module, name: str, call: int) -> None:
 def leftover_temp_files(folder) -> list[Path]:
     """Temporary files an interrupted write left in ``folder`` (there should be none)."""
     return sorted(p for p in Path(folder).iterdir() if TMP_MARK in p.name)
+
+
+def square(x):
+    """``x * x``: a stand-in for real work."""
+    return x * x
+
+
+def slow_square(seconds: float, x):
+    """``x * x`` after sleeping ``seconds`` (work that waits, as I/O does)."""
+    time.sleep(seconds)
+    return x * x
+
+
+def fail_on(bad, x):
+    """``x * x``, but raise ValueError on ``bad`` (to see a worker's error reach the caller)."""
+    if x == bad:
+        raise ValueError(f"item {x!r} is bad")
+    return x * x
+
+
+def die_on(bad, x, *_):
+    """``x * x``, but the worker process kills itself (SIGKILL) on ``bad`` (further arguments,
+    as an engine passes them, are ignored)."""
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)
+    return x * x
+
+
+def pid_of(x) -> int:
+    """The id of the process that ran this item."""
+    return os.getpid()

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 
-from iokit import atomic, tasks
+from iokit import atomic
 from iokit.app import cli
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents, resolve_scale
@@ -202,11 +203,11 @@ def s_token_out_of_vocab(tmp, mp):
 
 
 def s_workers_zero(tmp, mp):
-    return partial(parallel_map, tasks.square, range(4), workers=0)
+    return partial(parallel_map, helpers.square, range(4), workers=0)
 
 
 def s_chunk_size_zero(tmp, mp):
-    return partial(parallel_map, tasks.square, range(4), workers=1, chunk_size=0)
+    return partial(parallel_map, helpers.square, range(4), workers=1, chunk_size=0)
 
 
 def s_batch_size_zero(tmp, mp):
@@ -364,7 +365,7 @@ def s_disk_full_vocab(tmp, mp):
 
 
 def s_worker_killed(tmp, mp):
-    return partial(parallel_map, partial(tasks.die_on, 5), range(12), workers=2,
+    return partial(parallel_map, partial(helpers.die_on, 5), range(12), workers=2,
                    kind="processes", chunk_size=2)
 
 

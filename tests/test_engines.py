@@ -204,11 +204,11 @@ def test_a_dask_worker_that_dies_is_a_clear_error():
     from functools import partial
 
     import dask  # distributed first: its settings must be loaded before config.set restores
+    from helpers import die_on
 
     from iokit.engines import _dask_map, close_cluster, start_local_cluster
     from iokit.errors import WorkerDiedError
     from iokit.progress import progress_bar
-    from iokit.tasks import die_on
 
     # The worker dies on item 1; dask may blame any task the worker held at that moment.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):

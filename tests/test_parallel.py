@@ -8,6 +8,7 @@ import threading
 import traceback
 from functools import partial
 
+import helpers
 import pytest
 from helpers import leftover_temp_files
 
@@ -19,7 +20,7 @@ from iokit.parallel import WorkerPool, chunked, parallel_map
 
 def jitter(x):
     """x * x after a pause that differs by item, so tasks finish out of order."""
-    return tasks.slow_square(0.001 * ((x * 7) % 5), x)
+    return helpers.slow_square(0.001 * ((x * 7) % 5), x)
 
 
 @pytest.mark.parametrize("kind", ["serial", "threads", "processes"])
@@ -29,13 +30,13 @@ def test_results_come_back_in_input_order(kind, workers):
     expected = [x * x for x in items]
     with WorkerPool(workers, kind, start_method="fork") as pool:
         for chunk_size in (1, 3, 7, 100):
-            assert pool.map(tasks.square, items, chunk_size) == expected
+            assert pool.map(helpers.square, items, chunk_size) == expected
         assert pool.map(jitter, items, 1) == expected  # tasks finish out of order
 
 
 def test_threads_finish_out_of_order_but_map_keeps_order():
     items = list(range(30))
-    assert parallel_map(partial(tasks.slow_square, 0.0), items, workers=4, chunk_size=1) == \
+    assert parallel_map(partial(helpers.slow_square, 0.0), items, workers=4, chunk_size=1) == \
         [x * x for x in items]
     assert parallel_map(jitter, items, workers=4, kind="threads") == [x * x for x in items]
 
@@ -43,7 +44,7 @@ def test_threads_finish_out_of_order_but_map_keeps_order():
 def test_imap_streams_from_a_generator():
     gen = (x for x in range(1000))
     with WorkerPool(2, "threads") as pool:
-        out = pool.imap(tasks.square, gen, chunk_size=10)
+        out = pool.imap(helpers.square, gen, chunk_size=10)
         assert [next(out) for _ in range(5)] == [0, 1, 4, 9, 16]
         out.close()
 
@@ -52,8 +53,8 @@ def test_imap_streams_from_a_generator():
 def test_every_start_method(method):
     items = list(range(25))
     with WorkerPool(2, "processes", start_method=method) as pool:
-        assert pool.map(tasks.square, items, chunk_size=4) == [x * x for x in items]
-        pids = set(pool.map(tasks.pid_of, range(8)))
+        assert pool.map(helpers.square, items, chunk_size=4) == [x * x for x in items]
+        pids = set(pool.map(helpers.pid_of, range(8)))
     assert os.getpid() not in pids
 
 
@@ -82,7 +83,7 @@ def test_a_notebook_function_is_explained_for_spawn(monkeypatch):
 @pytest.mark.parametrize("kind", ["serial", "threads", "processes"])
 def test_a_worker_exception_reaches_the_caller_with_its_traceback(kind):
     with pytest.raises(ValueError, match="item 7 is bad") as info:
-        parallel_map(partial(tasks.fail_on, 7), range(20), workers=2, kind=kind, chunk_size=3)
+        parallel_map(partial(helpers.fail_on, 7), range(20), workers=2, kind=kind, chunk_size=3)
     text = "".join(traceback.format_exception(info.value))
     assert "in fail_on" in text  # the worker's own frame
     assert 'raise ValueError(f"item {x!r} is bad")' in text
@@ -92,7 +93,7 @@ def test_a_worker_exception_reaches_the_caller_with_its_traceback(kind):
 
 def test_a_killed_worker_gives_a_clear_error_not_a_hang():
     with pytest.raises(WorkerDiedError, match="SIGKILL") as info:
-        parallel_map(partial(tasks.die_on, 5), range(40), workers=2, kind="processes",
+        parallel_map(partial(helpers.die_on, 5), range(40), workers=2, kind="processes",
                      chunk_size=2)
     assert isinstance(info.value, IokitError)
     assert multiprocessing.active_children() == []
@@ -114,7 +115,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_half_written_output(tmp_path, kind, 
         with pytest.raises(KeyboardInterrupt):
             with WorkerPool(2, kind, start_method=method) as pool, \
                     atomic_write(out, "w") as f:
-                for r in pool.imap(partial(tasks.slow_square, 0.05), range(400)):
+                for r in pool.imap(partial(helpers.slow_square, 0.05), range(400)):
                     done.append(r)
                     if timer is None:  # Ctrl-C a little after the first result
                         timer = _interrupt_soon(0.2)
@@ -141,7 +142,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_half_written_output(tmp_path, kind, 
 ])
 def test_bad_parameters_raise_parameter_error(kwargs, match):
     with pytest.raises(ParameterError, match=match):
-        parallel_map(tasks.square, [1, 2, 3], **kwargs)
+        parallel_map(helpers.square, [1, 2, 3], **kwargs)
 
 
 def test_chunked_keeps_every_item():
@@ -178,7 +179,7 @@ def test_tokenizing_spans_in_parallel_equals_tokenizing_texts(small_corpus):
 def test_imap_checks_its_arguments_at_once():
     pool = WorkerPool(2, "processes")
     with pytest.raises(ParameterError, match="chunk size"):
-        pool.imap(tasks.square, [1], chunk_size=0)
+        pool.imap(helpers.square, [1], chunk_size=0)
     with pytest.raises(ParameterError, match="top level of a module"):
         pool.imap(lambda x: x, [1])
     pool.close()

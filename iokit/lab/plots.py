@@ -59,19 +59,26 @@ def zipf_plot(word_counts, ax=None, exponent: float = 1.0):
     return ax
 
 
-def stage_breakdown(results, ax=None):
-    """Stacked horizontal bars: seconds spent reading, processing and writing, per loop."""
+def _stacked_seconds(results, colors: dict, rest: str, ax=None):
+    """Stacked horizontal bars, one per result: its ``stage_seconds`` in ``colors``, and the
+    rest of its wall time (labelled ``rest``) in gray. Returns the axes and the totals."""
     ax = _axes(ax, figsize=(7, 1.2 + 0.6 * len(results)))
-    colors = {"read": "tab:blue", "process": "tab:orange", "write": "tab:green"}
     names = [r.name for r in results]
     left = np.zeros(len(results))
     for stage, color in colors.items():
         secs = np.array([r.stage_seconds.get(stage, 0.0) for r in results])
         ax.barh(names, secs, left=left, color=color, label=stage)
         left += secs
-    other = np.array([r.seconds for r in results]) - left
-    ax.barh(names, np.clip(other, 0, None), left=left, color="lightgray", label="loop overhead")
+    totals = np.array([r.seconds for r in results])
+    ax.barh(names, np.clip(totals - left, 0, None), left=left, color="lightgray", label=rest)
     ax.invert_yaxis()
+    return ax, totals
+
+
+def stage_breakdown(results, ax=None):
+    """Stacked horizontal bars: seconds spent reading, processing and writing, per loop."""
+    ax, _ = _stacked_seconds(results, {"read": "tab:blue", "process": "tab:orange",
+                                       "write": "tab:green"}, "loop overhead", ax)
     ax.set_xlabel("seconds")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("Where the time goes")
@@ -118,21 +125,11 @@ def sweep_with_model(points, model, ax=None, label="measured"):
 
 def epoch_breakdown(results, ax=None):
     """Stacked horizontal bars: seconds of one epoch spent reading and tokenizing, per way."""
-    ax = _axes(ax, figsize=(7, 1.2 + 0.6 * len(results)))
-    colors = {"read": "tab:blue", "tokenize": "tab:orange"}
-    names = [r.name for r in results]
-    left = np.zeros(len(results))
-    for stage, color in colors.items():
-        secs = np.array([r.stage_seconds.get(stage, 0.0) for r in results])
-        ax.barh(names, secs, left=left, color=color, label=stage)
-        left += secs
-    other = np.array([r.seconds for r in results]) - left
-    ax.barh(names, np.clip(other, 0, None), left=left, color="lightgray", label="other")
-    totals = np.array([r.seconds for r in results])
+    ax, totals = _stacked_seconds(results, {"read": "tab:blue", "tokenize": "tab:orange"},
+                                  "other", ax)
     for i, t in enumerate(totals):
         ax.text(t, i, f" {t * 1e3:,.3g} ms", va="center", fontsize="small")
     ax.set_xlim(0, totals.max() * 1.25)  # linear: stacked bars keep their proportions
-    ax.invert_yaxis()
     ax.set_xlabel("seconds per epoch")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("One epoch: from text, or from pretokenized shards")

@@ -44,8 +44,9 @@ import numpy as np
 
 from iokit.blocks import BlockReader
 from iokit.errors import LoaderError, ParameterError, check_positive
+from iokit.preprocess import rewrite_shards
 from iokit.ranks import RankReader
-from iokit.shards import inputs_and_targets, open_shards, write_shards
+from iokit.shards import inputs_and_targets, open_shards
 from iokit.storage import LocalDisk, open_storage
 from iokit.timing import Timeline
 
@@ -183,21 +184,6 @@ class RankBatches:
 
     def close(self) -> None:
         self.shards.close()
-
-
-def compress_shards(folder, out_dir, codec: str = "zstd:3", block_bytes: int = 256 * 1024
-                    ) -> Path:
-    """Write the shards in ``folder`` again, block-compressed, into ``out_dir``; return it.
-
-    Choose ``block_bytes`` equal to a batch's bytes (``batch × (block + 1) × itemsize``) and a
-    batch is about one block: one request, one decompression.
-    """
-    with open_shards(folder) as raw:
-        largest = max(s.n_tokens for s in raw.shards) * raw.dtype.itemsize
-        write_shards((raw.document(i) for i in range(len(raw))), out_dir,
-                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec=codec,
-                     block_bytes=block_bytes, max_shard_bytes=max(largest, 1))
-    return Path(out_dir)
 
 
 # --------------------------------------------------------------------------- the loader
@@ -407,13 +393,16 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
                 raise ParameterError(f"the shards in {folder} are compressed already; open "
                                      "them with codec='none'.")
             block_bytes = codec_block_bytes or tokens * plain.dtype.itemsize
+            largest = max(s.n_tokens for s in plain.shards) * plain.dtype.itemsize
             # The name carries the shards' checksums: rewritten shards never reuse a stale copy.
             digest = hashlib.blake2b(b"".join(s.checksum.to_bytes(8, "little")
                                               for s in plain.shards), digest_size=4).hexdigest()
         out = Path(workdir or Path(folder).parent) / \
             f"{Path(folder).name}-{codec.replace(':', '-')}-{block_bytes}-{digest}"
         if not (out / "shard-00000.idx").exists():
-            compress_shards(folder, out, codec, block_bytes)
+            # One block per batch: a batch is about one request and one decompression.
+            rewrite_shards(folder, out, codec=codec, block_bytes=block_bytes,
+                           max_shard_bytes=max(largest, 1))
         folder = out
     if rank is not None:
         if codec != "none":

@@ -6,6 +6,9 @@ The parent receives them in input order (:mod:`iokit.parallel` keeps it) and str
 :func:`iokit.shards.write_shards`, which writes every file atomically. So the shards are
 byte-identical to those of :func:`iokit.shards.pretokenize` whatever the number of workers and
 the chunk size, and an interrupted run leaves no half-written shard.
+
+:func:`rewrite_shards` writes a shard set again with another codec or block size (the
+compressed copies of notebooks 03 and 05, the tour and the bench).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from iokit import tasks
 from iokit.atomic import output_folder
 from iokit.corpus import iter_documents
 from iokit.parallel import WorkerPool, chunked
-from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, write_shards
+from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, open_shards, write_shards
 
 
 def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int,
@@ -61,3 +64,15 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
                 fingerprint=tokenizer.fingerprint)
     tokenizer.save(out_dir / VOCAB_FILE)
     return bins
+
+
+def rewrite_shards(folder, out_dir, *, codec="zstd:3", block_bytes: int | None = None,
+                   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[Path]:
+    """The shards in ``folder`` written again into ``out_dir`` with another codec or block
+    size (``codec=None``: plain): the same documents, vocabulary and fingerprint, one document
+    in memory at a time. Returns the new ``.bin`` paths."""
+    with open_shards(folder) as raw:
+        return write_shards((raw.document(i) for i in range(len(raw))), out_dir,
+                            vocab_size=raw.vocab_size, fingerprint=raw.fingerprint,
+                            codec=codec, block_bytes=block_bytes,
+                            max_shard_bytes=max_shard_bytes)

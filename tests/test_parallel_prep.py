@@ -3,11 +3,13 @@
 import hashlib
 import json
 
+import numpy as np
 import pytest
 from helpers import interrupt_at, leftover_temp_files
 
 from iokit import shards
 from iokit.corpus import iter_documents
+from iokit.engines import shard_checksums
 from iokit.errors import CorpusError
 from iokit.preprocess import parallel_pretokenize
 from iokit.tokenize import WordTokenizer
@@ -86,3 +88,19 @@ def test_ctrl_c_leaves_no_half_written_shard(tiny_corpus, tokenizer, tmp_path, m
     assert len(list(tmp_path.glob("*.bin"))) >= 1  # complete shards before the interruption
     with pytest.raises(FormatError):  # but the set has no last shard, and says so
         shards.open_shards(tmp_path)
+
+
+def test_rewrite_shards_keeps_every_document_and_comes_back_byte_identical(tmp_path):
+    from iokit.preprocess import rewrite_shards
+    from iokit.shards import open_shards, write_shards
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 1000, size=int(rng.integers(1, 300))) for _ in range(40)]
+    write_shards(docs, tmp_path / "plain", vocab_size=1000, fingerprint=7, max_shard_bytes=4096)
+    rewrite_shards(tmp_path / "plain", tmp_path / "z", codec="zstd:3", block_bytes=1024,
+                   max_shard_bytes=4096)
+    with open_shards(tmp_path / "z") as z:
+        assert z.shards[0].compressed and z.fingerprint == 7
+        assert all(np.array_equal(z.document(i), d) for i, d in enumerate(docs))
+    rewrite_shards(tmp_path / "z", tmp_path / "back", codec=None, max_shard_bytes=4096)
+    assert shard_checksums(tmp_path / "back") == shard_checksums(tmp_path / "plain")

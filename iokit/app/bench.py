@@ -33,8 +33,9 @@ from iokit.lab.scale_out import time_engine
 from iokit.lab.scaling import corpus_sample, read_point
 from iokit.lab.training import WALK, pipeline_walk
 from iokit.parallel import WorkerPool
+from iokit.preprocess import rewrite_shards
 from iokit.ranks import rank_balance
-from iokit.shards import open_shards, pretokenize, write_shards
+from iokit.shards import open_shards, pretokenize
 from iokit.split import plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import Timing, interleaved, measure, stopwatch
@@ -106,9 +107,8 @@ def bench_compressed_shards(corpus: Path, workdir: Path) -> list[Ratio]:
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     raw_dir, z_dir = workdir / "shards-raw", workdir / "shards-zstd3"
     pretokenize(corpus, tok, raw_dir)
+    rewrite_shards(raw_dir, z_dir, codec="zstd:3")
     with open_shards(raw_dir) as raw:
-        write_shards((raw.document(i) for i in range(len(raw))), z_dir,
-                     vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
         token_bytes = raw.nbytes
         first_tokens = raw.read(0, min(raw.n_tokens, 8 << 20)).tobytes()
     shards = open_shards(z_dir)

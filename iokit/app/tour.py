@@ -21,9 +21,9 @@ from iokit.lab.epochs import raw_epoch, shard_epoch
 from iokit.lab.loops import chunked_loop, naive_loop
 from iokit.lab.scaling import parallel_token_file, read_point
 from iokit.lab.training import pipeline_walk, walk_steps
-from iokit.preprocess import parallel_pretokenize
+from iokit.preprocess import parallel_pretokenize, rewrite_shards
 from iokit.progress import progress_bar
-from iokit.shards import open_shards, pretokenize, write_shards
+from iokit.shards import open_shards, pretokenize
 from iokit.split import document_ends, plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import MB, measure, stopwatch
@@ -140,11 +140,10 @@ def stage_compress_shards(ctx: Context) -> Row:
     if "shards" not in ctx.extra:
         stage_pretokenize(ctx)
     folder = ctx.workdir / "shards-word-zstd3"
+    with stopwatch() as sw:
+        rewrite_shards(ctx.extra["shards"], folder, codec="zstd:3")
+    seconds = sw.seconds
     with open_shards(ctx.extra["shards"]) as raw:
-        with stopwatch() as sw:
-            write_shards((raw.document(i) for i in range(len(raw))), folder,
-                         vocab_size=raw.vocab_size, fingerprint=raw.fingerprint, codec="zstd:3")
-        seconds = sw.seconds
         raw_bytes = raw.nbytes
     ctx.extra["compressed_shards"] = folder
     with open_shards(folder) as z:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iokit.errors import ParameterError
 from iokit.shards import choose_dtype
 from iokit.storage import get_preset
 from iokit.timing import MB, format_bytes, format_seconds
@@ -60,7 +61,8 @@ def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:
     nbytes = np.asarray(nbytes, dtype=float)
     seconds = np.asarray(seconds, dtype=float)
     if not (len(calls) == len(nbytes) == len(seconds)) or len(seconds) < 2:
-        raise ValueError("need at least two runs with calls, bytes and seconds for each")
+        raise ParameterError("a request cost model needs at least two runs, with calls, bytes "
+                             "and seconds for each; measure more chunk sizes.")
     # Divide each equation by its time, so a 1 ms run counts as much as a 10 s one.
     a = np.column_stack([calls, nbytes]) / seconds[:, None]
     b = np.ones_like(seconds)
@@ -163,7 +165,8 @@ def fit_sampling_model(batch_sizes, block_sizes, seconds_per_batch, itemsize: in
     nbytes = b * (np.asarray(block_sizes, dtype=float) + 1) * itemsize
     t = np.asarray(seconds_per_batch, dtype=float)
     if not (len(b) == len(nbytes) == len(t)) or len(t) < 3:
-        raise ValueError("need at least three measured batch shapes")
+        raise ParameterError("the sampling cost model needs at least three measured batch "
+                             "shapes; measure more batch and block sizes.")
     a = np.column_stack([np.ones_like(b), b, nbytes]) / t[:, None]
     rhs = np.ones_like(t)
     best = None
@@ -307,11 +310,13 @@ def fit_serial_fraction(workers, speedups) -> float:
     n = np.asarray(workers, dtype=float)
     speedup = np.asarray(speedups, dtype=float)
     if n.shape != speedup.shape:
-        raise ValueError("need one speedup per worker count")
+        raise ParameterError("Amdahl's law needs one speedup per worker count; give lists of "
+                             "the same length.")
     a = 1.0 - 1.0 / n
     b = 1.0 / speedup - 1.0 / n
     if not np.any(a > 0):
-        raise ValueError("need at least one run with more than one worker")
+        raise ParameterError("Amdahl's law needs at least one run with more than one worker; "
+                             "measure 2 or more workers.")
     return float(np.clip(np.sum(a * b) / np.sum(a * a), 0.0, 1.0))
 
 
@@ -411,7 +416,7 @@ def list_schedule(task_seconds, slots: int, overhead_s: float = 0.0) -> float:
     of ``slots`` workers to come free (as dask's scheduler and a process pool do), and every
     task also pays ``overhead_s`` (scheduling, sending, starting)."""
     if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+        raise ParameterError(f"slots must be >= 1, got {slots}.")
     free = [0.0] * min(slots, max(len(task_seconds), 1))
     for t in task_seconds:
         heapq.heapreplace(free, free[0] + t + overhead_s)

@@ -121,3 +121,12 @@ def test_stopwatch_stops_when_the_block_ends():
         running = sw.seconds
     done = sw.seconds
     assert 0 <= running <= done == sw.seconds
+
+
+def test_a_fit_without_enough_runs_is_the_kits_error():
+    from iokit.costs import fit_serial_fraction
+
+    with pytest.raises(ParameterError, match="at least two runs"):
+        fit_request_model([1], [100], [0.1])
+    with pytest.raises(ParameterError, match="one speedup per worker count"):
+        fit_serial_fraction([1, 2], [1.0])

@@ -68,6 +68,7 @@ DICT_SAMPLE_BYTES = 8 * 1024  # the trainer's sample size (zstd wants many small
 @dataclass
 class BlockTable:
     """Where the compressed blocks are, how to decompress them, and their checksums."""
+
     codec: str
     block_bytes: int
     raw_size: int
@@ -153,6 +154,7 @@ class BlockWriter:
     ``zstd-dict`` codec without a dictionary first buffers up to ``DICT_TRAIN_BYTES`` of the
     stream and trains its dictionary on it.
     """
+
     def __init__(self, f, codec: str | Codec = "zstd:3", block_bytes: int = DEFAULT_BLOCK_BYTES,
                  *, dictionary: bytes | None = None):
         self.f = f
@@ -272,6 +274,7 @@ class BlockReader:
     ``storage`` (a :class:`~iokit.storage.LocalDisk` or ``SimulatedStore``) fetches the
     compressed bytes; by default they are read from the local file with ``os.pread``.
     """
+
     def __init__(self, path, table: BlockTable | None = None, start: int = 0, *,
                  storage=None, verify: bool = True):
         self._fd = None

@@ -37,6 +37,7 @@ DEFAULT_DICT_SIZE = 16 * 1024  # bytes of trained zstd dictionary
 
 class Codec:
     """A named pair of functions: ``compress(bytes) -> bytes`` and ``decompress(bytes)``."""
+
     name = "none"
     dictionary: bytes | None = None
 
@@ -143,6 +144,7 @@ def lzw_decompress(data: bytes, max_bits: int = LZW_MAX_BITS) -> bytes:
 
 class LZWCodec(Codec):
     """LZW in pure Python: slow (a few MB/s), but short enough to read in one sitting."""
+
     def __init__(self, max_bits: int = LZW_MAX_BITS):
         if not 9 <= max_bits <= 24:
             raise ParameterError(f"lzw max_bits must be 9..24, got {max_bits!r}.")
@@ -161,6 +163,7 @@ class LZWCodec(Codec):
 
 class ZlibCodec(Codec):
     """zlib (DEFLATE) at ``level`` 1 (fast) … 9 (small)."""
+
     def __init__(self, level: int = 6):
         self.level = _level("zlib", level, 1, 9)
         self.name = f"zlib:{self.level}"
@@ -181,6 +184,7 @@ class ZstdCodec(Codec):
     Compressor objects are made once per thread (making one per call costs more than
     compressing a small block) and reused.
     """
+
     def __init__(self, level: int = 3, dictionary: bytes | None = None):
         import zstandard  # noqa: F401  (fail here, not on first use, if it is missing)
 

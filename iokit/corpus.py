@@ -72,6 +72,7 @@ DOCS_PER_BATCH = 256  # documents generated per random stream (results do not de
 @dataclass(frozen=True)
 class Document:
     """One document of a corpus: its id (or file name) and its text."""
+
     id: str
     text: str
 
@@ -378,6 +379,7 @@ def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
 @dataclass
 class CorpusStats:
     """What a corpus looks like: sizes, document lengths, word frequencies, compressibility."""
+
     path: Path
     documents: int
     bytes: int

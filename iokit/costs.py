@@ -27,6 +27,7 @@ from iokit.timing import MB, format_bytes, format_seconds
 @dataclass(frozen=True)
 class RequestCostModel:
     """time = calls × overhead_s + bytes / bandwidth (bandwidth in bytes per second)."""
+
     overhead_s: float
     bandwidth: float
 
@@ -95,6 +96,7 @@ def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:
 @dataclass(frozen=True)
 class EpochCostModel:
     """Cumulative seconds of k epochs on the fly (k × R) or from shards (P + k × S)."""
+
     preprocess_s: float  # P: tokenize once and write the shards
     raw_epoch_s: float  # R: one epoch from text
     shard_epoch_s: float  # S: one epoch from shards
@@ -140,6 +142,7 @@ class SamplingCostModel:
     A batch call pays a fixed overhead (drawing random starts, Python), every window a small one
     (finding its shard, one gather), and every byte its copy and widening to int64.
     """
+
     call_s: float
     window_s: float
     bandwidth: float  # stored bytes per second
@@ -194,6 +197,7 @@ class CodecProfile:
     ``ratio`` is raw bytes per stored byte; ``decode_bps`` is raw bytes per second the reader
     turns stored bytes back into data (checksum + decompression; for ``none``, checksum + copy).
     """
+
     name: str
     ratio: float
     decode_bps: float
@@ -257,6 +261,7 @@ class ThreadedReadModel:
     ``aggregate_bandwidth`` caps them::
         throughput(n, c) = min(n × c / (latency + c / stream_bandwidth), aggregate_bandwidth)
     """
+
     latency: float
     stream_bandwidth: float
     aggregate_bandwidth: float
@@ -344,6 +349,7 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 @dataclass(frozen=True)
 class PipelineModel:
     """Predicted busy fraction of a training loop fed by a pipelined loader."""
+
     read_s: float  # seconds per batch, one worker (mostly waiting on storage)
     decompress_s: float  # CPU seconds per batch
     batch_s: float  # CPU seconds per batch
@@ -435,6 +441,7 @@ class ClusterModel:
     (B / n / rate + overhead)``: too few pieces leave slots idle (``n < slots``, or a last
     wave only partly full), too many pay the overhead ``n / slots`` times.
     """
+
     bytes_per_s: float  # one worker's rate on the task (read, tokenize, write)
     overhead_s: float  # per task
     startup_s: float = 0.0
@@ -510,6 +517,7 @@ class ShardReadModel:
     that rank holds ``ceil(n / ranks)`` shards: too few shards leave ranks idle, too many small
     ones pay a latency per shard (the per-request cost of notebook 01).
     """
+
     latency: float
     stream_bandwidth: float
     aggregate_bandwidth: float

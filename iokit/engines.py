@@ -71,6 +71,7 @@ MAX_PIECES = 100_000  # shard numbers have five digits
 @dataclass(frozen=True)
 class ShardTask:
     """What one task did: which shard, on which worker, when (wall-clock seconds), how much."""
+
     index: int
     worker: str
     start: float
@@ -88,6 +89,7 @@ class ShardTask:
 @dataclass
 class ShardRun:
     """A preprocessing run: the shards written and the tasks that wrote them."""
+
     engine: str
     workers: int
     bins: list[Path]

@@ -66,6 +66,7 @@ class ShardBatches:
     tokens; nothing to do for plain shards). Any object with ``n_batches``,
     ``tokens_per_batch``, ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
     """
+
     def __init__(self, shards, tokens_per_batch: int, storage=None):
         self.shards = shards
         self.dtype = shards.dtype
@@ -143,6 +144,7 @@ class RankBatches:
     :class:`Loader` calls :meth:`set_epoch` before each one (as ``DistributedSampler`` needs
     ``set_epoch`` in PyTorch). Plain (uncompressed) shards only.
     """
+
     def __init__(self, shards, rank: int, world_size: int, *, batch_size: int,
                  block_size: int, storage=None, seed: int = 0):
         try:
@@ -192,6 +194,7 @@ class RankBatches:
 @dataclass
 class Batch:
     """One batch: its place in the epoch's order, which batch of the stream it is, x and y."""
+
     position: int
     index: int
     x: np.ndarray
@@ -219,6 +222,7 @@ class Loader:
     ``for batch in loader`` runs one epoch (``loader.epoch`` counts them). Use it in a ``with``
     block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
     """
+
     def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
                  prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
                  timeline: Timeline | None = None):
@@ -346,6 +350,7 @@ class Loader:
 @dataclass
 class _Shared:
     """What the loop and the workers share, guarded by ``cond``."""
+
     cond: threading.Condition
     next: int = 0  # the next position a worker will take
     asked: int = 0  # positions the loop has asked for (including the one it waits for)

@@ -149,6 +149,7 @@ class WorkerPool:
     terminated) when the block ends. Reusing one pool for several maps pays the start-up cost
     (processes: tens to hundreds of milliseconds) once.
     """
+
     def __init__(self, workers: int = 1, kind: str = "threads", start_method: str | None = None,
                  preload: tuple[str, ...] = ()):
         self.workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")

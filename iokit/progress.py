@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 
-from tqdm.auto import tqdm
-
 
 def progress_enabled() -> bool:
     """Whether progress bars should be shown (``IOKIT_PROGRESS`` is not ``0``)."""
@@ -17,5 +15,9 @@ def progress_enabled() -> bool:
 
 
 def progress_bar(*, disable: bool = False, **kwargs):
-    """A tqdm bar (notebook-aware), disabled when asked or when progress is turned off."""
+    """A tqdm bar (notebook-aware), disabled when asked or when progress is turned off.
+
+    tqdm is imported here, not at the top: worker processes import the kit without it."""
+    from tqdm.auto import tqdm
+
     return tqdm(disable=disable or not progress_enabled(), **kwargs)

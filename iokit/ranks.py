@@ -38,6 +38,7 @@ from iokit.shards import ShardSet, inputs_and_targets, open_shards
 @dataclass(frozen=True)
 class Window:
     """One piece a rank reads: tokens ``[start, stop)`` of shard ``shard``."""
+
     shard: int
     start: int
     stop: int
@@ -112,6 +113,7 @@ def rank_windows(shard_tokens: Sequence[int], rank: int, world_size: int, window
 @dataclass
 class RankBalance:
     """Tokens and shards per rank for one epoch, and what the imbalance costs."""
+
     tokens: np.ndarray  # int64, tokens each rank reads
     shards: list[int]  # shards each rank reads
 
@@ -169,6 +171,7 @@ class RankReader:
     tokens: it uses only full-length windows (a shard's shorter last window is left out) and
     drops a last batch with fewer than ``batch_size`` windows.
     """
+
     def __init__(self, shards, rank: int, world_size: int, window: int, *, seed: int = 0):
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.window = check_positive("window", window, hint="Use e.g. block_size + 1 = 257.")

@@ -120,6 +120,7 @@ def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]
 
 class _OpenShard:
     """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
+
     def __init__(self, out_dir: Path, index: int, prefix: str, codec=None,
                  block_bytes: int | None = None, dictionary: bytes | None = None):
         self.index = index
@@ -163,6 +164,7 @@ class _OpenShard:
 
 class _HashingWriter:
     """A file that also feeds what is written to a hash (the .bin checksum of the stored bytes)."""
+
     def __init__(self, f, hash_):
         self.f, self.hash = f, hash_
 
@@ -315,6 +317,7 @@ class RawTokens:
     bytes) needs only ``read(start, stop) -> np.ndarray`` and ``close()``; ``windows(width)`` is
     there only for sources that hold the whole array, and lets sampling gather in one step.
     """
+
     def __init__(self, path: Path, dtype: np.dtype, n_tokens: int):
         self._memmap = None
         if n_tokens:
@@ -351,6 +354,7 @@ class RawTokens:
 @dataclass
 class Shard:
     """One ``.bin`` + ``.idx`` pair, its header checked and its tokens mapped."""
+
     bin_path: Path
     idx_path: Path
     index: int
@@ -492,6 +496,7 @@ class BlockTokens:
     """The tokens of a block-compressed ``.bin``: a read decompresses only the blocks it
     touches (the last block read is kept, so reading in order decompresses each block once).
     """
+
     def __init__(self, path: Path, dtype: np.dtype, n_tokens: int, table, storage=None):
         self.dtype, self.n_tokens = dtype, n_tokens
         self.reader = BlockReader(path, table, 0, storage=storage)
@@ -544,6 +549,7 @@ def open_shard(bin_path, *, verify: bool = False, expected_index: int | None = N
 
 class ShardSet:
     """All shards of a folder, read as one stream of tokens (documents back to back)."""
+
     def __init__(self, shards: list[Shard], folder: Path):
         self.shards = shards
         self.folder = folder

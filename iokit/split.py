@@ -30,6 +30,7 @@ COPY_BYTES = 1 << 20
 @dataclass(frozen=True)
 class Piece:
     """Bytes ``start:end`` of the JSONL file ``path``: whole lines, one task's input."""
+
     path: Path
     start: int
     end: int

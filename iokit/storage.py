@@ -40,6 +40,7 @@ from iokit.timing import MB
 @dataclass(frozen=True)
 class StoragePreset:
     """The figures that model one kind of storage (bandwidths in bytes per second)."""
+
     name: str
     latency: float
     stream_bandwidth: float
@@ -91,6 +92,7 @@ def _pread(path: Path, offset: int, size: int) -> bytes:
 
 class LocalDisk:
     """The machine's own disk, read with plain system calls."""
+
     name = "local disk"
     simulated = False
 
@@ -120,6 +122,7 @@ class SimulatedStore:
     Safe to share between threads, and to send to worker processes: the shared link state is a
     small file that every copy opens by name.
     """
+
     simulated = True
 
     def __init__(self, preset: str | StoragePreset = "object-store", state_file=None):

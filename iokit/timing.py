@@ -24,6 +24,7 @@ MB = 1e6  # throughput is reported in decimal megabytes per second, as disks are
 @dataclass
 class Timing:
     """Seconds taken by repeated runs of one thing, and the bytes (or items) each run moved."""
+
     seconds: list[float]
     nbytes: int | None = None
     label: str = ""
@@ -154,6 +155,7 @@ def stopwatch() -> Stopwatch:
 @dataclass(frozen=True)
 class Span:
     """One piece of work: which stage, done by which worker, from when to when (seconds)."""
+
     stage: str
     worker: str
     start: float
@@ -167,6 +169,7 @@ class Span:
 @dataclass
 class Timeline:
     """A thread-safe recorder of spans; times are seconds since the timeline was created."""
+
     spans: list[Span] = field(default_factory=list)
     origin: float = field(default_factory=time.perf_counter)
 

@@ -88,6 +88,7 @@ class WordTokenizer:
     ID 0 is ``<unk>`` (any word not in the vocabulary), ID 1 is ``<eod>`` (end of document);
     words follow, most frequent first. Build one with :meth:`train`.
     """
+
     kind = "word"
 
     def __init__(self, words: list[str]):
@@ -197,6 +198,7 @@ class BPETokenizer:
 
     Build one with :meth:`train`; the end-of-document ID is ``<|endoftext|>``'s, as in GPT-2.
     """
+
     kind = "bpe"
 
     def __init__(self, tokenizer):

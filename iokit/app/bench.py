@@ -45,6 +45,7 @@ from iokit.tokenize import WordTokenizer
 @dataclass
 class Ratio:
     """One benchmark result: what was compared, the measured ratio (or fraction), and its unit."""
+
     name: str
     value: float
     unit: str

@@ -33,6 +33,7 @@ from iokit.tokenize import WordTokenizer
 @dataclass
 class Context:
     """What every stage gets: the corpus, a scratch folder, and the storage preset."""
+
     corpus: Path
     workdir: Path
     storage: str = "local"
@@ -42,6 +43,7 @@ class Context:
 @dataclass
 class Row:
     """One line of the tour's table."""
+
     stage: str
     seconds: float
     amount: float  # bytes of corpus text (or tokens, with unit "tok/s") handled

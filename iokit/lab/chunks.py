@@ -22,6 +22,7 @@ from iokit.timing import MB, measure
 @dataclass(frozen=True)
 class SweepPoint:
     """One chunk size: how many bytes and calls one run made, and its timing."""
+
     chunk: int
     nbytes: int
     calls: int

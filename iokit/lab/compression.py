@@ -26,6 +26,7 @@ from iokit.tokenize import WordTokenizer, encode_corpus
 @dataclass
 class CodecResult:
     """One codec on one piece of data: sizes and timings of compress and decompress."""
+
     name: str
     raw_bytes: int
     stored_bytes: int
@@ -99,6 +100,7 @@ def pareto_front(results, speed: str = "decompress_mb_s") -> list:
 @dataclass(frozen=True)
 class BlockBytesPoint:
     """Ratio of one codec at one block size (dictionary bytes not counted)."""
+
     codec: str
     block_bytes: int
     raw_bytes: int
@@ -206,6 +208,7 @@ def corpus_text(corpus, limit: int | None = None, *, skip: int = 0) -> bytes:
 @dataclass(frozen=True)
 class ReadComparison:
     """Predicted and measured seconds per codec for one storage, and each side's winner."""
+
     storage: str
     bandwidth: float
     latency: float

@@ -27,6 +27,7 @@ from iokit.timing import MB, Timeline, Timing, measure, stopwatch
 @dataclass
 class EpochResult:
     """One pass over the corpus: text bytes it stands for, tokens delivered, seconds by stage."""
+
     name: str
     text_bytes: int
     tokens: int
@@ -85,6 +86,7 @@ def shard_epoch(shards, text_bytes: int, chunk_tokens: int = 1 << 20) -> EpochRe
 @dataclass
 class SamplingResult:
     """Random-window sampling: batches timed, tokens and stored bytes per batch, warm or cold."""
+
     batch_size: int
     block_size: int
     batches: int

@@ -30,6 +30,7 @@ from iokit.tokenize import token_line, word_tokenize
 @dataclass
 class LoopResult:
     """What one loop did: bytes in and out, documents, tokens, and seconds per stage."""
+
     name: str
     bytes_in: int
     bytes_out: int
@@ -133,6 +134,7 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
 @dataclass
 class LoopPrediction:
     """Predicted seconds per stage, from small measurements of each cost."""
+
     per_read_call: float  # seconds for one read() system call of 1 byte
     tokenize_bytes_per_s: float
     per_write_call: float  # seconds for one small write() system call

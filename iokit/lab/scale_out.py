@@ -30,6 +30,7 @@ from iokit.timing import Timeline, Timing, timeline_from
 @dataclass
 class EngineTiming:
     """An engine's preprocessing time over repeats, and its last run."""
+
     engine: str
     workers: int
     timing: Timing
@@ -61,6 +62,7 @@ def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, cl
 @dataclass
 class PiecePoint:
     """One piece count of a sweep: the pieces' sizes and the time to preprocess them."""
+
     parts: int
     piece_bytes: list[int]
     timing: Timing
@@ -114,6 +116,7 @@ def shards_for(corpus, tokenizer, folder, parts: int, *, engine: str = "processe
 @dataclass
 class RankRead:
     """One epoch read by ``world_size`` ranks at once: per-rank seconds, tokens, requests."""
+
     seconds: np.ndarray
     tokens: np.ndarray
     requests: np.ndarray

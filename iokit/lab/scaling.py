@@ -29,6 +29,7 @@ from iokit.timing import MB, Timing, interleaved, measure
 @dataclass(frozen=True)
 class ScalingPoint:
     """One configuration of a parallel map and how long it took (median of the repeats)."""
+
     kind: str
     workers: int
     chunk_size: int

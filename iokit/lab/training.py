@@ -25,6 +25,7 @@ from iokit.timing import Timeline
 @dataclass
 class TrainRun:
     """What a simulated training run saw: per step, seconds waiting for data and computing."""
+
     wait_s: list[float]
     compute_s: list[float]
     seconds: float  # wall time of the loop, first request to last step's end
@@ -108,6 +109,7 @@ def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loa
 @dataclass
 class WalkStep:
     """One technique of the walk from the naive loop to the full pipeline."""
+
     technique: str
     removes: str  # the bottleneck it takes away
     settings: dict
@@ -129,6 +131,7 @@ COMPRESSED_STEP = WalkStep("+ zstd:3 compressed blocks",
 @dataclass
 class WalkRow:
     """A technique, its run, the model's prediction, and its speedup over the naive loop."""
+
     step: WalkStep
     run: TrainRun
     model: object  # PipelineModel

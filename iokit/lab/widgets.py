@@ -38,6 +38,7 @@ from iokit.timing import format_bytes
 
 class LivePlot:
     """A figure with named series that can grow point by point, redrawn in place."""
+
     def __init__(self, xlabel: str, ylabel: str, *, title: str = "", xscale: str = "log",
                  yscale: str = "log", figsize=(7, 4)):
         from matplotlib.figure import Figure
@@ -115,6 +116,7 @@ def _ensure_png_figures(fig) -> None:
 @dataclass
 class Panel:
     """Controls + a Run button + a live plot; ``run_fn(panel)`` does one sweep."""
+
     controls: dict
     plot: LivePlot
     run_fn: Callable[[Panel], None]

@@ -270,8 +270,8 @@ BOM = "\ufeff"
 # A \uD800-\uDFFF escape: JSON allows it, but alone it stands for no character.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_TYPES = {type(None): "null", bool: "a boolean", int: "int", float: "float",
-               list: "a list", dict: "an object"}
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "int", float: "float", str: "string",
+               list: "list", dict: "object"}
 
 
 def _line_of(path, offset: int) -> int | None:
@@ -304,21 +304,37 @@ def decode_record(line: bytes, path, *, lineno: int | None = None, offset: int |
     """
     if not line.strip():
         return None
-    if lineno is not None:
-        where = f"{path}: line {lineno}"
-        line_at = ""
-    else:
-        n = _line_of(path, offset or 0)
-        line_at = f"line {n}, " if n else ""
-        where = f"{path}: the document at byte offset {offset}" + (f" (line {n})" if n else "")
     start = lineno == 1 or offset == 0
+    try:
+        return _decode(line, path, lineno, offset, text_field, id_field, start)
+    except _BadRecord as bad:
+        raise CorpusError(bad.message(path, lineno, offset)) from None
+
+
+_WHERE, _LINE_AT = "\x00where\x00", "\x00line-at\x00"  # filled in when a record is reported
+
+
+class _BadRecord(Exception):
+    """What is wrong with a record; its position is written in only when it is reported."""
+
+    def message(self, path, lineno, offset) -> str:
+        text = str(self.args[0])
+        if lineno is not None:
+            return text.replace(_WHERE, f"{path}: line {lineno}").replace(_LINE_AT, "")
+        n = _line_of(path, offset or 0)  # counted now, on the way to an error
+        where = f"{path}: the document at byte offset {offset}" + (f" (line {n})" if n else "")
+        return text.replace(_WHERE, where).replace(_LINE_AT, f"line {n}, " if n else "")
+
+
+def _decode(line: bytes, path, lineno, offset, text_field: str, id_field: str,
+            start: bool) -> Document:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         at = f"byte offset {(offset or 0) + exc.start}: " if offset is not None else ""
-        raise CorpusError(
-            f"{where} is not valid UTF-8 ({at}{line[exc.start:exc.start + 4]!r}). Re-encode the "
-            "file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove that line.") from None
+        raise _BadRecord(
+            f"{_WHERE} is not valid UTF-8 ({at}{line[exc.start:exc.start + 4]!r}). Re-encode "
+            "the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove that line.") from None
     if start and text.startswith(BOM):
         text = text[1:]
     try:
@@ -326,41 +342,41 @@ def decode_record(line: bytes, path, *, lineno: int | None = None, offset: int |
     except json.JSONDecodeError as exc:
         todo = "Each line must be one JSON object; fix or remove it."
         if lineno is not None:
-            raise CorpusError(f"{where}, column {exc.colno}: malformed JSON ({exc.msg}). "
-                              f"{todo}") from None
-        raise CorpusError(f"{path}: the document at byte offset {offset} is malformed JSON "
-                          f"({line_at}column {exc.colno}: {exc.msg}). {todo}") from None
+            raise _BadRecord(f"{_WHERE}, column {exc.colno}: malformed JSON ({exc.msg}). "
+                             f"{todo}") from None
+        raise _BadRecord(f"{path}: the document at byte offset {offset} is malformed JSON "
+                         f"({_LINE_AT}column {exc.colno}: {exc.msg}). {todo}") from None
     except RecursionError:
-        raise CorpusError(f"{where}: JSON nested too deeply to read; each line must be one "
-                          "flat JSON object: fix or remove it.") from None
+        raise _BadRecord(f"{_WHERE}: JSON nested too deeply to read; each line must be one "
+                         "flat JSON object: fix or remove it.") from None
     if not isinstance(record, dict):
-        raise CorpusError(
-            f"{where}: a JSON {_JSON_TYPES.get(type(record), type(record).__name__)}, not an "
+        raise _BadRecord(
+            f"{_WHERE}: a JSON {_JSON_TYPES.get(type(record), type(record).__name__)}, not an "
             f"object; each line must be one JSON object with a {text_field!r} field: fix or "
             "remove it.")
     if text_field not in record:
         keys = ", ".join(map(str, record))
-        raise CorpusError(
-            f"{where}: no {text_field!r} field (found: {keys or 'nothing'}). Pass text_field= "
+        raise _BadRecord(
+            f"{_WHERE}: no {text_field!r} field (found: {keys or 'nothing'}). Pass text_field= "
             "(or --text-field) naming the field that holds the text, or remove that line.")
     value = record[text_field]
     if not isinstance(value, str):
         kind = _JSON_TYPES.get(type(value), type(value).__name__)
-        raise CorpusError(
-            f"{where}: field {text_field!r} is {kind}, not a string; the text field must hold "
+        raise _BadRecord(
+            f"{_WHERE}: field {text_field!r} is {kind}, not a string; the text field must hold "
             "the document's text: fix or remove that line.")
     if not value.strip():
-        raise CorpusError(f"{where}: field {text_field!r} is empty; a document needs text: "
-                          "remove that line.")
+        raise _BadRecord(f"{_WHERE}: field {text_field!r} is empty; a document needs text: "
+                         "remove that line.")
     doc_id = record.get(id_field)
     doc_id = str(doc_id) if doc_id is not None else (
         f"line-{lineno}" if lineno is not None else f"offset-{offset}")
     if _SURROGATE_ESCAPE.search(line):
-        for name, s in ((text_field, value), (id_field, doc_id)):
-            bad = _LONE_SURROGATE.search(s)
+        for name, value_ in ((text_field, value), (id_field, doc_id)):
+            bad = _LONE_SURROGATE.search(value_)
             if bad:
-                raise CorpusError(
-                    f"{where}: field {name!r} holds a lone surrogate escape "
+                raise _BadRecord(
+                    f"{_WHERE}: field {name!r} holds a lone surrogate escape "
                     f"(\\u{ord(bad.group()):04x}, character {bad.start():,}), which stands for "
                     "no character and cannot be encoded; fix the escape (a surrogate pair "
                     "needs both halves) or remove that line.")
@@ -703,8 +719,8 @@ def _recorded(copy: Path, meta: Path, identity: dict) -> IngestSummary | None:
         return None
 
 
-def ingest(corpus, text_field: str = "text", data_dir=None, progress: bool = True
-           ) -> IngestSummary:
+def ingest(corpus, text_field: str = "text", data_dir=None, progress: bool = True,
+           warn: bool = True) -> IngestSummary:
     """Open any corpus form as the JSONL file the kit reads, and say what was read.
 
     A JSONL file whose text is in ``text`` is used as it is (its first record is checked now,
@@ -717,7 +733,8 @@ def ingest(corpus, text_field: str = "text", data_dir=None, progress: bool = Tru
     changed gets a new copy (older copies of the same source are removed). Both files are
     written atomically, and two runs converting at once write the same bytes, so either is
     safe to read. Text is cleaned on the way in (:func:`clean_text`); empty files are skipped
-    and, like documents that look like HTML, reported with a :class:`CorpusWarning`.
+    and, like documents that look like HTML, reported with a :class:`CorpusWarning` (unless
+    ``warn`` is false: the summary's ``warnings`` list them too).
     """
     path = Path(corpus)
     form, files, ignored = _source(path)
@@ -747,7 +764,7 @@ def ingest(corpus, text_field: str = "text", data_dir=None, progress: bool = Tru
               "summary": {**asdict(summary), "reused": False}}
     write_bytes_atomic(meta, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
     _remove_older_copies(copy, identity)
-    for w in summary.warnings:
+    for w in summary.warnings if warn else []:
         warnings.warn(f"{path}: {w}", CorpusWarning, stacklevel=2)
     return summary
 

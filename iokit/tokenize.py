@@ -265,7 +265,8 @@ def _word_from_json(data: dict, path: Path) -> WordTokenizer:
 BPE_EOD = "<|endoftext|>"
 
 
-def _require_tokenizers():
+def require_tokenizers():
+    """Hugging Face ``tokenizers``, or a ParameterError naming the extra to install."""
     try:
         import tokenizers
     except ImportError:
@@ -274,6 +275,9 @@ def _require_tokenizers():
             "pip install -e '.[bpe]'  (or: pip install tokenizers)"
         ) from None
     return tokenizers
+
+
+_require_tokenizers = require_tokenizers  # the older name
 
 
 class BPETokenizer:
@@ -297,7 +301,7 @@ class BPETokenizer:
               ) -> BPETokenizer:
         """Train byte-level BPE merges on ``texts`` up to ``vocab_size`` IDs (``progress``: a
         bar of the documents read)."""
-        tk = _require_tokenizers()
+        tk = require_tokenizers()
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
         vocab_size = check_positive("vocab_size", vocab_size)
@@ -347,6 +351,7 @@ class BPETokenizer:
 # --------------------------------------------------------------------------- both
 
 TOKENIZERS = {"word": WordTokenizer, "bpe": BPETokenizer}
+DEFAULT_VOCAB_SIZES = {"word": 32_768, "bpe": 8_192}
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None, *,
@@ -354,10 +359,8 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
     """Train a ``"word"`` or ``"bpe"`` tokenizer on ``texts`` (default sizes 32,768 / 8,192)."""
     if kind not in TOKENIZERS:
         raise ParameterError(f"unknown tokenizer {kind!r}; choose one of: bpe, word.")
-    cls = TOKENIZERS[kind]
-    if vocab_size is None:
-        return cls.train(texts, progress=progress)
-    return cls.train(texts, vocab_size, progress=progress)
+    size = DEFAULT_VOCAB_SIZES[kind] if vocab_size is None else vocab_size
+    return TOKENIZERS[kind].train(texts, size, progress=progress)
 
 
 def load_tokenizer(path):
@@ -373,7 +376,7 @@ def load_tokenizer(path):
     if isinstance(data, dict) and data.get("format") == WORD_FORMAT:
         return _word_from_json(data, path)
     if isinstance(data, dict) and "model" in data:
-        tk = _require_tokenizers()
+        tk = require_tokenizers()
         try:
             return BPETokenizer(tk.Tokenizer.from_str(raw.decode("utf-8")))
         except Exception as exc:  # tokenizers raises plain Exceptions on bad files

@@ -480,20 +480,24 @@ class IngestSummary:
             out.append(f"{_count(self.empty_files, 'empty file')} skipped (no text): "
                        f"{_names(self.empty_files)}")
         if self.html_like:
-            out.append(f"{_count(self.html_like, 'document')} look like HTML pages (kept as "
-                       f"they are; strip the markup first if it is not wanted): "
-                       f"{_names(self.html_like)}")
+            verb = "looks like an HTML page" if len(self.html_like) == 1 else \
+                "look like HTML pages"
+            out.append(f"{_count(self.html_like, 'document')} {verb} (kept as read; strip the "
+                       f"markup first if it is not wanted): {_names(self.html_like)}")
         return out
 
     def lines(self) -> list[str]:
         """The summary as short lines of text (what the command line prints)."""
         if not self.converted:
-            return [f"corpus: {self.path} ({self.source_bytes / 1e6:,.1f} MB, JSONL, used as it "
-                    "is; every record is checked as it is read)"]
-        done = "reused" if self.reused else "converted"
-        out = [f"{done} {self.source} ({self.form}) to {self.path}",
-               f"  read {self.files:,} file(s), {self.source_bytes / 1e6:,.1f} MB: "
-               f"{self.documents:,} documents, {self.text_bytes / 1e6:,.1f} MB of text"]
+            return [f"corpus: {self.path} ({_bytes(self.source_bytes)}, JSONL, used as it is; "
+                    "every record is checked as it is read)"]
+        if self.reused:
+            head = f"{self.source} ({self.form}): reusing its copy {self.path} (same files)"
+        else:
+            head = f"converted {self.source} ({self.form}) to {self.path}"
+        out = [head, f"  read {_count(range(self.files), 'file')}, {_bytes(self.source_bytes)}: "
+                     f"{_count(range(self.documents), 'document')}, "
+                     f"{_bytes(self.text_bytes)} of text"]
         total = sum(self.scripts.values())
         if total:
             shares = ", ".join(f"{name} {n / total:.1%}" for name, n in
@@ -505,13 +509,17 @@ class IngestSummary:
             (self.cr_documents, "document(s) with CR line ends made LF")) if n]
         out.append(f"  normalised: {'; '.join(fixes) if fixes else 'nothing needed it'}")
         if self.ignored:
-            out.append(f"  not read: {_count(self.ignored, 'file')} that are not "
-                       f"{'.txt' if 'txt' in self.form else '.jsonl'}: {_names(self.ignored)}")
+            out.append(f"  not read ({'not .txt' if 'txt' in self.form else 'not .jsonl'}): "
+                       f"{_count(self.ignored, 'file')}: {_names(self.ignored)}")
         out += [f"  warning: {w}" for w in self.warnings]
         return out
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes" if n < 100_000 else f"{n / 1e6:,.1f} MB"
 
 
 def _count(items, noun: str) -> str:

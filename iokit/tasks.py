@@ -64,9 +64,13 @@ def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[st
     number (a range that starts the file knows it; otherwise it is counted when reporting).
     """
     start, end = span
-    with open(path, "rb") as f:
-        f.seek(start)
-        raw = f.read(end - start)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = f.read(end - start)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror}); workers read the JSONL file "
+                          "iokit.open_corpus gives for any corpus form.") from None
     texts = []
     offset = start
     pieces = raw.split(b"\n")  # lines end at LF only, as they do for every reader of JSONL

@@ -9,7 +9,6 @@ than the work itself.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -129,7 +128,12 @@ def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
     task.
     """
     start, end = span
-    texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
+    texts, offset = [], start
+    for line in data[start:end].split(b"\n"):
+        text = _document_text("the corpus sent with the task", line, offset)
+        if text is not None:
+            texts.append(text)
+        offset += len(line) + 1
     return tokenize_texts(texts)
 
 

@@ -416,7 +416,13 @@ SCRIPTS = {
     "Kana": "\u3040-\u30ff\u31f0-\u31ff",
     "Hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
 }
-_SCRIPT_RUNS = {name: re.compile(f"[{chars}]+") for name, chars in SCRIPTS.items()}
+_RANGES = sorted((ord(chars[i]), ord(chars[i + 2]), name) for name, chars in SCRIPTS.items()
+                 for i in range(0, len(chars), 3))  # each entry is a "first-last" range
+_STARTS = np.array([lo for lo, _, _ in _RANGES], dtype=np.int64)
+_ENDS = np.array([hi for _, hi, _ in _RANGES], dtype=np.int64)
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_BYTES = bytes(range(128))
+_SCRIPT_CHUNK = 1 << 20  # characters looked at at once (memory: ~16 bytes per character)
 _HTML_START = re.compile(r"\s*(<!doctype\s+html|<html[\s>])", re.IGNORECASE)
 _HTML_TAG = re.compile(r"</?(html|head|body|div|p|br|span|table|tr|td|script|style|a|img|meta)"
                        r"[\s>/]", re.IGNORECASE)
@@ -424,13 +430,23 @@ _HTML_TAG = re.compile(r"</?(html|head|body|div|p|br|span|table|tr|td|script|sty
 
 def count_scripts(text: str, into: dict) -> dict:
     """Add the letters of ``text`` per script (see :data:`SCRIPTS`) to ``into``; return it."""
-    ascii_only = text.isascii()
-    for name, runs in _SCRIPT_RUNS.items():
-        n = len(text) - len(runs.sub("", text))
-        if n:
-            into[name] = into.get(name, 0) + n
-        if ascii_only:  # only Latin letters can be in it
-            break
+    raw = text.encode("utf-8", "surrogatepass")  # ASCII letters: bytes < 128 are ASCII only
+    n = len(raw) - len(raw.translate(None, _ASCII_LETTERS))
+    if n:
+        into["Latin"] = into.get("Latin", 0) + n
+    if len(raw) == len(text):  # nothing else in it
+        return into
+    # The bytes >= 128 alone are still whole UTF-8 sequences: the non-ASCII characters.
+    other = raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    for at in range(0, len(other), _SCRIPT_CHUNK):
+        codes = np.frombuffer(other[at:at + _SCRIPT_CHUNK].encode("utf-32-le", "surrogatepass"),
+                              dtype="<u4").astype(np.int64)
+        which = np.searchsorted(_STARTS, codes, side="right") - 1
+        inside = (which >= 0) & (codes <= _ENDS[which.clip(0)])
+        for i, k in enumerate(np.bincount(which[inside], minlength=len(_RANGES))):
+            if k:
+                name = _RANGES[i][2]
+                into[name] = into.get(name, 0) + int(k)
     return into
 
 

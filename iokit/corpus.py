@@ -290,6 +290,15 @@ def _line_of(path, offset: int) -> int | None:
         return None
 
 
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2",
+          b"\xfd7zXZ": "xz", b"PK\x03\x04": "zip"}
+
+
+def _compressed(raw: bytes) -> str | None:
+    """The compression format whose magic bytes ``raw`` starts with, if any."""
+    return next((name for magic, name in _MAGIC.items() if raw.startswith(magic)), None)
+
+
 def decode_record(line: bytes, path, *, lineno: int | None = None, offset: int | None = None,
                   text_field: str = "text", id_field: str = "id") -> Document | None:
     """The document on one JSONL line, checked; ``None`` for a blank line.
@@ -332,15 +341,20 @@ def _decode(line: bytes, path, lineno, offset, text_field: str, id_field: str,
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         at = f"byte offset {(offset or 0) + exc.start}: " if offset is not None else ""
-        raise _BadRecord(
-            f"{_WHERE} is not valid UTF-8 ({at}{line[exc.start:exc.start + 4]!r}). Re-encode "
-            "the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove that line.") from None
+        packed = _compressed(line) if start else None
+        todo = (f"It looks {packed}-compressed: decompress it first." if packed else
+                "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove that "
+                "line.")
+        raise _BadRecord(f"{_WHERE} is not valid UTF-8 ({at}{line[exc.start:exc.start + 4]!r})."
+                         f" {todo}") from None
     if start and text.startswith(BOM):
         text = text[1:]
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         todo = "Each line must be one JSON object; fix or remove it."
+        if start and not text.lstrip().startswith(("{", "[", '"')):
+            todo += " (Plain text? Give it as a .txt file, or a folder of them.)"
         if lineno is not None:
             raise _BadRecord(f"{_WHERE}, column {exc.colno}: malformed JSON ({exc.msg}). "
                              f"{todo}") from None
@@ -676,8 +690,10 @@ def _text_file(root: Path, p: Path, summary: IngestSummary | None) -> Document |
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        packed = _compressed(raw)
         hint = (" It starts with a UTF-16 byte-order mark: save it as UTF-8."
-                if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
+                if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else
+                f" It looks {packed}-compressed: decompress it first." if packed else "")
         raise CorpusError(
             f"{p}: is not valid UTF-8 (byte offset {exc.start}: "
             f"{raw[exc.start:exc.start + 4]!r}).{hint} Re-encode the file as UTF-8 "

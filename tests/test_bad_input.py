@@ -517,6 +517,18 @@ def s_text_field_in_a_worker_byte_range(tmp, mp):
                                       progress=False)
 
 
+
+def s_gzipped_jsonl(tmp, mp):
+    import gzip
+
+    return partial(_read_all_docs, _jsonl(tmp, gzip.compress(b'{"text": "a"}\n'), "c.jsonl.gz"))
+
+
+def s_plain_text_given_as_jsonl(tmp, mp):
+    return partial(_read_all_docs, _jsonl(tmp, b"Chapter one.\nIt was a dark night.\n",
+                                          "book.md"))
+
+
 @dataclass
 class Case:
     name: str
@@ -637,6 +649,10 @@ CASES = [
          (r"{tmp}/book\.txt", r"byte offset 16", r"UTF-8")),
     Case("an object as the text, in a piece of the file", s_text_field_in_a_worker_byte_range,
          CorpusError, (r"{tmp}/c\.jsonl", r"line 41", r"is object, not a string")),
+    Case("a gzip-compressed JSONL file", s_gzipped_jsonl, CorpusError,
+         (r"{tmp}/c\.jsonl\.gz", r"line 1", r"gzip", r"decompress it first")),
+    Case("plain text given as JSONL", s_plain_text_given_as_jsonl, CorpusError,
+         (r"{tmp}/book\.md", r"line 1, column 1", r"\.txt file")),
 ]
 
 

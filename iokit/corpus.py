@@ -10,24 +10,31 @@ and no repetition that would flatter a compressor.
 Scales: ``tiny`` (~3 MB, CI and tests), ``small`` (~64 MB, workshops), ``large`` (~1 GB, demos),
 chosen by argument, else the ``IOKIT_SCALE`` environment variable, else ``small``.
 
-Readers stream the learner's own data with bounded memory: a JSONL file (any text field) or a
-folder of ``.txt`` files, one document per file.
+The learner's own data comes in through one door, :func:`open_corpus` (:func:`ingest` also
+says what it read): a JSONL file (any text field), a ``.txt`` file, or a folder of ``.txt``
+files (one document per file) becomes the JSONL file every other part of the kit reads; forms
+other than JSONL with a ``text`` field are converted once into a copy keyed by what it was made
+from, cleaned on the way in (byte-order marks, line ends) with a summary of what was read.
+Every JSONL line anywhere in the kit is checked by one decoder, :func:`decode_record`.
+Readers stream with bounded memory.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
 import os
+import re
+import warnings
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zstandard
 
-from iokit.atomic import atomic_write, make_folder
+from iokit.atomic import atomic_write, make_folder, write_bytes_atomic
 from iokit.errors import CorpusError, check_choice
 from iokit.progress import progress_bar
 from iokit.tokenize import word_tokenize
@@ -257,27 +264,406 @@ def ensure_corpus(scale: str | None = None, data_dir=None, seed: int = DEFAULT_S
     return generate_corpus(path, scale, seed, progress=progress)
 
 
+# --------------------------------------------------------------------------- one record
+
+BOM = "\ufeff"
+# A \uD800-\uDFFF escape: JSON allows it, but alone it stands for no character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "int", float: "float", str: "string",
+               list: "list", dict: "object"}
+
+
+def _line_of(path, offset: int) -> int | None:
+    """The line number of byte ``offset`` in ``path`` (counted only when an error is reported)."""
+    try:
+        with open(path, "rb") as f:
+            count, left = 1, offset
+            while left > 0:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    return None
+                count += block.count(b"\n")
+                left -= len(block)
+            return count
+    except OSError:
+        return None
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2",
+          b"\xfd7zXZ": "xz", b"PK\x03\x04": "zip"}
+
+
+def _compressed(raw: bytes) -> str | None:
+    """The compression format whose magic bytes ``raw`` starts with, if any."""
+    return next((name for magic, name in _MAGIC.items() if raw.startswith(magic)), None)
+
+
+def decode_record(line: bytes, path, *, lineno: int | None = None, offset: int | None = None,
+                  text_field: str = "text", id_field: str = "id") -> Document | None:
+    """The document on one JSONL line, checked; ``None`` for a blank line.
+
+    Every reader of JSONL in the kit (:func:`iter_documents`, the loops of notebook 01, the
+    workers that read byte ranges) decodes its lines here, so every record is checked the same
+    way: valid UTF-8 (a byte-order mark before the first record is dropped), one JSON object,
+    a text field holding a non-empty string, no lone surrogate escape such as ``"\\ud800"``.
+    Blank lines are skipped everywhere. A bad record raises :class:`CorpusError` naming the
+    file and the line (``lineno``), or, for a reader that started mid-file, the byte
+    ``offset`` of the line (and its line number, counted then), and saying what to do.
+    """
+    if not line.strip():
+        return None
+    start = lineno == 1 or offset == 0
+    try:
+        return _decode(line, path, lineno, offset, text_field, id_field, start)
+    except _BadRecord as bad:
+        raise CorpusError(bad.message(path, lineno, offset)) from None
+
+
+_WHERE, _LINE_AT = "\x00where\x00", "\x00line-at\x00"  # filled in when a record is reported
+
+
+class _BadRecord(Exception):
+    """What is wrong with a record; its position is written in only when it is reported."""
+
+    def message(self, path, lineno, offset) -> str:
+        text = str(self.args[0])
+        if lineno is not None:
+            return text.replace(_WHERE, f"{path}: line {lineno}").replace(_LINE_AT, "")
+        n = _line_of(path, offset or 0)  # counted now, on the way to an error
+        where = f"{path}: the document at byte offset {offset}" + (f" (line {n})" if n else "")
+        return text.replace(_WHERE, where).replace(_LINE_AT, f"line {n}, " if n else "")
+
+
+def _decode(line: bytes, path, lineno, offset, text_field: str, id_field: str,
+            start: bool) -> Document:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = f"byte offset {(offset or 0) + exc.start}: " if offset is not None else ""
+        packed = _compressed(line) if start else None
+        todo = (f"It looks {packed}-compressed: decompress it first." if packed else
+                "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove that "
+                "line.")
+        raise _BadRecord(f"{_WHERE} is not valid UTF-8 ({at}{line[exc.start:exc.start + 4]!r})."
+                         f" {todo}") from None
+    if start and text.startswith(BOM):
+        text = text[1:]
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        todo = "Each line must be one JSON object; fix or remove it."
+        if start and not text.lstrip().startswith(("{", "[", '"')):
+            todo += " (Plain text? Give it as a .txt file, or a folder of them.)"
+        if lineno is not None:
+            raise _BadRecord(f"{_WHERE}, column {exc.colno}: malformed JSON ({exc.msg}). "
+                             f"{todo}") from None
+        raise _BadRecord(f"{path}: the document at byte offset {offset} is malformed JSON "
+                         f"({_LINE_AT}column {exc.colno}: {exc.msg}). {todo}") from None
+    except RecursionError:
+        raise _BadRecord(f"{_WHERE}: JSON nested too deeply to read; each line must be one "
+                         "flat JSON object: fix or remove it.") from None
+    if not isinstance(record, dict):
+        raise _BadRecord(
+            f"{_WHERE}: a JSON {_JSON_TYPES.get(type(record), type(record).__name__)}, not an "
+            f"object; each line must be one JSON object with a {text_field!r} field: fix or "
+            "remove it.")
+    if text_field not in record:
+        keys = ", ".join(map(str, record))
+        raise _BadRecord(
+            f"{_WHERE}: no {text_field!r} field (found: {keys or 'nothing'}). Pass text_field= "
+            "(or --text-field) naming the field that holds the text, or remove that line.")
+    value = record[text_field]
+    if not isinstance(value, str):
+        kind = _JSON_TYPES.get(type(value), type(value).__name__)
+        raise _BadRecord(
+            f"{_WHERE}: field {text_field!r} is {kind}, not a string; the text field must hold "
+            "the document's text: fix or remove that line.")
+    if not value.strip():
+        raise _BadRecord(f"{_WHERE}: field {text_field!r} is empty; a document needs text: "
+                         "remove that line.")
+    doc_id = record.get(id_field)
+    doc_id = str(doc_id) if doc_id is not None else (
+        f"line-{lineno}" if lineno is not None else f"offset-{offset}")
+    if _SURROGATE_ESCAPE.search(line):
+        for name, value_ in ((text_field, value), (id_field, doc_id)):
+            bad = _LONE_SURROGATE.search(value_)
+            if bad:
+                raise _BadRecord(
+                    f"{_WHERE}: field {name!r} holds a lone surrogate escape "
+                    f"(\\u{ord(bad.group()):04x}, character {bad.start():,}), which stands for "
+                    "no character and cannot be encoded; fix the escape (a surrogate pair "
+                    "needs both halves) or remove that line.")
+    return Document(doc_id, value)
+
+
+# --------------------------------------------------------------------------- hygiene
+
+
+def clean_text(text: str) -> tuple[str, list[str]]:
+    """``text`` with a leading byte-order mark removed and CRLF / CR line ends made LF, and the
+    list of what was changed (``"bom"``, ``"crlf"``, ``"cr"``)."""
+    fixed = []
+    if text.startswith(BOM):
+        text = text[1:]
+        fixed.append("bom")
+    if "\r" in text:
+        if "\r\n" in text:
+            text = text.replace("\r\n", "\n")
+            fixed.append("crlf")
+        if "\r" in text:
+            text = text.replace("\r", "\n")
+            fixed.append("cr")
+    return text, fixed
+
+
+# Letters counted per script, by Unicode block (what a summary calls "scripts seen").
+SCRIPTS = {
+    "Latin": "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff",
+    "Greek": "\u0370-\u03ff\u1f00-\u1fff",
+    "Cyrillic": "\u0400-\u052f",
+    "Hebrew": "\u0590-\u05ff",
+    "Arabic": "\u0600-\u06ff\u0750-\u077f",
+    "Devanagari": "\u0900-\u097f",
+    "Thai": "\u0e00-\u0e7f",
+    "CJK": "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f",
+    "Kana": "\u3040-\u30ff\u31f0-\u31ff",
+    "Hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
+}
+_RANGES = sorted((ord(chars[i]), ord(chars[i + 2]), name) for name, chars in SCRIPTS.items()
+                 for i in range(0, len(chars), 3))  # each entry is a "first-last" range
+_STARTS = np.array([lo for lo, _, _ in _RANGES], dtype=np.int64)
+_ENDS = np.array([hi for _, hi, _ in _RANGES], dtype=np.int64)
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_BYTES = bytes(range(128))
+_SCRIPT_CHUNK = 1 << 20  # characters looked at at once (memory: ~16 bytes per character)
+_HTML_START = re.compile(r"\s*(<!doctype\s+html|<html[\s>])", re.IGNORECASE)
+_HTML_TAG = re.compile(r"</?(html|head|body|div|p|br|span|table|tr|td|script|style|a|img|meta)"
+                       r"[\s>/]", re.IGNORECASE)
+
+
+def count_scripts(text: str, into: dict) -> dict:
+    """Add the letters of ``text`` per script (see :data:`SCRIPTS`) to ``into``; return it."""
+    raw = text.encode("utf-8", "surrogatepass")  # ASCII letters: bytes < 128 are ASCII only
+    n = len(raw) - len(raw.translate(None, _ASCII_LETTERS))
+    if n:
+        into["Latin"] = into.get("Latin", 0) + n
+    if len(raw) == len(text):  # nothing else in it
+        return into
+    # The bytes >= 128 alone are still whole UTF-8 sequences: the non-ASCII characters.
+    other = raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    for at in range(0, len(other), _SCRIPT_CHUNK):
+        codes = np.frombuffer(other[at:at + _SCRIPT_CHUNK].encode("utf-32-le", "surrogatepass"),
+                              dtype="<u4").astype(np.int64)
+        which = np.searchsorted(_STARTS, codes, side="right") - 1
+        inside = (which >= 0) & (codes <= _ENDS[which.clip(0)])
+        for i, k in enumerate(np.bincount(which[inside], minlength=len(_RANGES))):
+            if k:
+                name = _RANGES[i][2]
+                into[name] = into.get(name, 0) + int(k)
+    return into
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether a document looks like an HTML page (a doctype, an ``<html>`` tag, or many tags)."""
+    head = text[:65536]
+    return bool(_HTML_START.match(head)) or len(_HTML_TAG.findall(head)) >= 10
+
+
+class CorpusWarning(UserWarning):
+    """Something in the corpus the kit read but you may not want: empty files, HTML pages."""
+
+
+@dataclass
+class IngestSummary:
+    """What opening a corpus read and what it changed on the way in.
+
+    ``path`` is the JSONL file the kit reads (the source itself, or the converted copy).
+    Counts are of the source: ``files`` read, ``documents`` made, ``source_bytes`` read and
+    ``text_bytes`` of document text written (UTF-8, after normalising); ``scripts`` counts
+    letters per script; ``boms_removed``, ``crlf_documents`` and ``cr_documents`` count
+    documents changed; ``empty_files``, ``html_like`` and ``ignored`` name files.
+    """
+
+    source: str
+    form: str
+    path: str
+    files: int = 0
+    documents: int | None = None
+    source_bytes: int = 0
+    text_bytes: int | None = None
+    scripts: dict = field(default_factory=dict)
+    boms_removed: int = 0
+    crlf_documents: int = 0
+    cr_documents: int = 0
+    empty_files: list = field(default_factory=list)
+    html_like: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+    converted: bool = False
+    reused: bool = False
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per thing worth a look (empty files, HTML pages)."""
+        out = []
+        if self.empty_files:
+            out.append(f"{_count(self.empty_files, 'empty file')} skipped (no text): "
+                       f"{_names(self.empty_files)}")
+        if self.html_like:
+            verb = "looks like an HTML page" if len(self.html_like) == 1 else \
+                "look like HTML pages"
+            out.append(f"{_count(self.html_like, 'document')} {verb} (kept as read; strip the "
+                       f"markup first if it is not wanted): {_names(self.html_like)}")
+        return out
+
+    def lines(self) -> list[str]:
+        """The summary as short lines of text (what the command line prints)."""
+        if not self.converted:
+            return [f"corpus: {self.path} ({_bytes(self.source_bytes)}, JSONL, used as it is; "
+                    "every record is checked as it is read)"]
+        if self.reused:
+            head = f"{self.source} ({self.form}): reusing its copy {self.path} (same files)"
+        else:
+            head = f"converted {self.source} ({self.form}) to {self.path}"
+        out = [head, f"  read {_count(range(self.files), 'file')}, {_bytes(self.source_bytes)}: "
+                     f"{_count(range(self.documents), 'document')}, "
+                     f"{_bytes(self.text_bytes)} of text"]
+        total = sum(self.scripts.values())
+        if total:
+            shares = ", ".join(f"{name} {n / total:.1%}" for name, n in
+                               sorted(self.scripts.items(), key=lambda kv: -kv[1]))
+            out.append(f"  scripts (share of letters): {shares}")
+        fixes = [f"{n:,} {what}" for n, what in (
+            (self.boms_removed, "byte-order mark(s) removed"),
+            (self.crlf_documents, "document(s) with CRLF line ends made LF"),
+            (self.cr_documents, "document(s) with CR line ends made LF")) if n]
+        out.append(f"  normalised: {'; '.join(fixes) if fixes else 'nothing needed it'}")
+        if self.ignored:
+            out.append(f"  not read ({'not .txt' if 'txt' in self.form else 'not .jsonl'}): "
+                       f"{_count(self.ignored, 'file')}: {_names(self.ignored)}")
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes" if n < 100_000 else f"{n / 1e6:,.1f} MB"
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items):,} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _names(items, shown: int = 5) -> str:
+    more = f" and {len(items) - shown:,} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 # --------------------------------------------------------------------------- reading
+
+FORM_JSONL = "JSONL file"
+FORM_TXT_FOLDER = "folder of .txt files"
+FORM_TXT_FILE = ".txt file"
+FORM_JSONL_FOLDER = "folder of .jsonl files"
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _source(path: Path) -> tuple[str, list[Path], list[str]]:
+    """What ``path`` is: its form, the files read (in order) and the files left out."""
+    if path.is_dir():
+        try:
+            found = sorted(p for p in path.rglob("*")
+                           if not _hidden(p.relative_to(path)) and p.is_file())
+        except OSError as exc:
+            raise CorpusError(f"{path}: cannot list the folder ({exc.strerror}); check its "
+                              "permissions.") from None
+        txt = [p for p in found if p.suffix.lower() == ".txt"]
+        if txt:
+            return FORM_TXT_FOLDER, txt, [str(p.relative_to(path)) for p in found
+                                          if p not in set(txt)]
+        parts = [p for p in found if p.parent == path and p.suffix == ".jsonl"]
+        if parts:
+            return FORM_JSONL_FOLDER, parts, [str(p.relative_to(path)) for p in found
+                                              if p not in set(parts)]
+        raise CorpusError(f"{path}: no .jsonl files in this folder, and no .txt files; put one "
+                          "document per .txt file (or split a JSONL corpus into it with "
+                          "iokit.split.split_corpus).")
+    if path.is_file():
+        return (FORM_TXT_FILE if path.suffix.lower() == ".txt" else FORM_JSONL), [path], []
+    if not path.exists():
+        raise CorpusError(
+            f"{path}: no such corpus. Make the generated one with `iokit data` "
+            "(or iokit.ensure_corpus()), or give the path of your own JSONL file, .txt file or "
+            "folder of .txt files.")
+    raise CorpusError(f"{path}: not a regular file or folder; give a JSONL file, a .txt file "
+                      "or a folder of .txt files.")
 
 
 def iter_documents(path, text_field: str = "text", id_field: str = "id") -> Iterator[Document]:
-    """Stream the documents of a JSONL file or a folder of ``.txt`` files, in a fixed order.
+    """Stream the documents of any corpus form, in a fixed order.
 
-    Memory stays bounded by the longest document. Problems raise :class:`CorpusError` naming the
-    file and the line (JSONL) or the byte offset (bad UTF-8).
+    A JSONL file (one JSON object per line, the text in ``text_field``; every line checked by
+    :func:`decode_record`, blank lines skipped), a ``.txt`` file (one document), a folder of
+    ``.txt`` files (one document per file, nested folders included, in path order; other files
+    and hidden ones are not read), or a folder of ``.jsonl`` parts (in name order). Text files
+    get the same hygiene as :func:`open_corpus` gives them: byte-order marks removed, line
+    ends made LF, empty files skipped. Memory stays bounded by the longest document. Problems
+    raise :class:`CorpusError` naming the file and the line (JSONL) or byte offset (bad UTF-8).
     """
     path = Path(path)
-    if path.is_dir():
-        yield from _iter_text_folder(path)
-    elif path.is_file():
-        yield from _iter_jsonl(path, text_field, id_field)
-    elif not path.exists():
-        raise CorpusError(
-            f"{path}: no such corpus. Make the generated one with `iokit data` "
-            "(or iokit.ensure_corpus()), or give the path of your own JSONL file or .txt folder."
-        )
-    else:
-        raise CorpusError(f"{path}: not a regular file or folder; give a JSONL file or a folder.")
+    form, files, _ = _source(path)
+    yield from _documents(path, form, files, text_field, id_field)
+
+
+def _documents(root: Path, form: str, files: list[Path], text_field: str, id_field: str,
+               summary: IngestSummary | None = None, bar=None) -> Iterator[Document]:
+    empty = True
+    for p in files:
+        if form in (FORM_JSONL, FORM_JSONL_FOLDER):
+            docs = _iter_jsonl(p, text_field, id_field)
+            if summary is not None:
+                docs = (_cleaned(d, summary) for d in docs)
+        else:
+            doc = _text_file(root, p, summary)
+            docs = [doc] if doc is not None else []
+        for doc in docs:
+            empty = False
+            yield doc
+        if bar is not None:
+            bar.update(_size(p))
+    if empty:
+        what = "every .txt file is empty" if form in (FORM_TXT_FOLDER, FORM_TXT_FILE) else \
+            "no documents"
+        raise CorpusError(f"{root}: the corpus is empty ({what}); give a file with text.")
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _cleaned(doc: Document, summary: IngestSummary) -> Document:
+    text, fixed = clean_text(doc.text)
+    _note(summary, doc.id, text, fixed)
+    return Document(doc.id, text)
+
+
+def _note(summary: IngestSummary, name: str, text: str, fixed: list[str]) -> None:
+    summary.documents += 1
+    summary.text_bytes += len(text.encode("utf-8"))
+    summary.boms_removed += "bom" in fixed
+    summary.crlf_documents += "crlf" in fixed
+    summary.cr_documents += "cr" in fixed
+    if looks_like_html(text):
+        summary.html_like.append(name)
+    count_scripts(text, summary.scripts)
 
 
 def _open_for_reading(path: Path):
@@ -293,84 +679,162 @@ def _open_for_reading(path: Path):
         ) from None
 
 
-def _decode(raw: bytes, path: Path, offset: int, where: str) -> str:
+def _text_file(root: Path, p: Path, summary: IngestSummary | None) -> Document | None:
+    """One ``.txt`` file as a document (cleaned), or None if it holds no text."""
+    with _open_for_reading(p) as f:
+        raw = f.read()
+    name = str(p.relative_to(root)) if p != root else p.name
+    if summary is not None:
+        summary.files += 1
+        summary.source_bytes += len(raw)
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        packed = _compressed(raw)
+        hint = (" It starts with a UTF-16 byte-order mark: save it as UTF-8."
+                if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else
+                f" It looks {packed}-compressed: decompress it first." if packed else "")
         raise CorpusError(
-            f"{path}: {where}is not valid UTF-8 (byte offset {offset + exc.start}: "
-            f"{raw[exc.start:exc.start + 4]!r}). Re-encode the file as UTF-8 "
-            "(e.g. `iconv -f latin1 -t utf-8`) or remove that line."
-        ) from None
+            f"{p}: is not valid UTF-8 (byte offset {exc.start}: "
+            f"{raw[exc.start:exc.start + 4]!r}).{hint} Re-encode the file as UTF-8 "
+            "(e.g. `iconv -f latin1 -t utf-8`) or remove it.") from None
+    text, fixed = clean_text(text)
+    if not text.strip():
+        if summary is not None:
+            summary.empty_files.append(name)
+        return None
+    if summary is not None:
+        _note(summary, name, text, fixed)
+    return Document(name, text)
 
 
 def _iter_jsonl(path: Path, text_field: str, id_field: str) -> Iterator[Document]:
-    empty = True
     offset = 0
     with _open_for_reading(path) as f:
         for lineno, raw in enumerate(f, start=1):
-            line_offset = offset
+            doc = decode_record(raw, path, lineno=lineno, offset=offset, text_field=text_field,
+                                id_field=id_field)
             offset += len(raw)
-            if not raw.strip():
-                continue
-            line = _decode(raw, path, line_offset, f"line {lineno} ")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(
-                    f"{path}: line {lineno}, column {exc.colno}: malformed JSON ({exc.msg}). "
-                    "Each line must be one JSON object; fix or remove that line."
-                ) from None
-            if not isinstance(record, dict) or text_field not in record:
-                keys = (", ".join(map(str, record)) if isinstance(record, dict)
-                        else type(record).__name__)
-                raise CorpusError(
-                    f"{path}: line {lineno}: no {text_field!r} field (found: {keys or 'nothing'}). "
-                    "Pass text_field= (or --text-field) naming the field that holds the text."
-                )
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise CorpusError(
-                    f"{path}: line {lineno}: field {text_field!r} is {type(text).__name__}, "
-                    "not a string; the text field must hold the document's text."
-                )
-            empty = False
-            yield Document(str(record.get(id_field, f"line-{lineno}")), text)
-    if empty:
-        raise CorpusError(f"{path}: the corpus is empty (no documents); give a file with text.")
+            if doc is not None:
+                yield doc
 
 
-def _iter_text_folder(folder: Path) -> Iterator[Document]:
-    files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
-    if not files:
-        raise CorpusError(
-            f"{folder}: no .txt files in this folder; put one document per .txt file."
-        )
+# --------------------------------------------------------------------------- opening
+
+COPY_FORMAT = "iokit-corpus-copy-1"
+
+
+def _identity(path: Path, form: str, files: list[Path], text_field: str) -> dict:
+    """What a converted copy is made from: the resolved path, the form, the text field, and
+    each file's name, size and modification time (nanoseconds)."""
+    entries = []
     for p in files:
-        with _open_for_reading(p) as f:
-            raw = f.read()
-        yield Document(str(p.relative_to(folder)), _decode(raw, p, 0, ""))
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise CorpusError(f"{p}: cannot read ({exc.strerror}); check the path and "
+                              "permissions.") from None
+        rel = str(p.relative_to(path)) if p != path else p.name
+        entries.append([rel, st.st_size, st.st_mtime_ns])
+    return {"format": COPY_FORMAT, "source": str(path.resolve()), "form": form,
+            "text_field": text_field, "files": entries}
+
+
+def _copy_paths(path: Path, identity: dict, data_dir) -> tuple[Path, Path]:
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    name = re.sub(r"[^\w.-]+", "_", path.stem or "corpus")[:60]
+    base = Path(data_dir or default_data_dir()) / f"own-{name}-{key}"
+    return base.with_suffix(".jsonl"), base.with_suffix(".source.json")
+
+
+def _recorded(copy: Path, meta: Path, identity: dict) -> IngestSummary | None:
+    """The summary recorded with an existing copy, if the copy was made from ``identity``
+    (checked field by field, never assumed from the name) and is whole."""
+    try:
+        data = json.loads(meta.read_bytes())
+        if data.get("identity") != identity or copy.stat().st_size != data.get("copy_bytes"):
+            return None
+        return IngestSummary(**{**data["summary"], "reused": True})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def ingest(corpus, text_field: str = "text", data_dir=None, progress: bool = True,
+           warn: bool = True) -> IngestSummary:
+    """Open any corpus form as the JSONL file the kit reads, and say what was read.
+
+    A JSONL file whose text is in ``text`` is used as it is (its first record is checked now,
+    every other one when it is read). Any other form — a folder of ``.txt`` files, a ``.txt``
+    file, a folder of ``.jsonl`` parts, JSONL with another text field — is converted into
+    ``data/own-<name>-<key>.jsonl``, where ``key`` is a hash of what it was made from (the
+    resolved path and each file's size and modification time), with the summary and that
+    identity beside it in ``own-<name>-<key>.source.json``. The copy is made once: a later call
+    reuses it only after checking the recorded identity against the source, and a source that
+    changed gets a new copy (older copies of the same source are removed). Both files are
+    written atomically, and two runs converting at once write the same bytes, so either is
+    safe to read. Text is cleaned on the way in (:func:`clean_text`); empty files are skipped
+    and, like documents that look like HTML, reported with a :class:`CorpusWarning` (unless
+    ``warn`` is false: the summary's ``warnings`` list them too).
+    """
+    path = Path(corpus)
+    form, files, ignored = _source(path)
+    if form == FORM_JSONL and text_field == "text":
+        next(iter_documents(path))  # fail early, with the decoder's clear error
+        return IngestSummary(str(path), form, str(path), files=1, source_bytes=_size(path))
+    identity = _identity(path, form, files, text_field)
+    copy, meta = _copy_paths(path, identity, data_dir)
+    summary = _recorded(copy, meta, identity)
+    if summary is not None:
+        return summary
+    summary = IngestSummary(str(path), form, str(copy), documents=0, text_bytes=0,
+                            ignored=ignored, converted=True)
+    if form == FORM_JSONL_FOLDER or form == FORM_JSONL:
+        summary.files, summary.source_bytes = len(files), sum(_size(p) for p in files)
+    make_folder(copy.parent, "the data folder")
+    with progress_bar(total=sum(_size(p) for p in files), unit="B", unit_scale=True,
+                      desc=f"converting {path.name}", disable=not progress) as bar, \
+            atomic_write(copy, "w", encoding="utf-8", newline="\n") as f:
+        for doc in _documents(path, form, files, text_field, "id", summary, bar):
+            f.write(json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n")
+        f.flush()
+        if _identity(path, form, files, text_field) != identity:
+            raise CorpusError(f"{path}: changed while it was being converted; run again once "
+                              "nothing is writing to it.")
+    record = {"identity": identity, "copy_bytes": copy.stat().st_size,
+              "summary": {**asdict(summary), "reused": False}}
+    write_bytes_atomic(meta, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
+    _remove_older_copies(copy, identity)
+    for w in summary.warnings if warn else []:
+        warnings.warn(f"{path}: {w}", CorpusWarning, stacklevel=2)
+    return summary
+
+
+def _remove_older_copies(copy: Path, identity: dict) -> None:
+    """Remove copies made earlier from the same source and text field (best effort)."""
+    prefix = copy.name.rsplit("-", 1)[0] + "-"
+    for meta in copy.parent.glob(f"{prefix}*.source.json"):
+        if meta.name == copy.with_suffix(".source.json").name:
+            continue
+        try:
+            old = json.loads(meta.read_bytes()).get("identity", {})
+            if (old.get("source"), old.get("text_field")) == (identity["source"],
+                                                               identity["text_field"]):
+                meta.with_name(meta.name.removesuffix(".source.json") + ".jsonl").unlink(
+                    missing_ok=True)
+                meta.unlink(missing_ok=True)
+        except (OSError, ValueError, AttributeError):
+            continue
+
+
+def open_corpus(corpus, text_field: str = "text", data_dir=None, progress: bool = True) -> Path:
+    """The JSONL file to read for any corpus form (see :func:`ingest`, which also says what
+    was read). Every function of the kit that takes a corpus opens it with this."""
+    return Path(ingest(corpus, text_field, data_dir, progress).path)
 
 
 def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
-    """The learner's corpus as the kit's own format: a JSONL file with ``id`` and ``text``.
-
-    A JSONL file whose text is already in ``text`` is used as it is. A folder of ``.txt`` files,
-    or JSONL with another text field, is converted once (atomically) into ``data/`` and the
-    copy is returned, so every stage that streams JSONL lines can read it.
-    """
-    path = Path(path)
-    if path.is_file() and text_field == "text":
-        next(iter(iter_documents(path)))  # fail early, with the reader's clear error
-        return path
-    docs = iter_documents(path, text_field=text_field)
-    first = next(docs)  # fail early, before anything is written
-    out = Path(data_dir or default_data_dir()) / f"own-{path.stem or 'corpus'}-{text_field}.jsonl"
-    make_folder(out.parent, "the data folder")
-    with atomic_write(out, "w", encoding="utf-8", newline="\n") as f:
-        for doc in itertools.chain([first], docs):
-            f.write(json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n")
-    return out
+    """The older name of :func:`open_corpus`."""
+    return open_corpus(path, text_field, data_dir)
 
 
 # --------------------------------------------------------------------------- statistics

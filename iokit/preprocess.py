@@ -20,23 +20,14 @@ from pathlib import Path
 
 from iokit import tasks
 from iokit.atomic import output_folder
-from iokit.corpus import iter_documents
-from iokit.parallel import WorkerPool, chunked
+from iokit.corpus import open_corpus
+from iokit.parallel import WorkerPool
 from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, open_shards, write_shards
 
 
-def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int,
-             text_field: str) -> Iterator:
-    if corpus.is_dir():  # a folder of .txt files: the texts travel, a few per task
-        texts = (d.text for d in iter_documents(corpus))
-        fn = partial(tasks.encode_texts, str(vocab_path))
-        for arrays in pool.imap(fn, chunked(texts, chunk_size)):
-            yield from arrays
-        return
-
-    next(iter(iter_documents(corpus, text_field=text_field)))  # a clear error on bad input
+def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int) -> Iterator:
     spans = tasks.document_spans(corpus)
-    fn = partial(tasks.encode_span, str(vocab_path), str(corpus), text_field=text_field)
+    fn = partial(tasks.encode_span, str(vocab_path), str(corpus))
     for arrays in pool.imap(fn, spans, chunk_size):
         yield from arrays
 
@@ -49,7 +40,7 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
 
     ``chunk_size`` is documents per task. Returns the ``.bin`` paths.
     """
-    corpus = Path(corpus)
+    corpus = open_corpus(corpus, text_field)  # checks the first record: a clear error early
     # Workers load the tokenizer from a scratch copy; vocab.json is written last, beside the
     # finished shards, so a failed run leaves nothing behind (as pretokenize does).
     with output_folder(out_dir, "the shard folder") as out_dir, \
@@ -58,7 +49,7 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
         tokenizer.save(worker_vocab)
         with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
             bins = write_shards(
-                _encoded(pool, corpus, worker_vocab, chunk_size, text_field), out_dir,
+                _encoded(pool, corpus, worker_vocab, chunk_size), out_dir,
                 vocab_size=tokenizer.vocab_size, dtype=dtype,
                 max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
                 fingerprint=tokenizer.fingerprint)

@@ -59,7 +59,7 @@ import numpy as np
 from iokit.atomic import atomic_write, make_folder, output_folder, write_bytes_atomic
 from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockTable, BlockWriter
 from iokit.codecs import get_codec
-from iokit.corpus import iter_documents
+from iokit.corpus import iter_documents, open_corpus
 from iokit.errors import FormatError, ParameterError, check_positive, read_kit_file
 from iokit.tokenize import encode_corpus, load_tokenizer
 
@@ -297,8 +297,9 @@ def _remove_shards(out_dir: Path, prefix: str) -> None:
 def pretokenize(corpus, tokenizer, out_dir, *, dtype="auto",
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, text_field: str = "text",
                 codec=None, block_bytes: int | None = None) -> list[Path]:
-    """Tokenize ``corpus`` once into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
-    docs = iter_documents(corpus, text_field=text_field)
+    """Tokenize ``corpus`` (any corpus form, opened with :func:`~iokit.corpus.open_corpus`) once
+    into shards in ``out_dir`` (plus the tokenizer as vocab.json)."""
+    docs = iter_documents(open_corpus(corpus, text_field))
     bins = write_shards(encode_corpus(docs, tokenizer), out_dir,
                         vocab_size=tokenizer.vocab_size, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, fingerprint=tokenizer.fingerprint,

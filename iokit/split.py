@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iokit.atomic import atomic_write, make_folder
+from iokit.corpus import open_corpus
 from iokit.errors import CorpusError, ParameterError, check_positive
 
 PART_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})\.jsonl$")
@@ -98,15 +99,12 @@ def plan_pieces(corpus, parts: int | None = None) -> list[Piece]:
     """
     if isinstance(corpus, (list, tuple)):
         files = [Path(p) for p in corpus]
-    elif Path(corpus).is_dir():
+    elif Path(corpus).is_dir() and any(Path(corpus).glob("*.jsonl")):
         files = corpus_files(corpus)
-    else:
-        path = Path(corpus)
-        if not path.exists():
-            raise CorpusError(f"{path}: no such corpus. Make the generated one with `iokit data` "
-                              "(or iokit.ensure_corpus()), or give your own JSONL file.")
-        return _cut(path, check_positive("parts", 1 if parts is None else parts,
-                                         hint="It is the number of pieces; use e.g. 8."))
+    else:  # one JSONL file, or any other corpus form, opened as one
+        parts = check_positive("parts", 1 if parts is None else parts,
+                               hint="It is the number of pieces; use e.g. 8.")
+        return _cut(open_corpus(corpus), parts)
     if parts is not None:
         raise ParameterError(f"parts={parts!r} applies to one JSONL file; a list or folder of "
                              "files is already split (one piece per file).")

@@ -9,13 +9,13 @@ than the work itself.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from iokit.corpus import decode_record
 from iokit.errors import CorpusError
 from iokit.tokenize import encode_corpus, load_tokenizer, token_line, word_tokenize
 
@@ -25,56 +25,69 @@ from iokit.tokenize import encode_corpus, load_tokenizer, token_line, word_token
 def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
     """Byte ranges ``(start, end)`` of the JSONL file, each whole lines of >= ``target_bytes``.
 
-    With the default (1) every range is one document. The ranges cover the file in order, so
-    tokenizing them one after another is tokenizing the file.
+    With the default (1) every range is one document. Blank lines (which hold no document)
+    join the range before them, so each range holds at least one document. The ranges cover
+    the file in order, so tokenizing them one after another is tokenizing the file.
     """
     spans = []
     start = pos = 0
-    with open(path, "rb") as f:
-        for line in f:
-            pos += len(line)
-            if pos - start >= target_bytes:
-                spans.append((start, pos))
-                start = pos
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                pos += len(line)
+                if pos - start >= target_bytes and line.strip():
+                    spans.append((start, pos))
+                    start = pos
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror}); open the corpus with "
+                          "iokit.open_corpus, which takes any corpus form.") from None
     if pos > start:
-        spans.append((start, pos))
+        if spans and not _has_text(path, start, pos):  # trailing blank lines
+            spans[-1] = (spans[-1][0], pos)
+        else:
+            spans.append((start, pos))
     return spans
+
+
+def _has_text(path, start: int, end: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return bool(f.read(end - start).strip())
 
 
 def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[str]:
     """The texts of the JSONL documents in the byte range ``span`` of ``path``.
 
-    A bad document raises :class:`CorpusError` naming the file and its byte offset (a worker
-    reading a range does not know line numbers; ``iokit.iter_documents`` does).
+    Each line goes through :func:`iokit.corpus.decode_record` (blank lines are skipped), so a
+    bad document raises :class:`CorpusError` naming the file and its byte offset, and its line
+    number (a range that starts the file knows it; otherwise it is counted when reporting).
     """
     start, end = span
-    with open(path, "rb") as f:
-        f.seek(start)
-        raw = f.read(end - start)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = f.read(end - start)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror}); workers read the JSONL file "
+                          "iokit.open_corpus gives for any corpus form.") from None
     texts = []
     offset = start
-    for line in raw.splitlines(keepends=True):
-        if line.strip():
-            texts.append(_document_text(path, line, offset, text_field))
+    pieces = raw.split(b"\n")  # lines end at LF only, as they do for every reader of JSONL
+    lines = [p + b"\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    for i, line in enumerate(lines):
+        text = _document_text(path, line, offset, text_field,
+                              lineno=i + 1 if start == 0 else None)
+        if text is not None:
+            texts.append(text)
         offset += len(line)
     return texts
 
 
-def _document_text(path, line: bytes, offset: int, text_field: str) -> str:
-    where = f"{path}: the document at byte offset {offset}"
-    check = (f"; check it with iokit.iter_documents({str(path)!r}), which names the line, and "
-             "fix or remove it.")
-    try:
-        record = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{where} is not valid UTF-8 (byte offset {offset + exc.start})"
-                          f"{check}") from None
-    except ValueError as exc:
-        raise CorpusError(f"{where} is malformed JSON ({exc}){check}") from None
-    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-        raise CorpusError(f"{where} is not a JSON object with a {text_field!r} text field"
-                          f"{check}")
-    return record[text_field]
+def _document_text(path, line: bytes, offset: int, text_field: str = "text",
+                   lineno: int | None = None) -> str | None:
+    """The text of one JSONL line (``None`` if blank), checked by the kit's one decoder."""
+    doc = decode_record(line, path, lineno=lineno, offset=offset, text_field=text_field)
+    return None if doc is None else doc.text
 
 
 def tokenize_span(path, span: tuple[int, int]) -> np.ndarray:
@@ -115,7 +128,12 @@ def tokenize_span_in(data: bytes, span: tuple[int, int]) -> np.ndarray:
     task.
     """
     start, end = span
-    texts = [json.loads(line)["text"] for line in data[start:end].splitlines() if line.strip()]
+    texts, offset = [], start
+    for line in data[start:end].split(b"\n"):
+        text = _document_text("the corpus sent with the task", line, offset)
+        if text is not None:
+            texts.append(text)
+        offset += len(line) + 1
     return tokenize_texts(texts)
 
 

@@ -2,7 +2,10 @@
 
 The word-level tokenizer is nltk's ``WordPunctTokenizer`` (runs of letters and digits, runs of
 punctuation), which needs no downloaded nltk data. Call it per document or per chunk, never on
-a whole file at once: nltk runs its pattern with a time limit per call.
+a whole file at once: nltk runs its pattern with a time limit per call. Scripts written without
+spaces would give it whole clauses as "words", so, as BERT's basic tokenizer does for CJK
+ideographs, every CJK ideograph, kana and hangul character is a token of its own (text without
+them is split exactly as before).
 
 Two tokenizers turn text into IDs, with the same small interface (``encode``, ``decode``,
 ``vocab_size``, ``eod_id``, ``fingerprint``, ``save``):
@@ -30,8 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from nltk.tokenize import WordPunctTokenizer
 
 from iokit.atomic import write_bytes_atomic
 from iokit.errors import FormatError, ParameterError, check_positive, read_kit_file
+from iokit.progress import progress_bar
 
 
 @lru_cache(maxsize=1)
@@ -47,8 +53,19 @@ def _word_punct():
     return WordPunctTokenizer()
 
 
+# Characters that are each a token of their own: CJK ideographs (BERT's ranges), kana, hangul.
+CJK_CHARS = ("\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+             "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f")
+_CJK = re.compile(f"[{CJK_CHARS}]")
+# WordPunct's pattern with those characters taken out of the word runs, one token each.
+_CJK_PATTERN = re.compile(f"[{CJK_CHARS}]|[^\\W{CJK_CHARS}]+|[^\\w\\s]+")
+
+
 def word_tokenize(text: str) -> list[str]:
-    """Split ``text`` into words and punctuation runs with nltk (no downloads needed)."""
+    """Split ``text`` into words and punctuation runs with nltk (no downloads needed); each
+    CJK ideograph, kana or hangul character is a token of its own."""
+    if not text.isascii() and _CJK.search(text):
+        return _CJK_PATTERN.findall(text)
     return _word_punct().tokenize(text)
 
 
@@ -66,6 +83,8 @@ def _fast_pattern() -> re.Pattern:
 
 def fast_word_tokenize(text: str) -> list[str]:
     """The same tokens as :func:`word_tokenize`, about 5× faster (standard ``re`` engine)."""
+    if not text.isascii() and _CJK.search(text):
+        return _CJK_PATTERN.findall(text)
     return _fast_pattern().findall(text)
 
 
@@ -75,6 +94,54 @@ def _fingerprint(data: bytes) -> int:
 
 
 # --------------------------------------------------------------------------- word level
+
+
+class TokenizerWarning(UserWarning):
+    """A tokenizer was trained, but it will not serve this text well (the message says why)."""
+
+
+ONE_OFF_SHARE = 0.8  # warn when more of the vocabulary than this was seen only once ...
+UNK_RATE = 0.15  # ... or when more of the training text's tokens than this are <unk>
+
+
+@dataclass(frozen=True)
+class TrainingStats:
+    """What a word vocabulary's training saw: tokens, distinct words, entries kept (and how
+    many of those were seen once), and the share of training tokens that become ``<unk>``."""
+
+    tokens: int
+    distinct: int
+    entries: int
+    one_off_entries: int
+    unk_rate: float
+
+    @property
+    def one_off_share(self) -> float:
+        return self.one_off_entries / self.entries if self.entries else 0.0
+
+    def warnings(self) -> list[str]:
+        """The kit's warnings about this vocabulary (none for ordinary text)."""
+        out = []
+        if self.entries >= 200 and self.one_off_share > ONE_OFF_SHARE:
+            out.append(
+                f"word vocabulary: {self.one_off_share:.0%} of its {self.entries:,} entries were "
+                "seen only once in the training text, so it will rarely match new text (a "
+                "script written without spaces, or too little text?); the byte-level BPE "
+                "tokenizer (tokenizer 'bpe', --tokenizer bpe) suits such text.")
+        if self.tokens >= 1000 and self.unk_rate > UNK_RATE:
+            out.append(
+                f"word vocabulary: {self.unk_rate:.0%} of the training text's tokens are {UNK} "
+                f"(outside its {self.entries:,} entries); raise the vocabulary size or use the "
+                "byte-level BPE tokenizer (--tokenizer bpe), which has no unknown tokens.")
+        return out
+
+
+def _with_bar(texts: Iterable[str], desc: str, progress: bool) -> Iterator[str]:
+    """``texts``, counted by a progress bar (documents) while they are read."""
+    with progress_bar(desc=desc, unit=" docs", disable=not progress) as bar:
+        for text in texts:
+            yield text
+            bar.update()
 
 UNK = "<unk>"
 EOD = "<eod>"
@@ -98,21 +165,37 @@ class WordTokenizer:
             raise ParameterError("the vocabulary lists a word twice; every word must be unique.")
         self.unk_id, self.eod_id = 0, 1
         self._table = np.array(self.tokens, dtype=object)
+        self.training: TrainingStats | None = None  # set by train()
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 32_768) -> WordTokenizer:
-        """The ``vocab_size`` - 2 most frequent words of ``texts`` (ties broken alphabetically)."""
+    def train(cls, texts: Iterable[str], vocab_size: int = 32_768, *, progress: bool = True
+              ) -> WordTokenizer:
+        """The ``vocab_size`` - 2 most frequent words of ``texts`` (ties broken alphabetically).
+
+        What training saw is kept in ``training`` (:class:`TrainingStats`); a vocabulary made
+        mostly of one-off entries, or a training text with many ``<unk>`` tokens, gives a
+        :class:`TokenizerWarning` pointing to BPE. ``progress`` shows a bar (documents read).
+        """
         vocab_size = check_positive("vocab_size", vocab_size)
         if vocab_size < 3:
             raise ParameterError(f"vocab_size must be at least 3 (<unk>, <eod> and one word), "
                                  f"got {vocab_size}.")
         counts: Counter = Counter()
-        for text in texts:
+        for text in _with_bar(texts, "word vocabulary", progress):
             counts.update(fast_word_tokenize(text.lower()))
         counts.pop(UNK, None)
         counts.pop(EOD, None)
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls([w for w, _ in ranked[: vocab_size - 2]])
+        kept = ranked[: vocab_size - 2]
+        tok = cls([w for w, _ in kept])
+        total = sum(counts.values())
+        tok.training = TrainingStats(
+            tokens=total, distinct=len(counts), entries=len(kept),
+            one_off_entries=sum(1 for _, n in kept if n == 1),
+            unk_rate=(total - sum(n for _, n in kept)) / total if total else 0.0)
+        for message in tok.training.warnings():
+            warnings.warn(message, TokenizerWarning, stacklevel=2)
+        return tok
 
     @property
     def vocab_size(self) -> int:
@@ -182,7 +265,8 @@ def _word_from_json(data: dict, path: Path) -> WordTokenizer:
 BPE_EOD = "<|endoftext|>"
 
 
-def _require_tokenizers():
+def require_tokenizers():
+    """Hugging Face ``tokenizers``, or a ParameterError naming the extra to install."""
     try:
         import tokenizers
     except ImportError:
@@ -191,6 +275,9 @@ def _require_tokenizers():
             "pip install -e '.[bpe]'  (or: pip install tokenizers)"
         ) from None
     return tokenizers
+
+
+_require_tokenizers = require_tokenizers  # the older name
 
 
 class BPETokenizer:
@@ -210,9 +297,11 @@ class BPETokenizer:
         self.eod_id = eod
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8_192) -> BPETokenizer:
-        """Train byte-level BPE merges on ``texts`` up to ``vocab_size`` IDs."""
-        tk = _require_tokenizers()
+    def train(cls, texts: Iterable[str], vocab_size: int = 8_192, *, progress: bool = True
+              ) -> BPETokenizer:
+        """Train byte-level BPE merges on ``texts`` up to ``vocab_size`` IDs (``progress``: a
+        bar of the documents read)."""
+        tk = require_tokenizers()
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
         vocab_size = check_positive("vocab_size", vocab_size)
@@ -222,7 +311,7 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=[BPE_EOD], show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator(texts, trainer=trainer)
+        tok.train_from_iterator(_with_bar(texts, "BPE vocabulary", progress), trainer=trainer)
         return cls(tok)
 
     @property
@@ -262,14 +351,16 @@ class BPETokenizer:
 # --------------------------------------------------------------------------- both
 
 TOKENIZERS = {"word": WordTokenizer, "bpe": BPETokenizer}
+DEFAULT_VOCAB_SIZES = {"word": 32_768, "bpe": 8_192}
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None):
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None, *,
+                    progress: bool = True):
     """Train a ``"word"`` or ``"bpe"`` tokenizer on ``texts`` (default sizes 32,768 / 8,192)."""
     if kind not in TOKENIZERS:
         raise ParameterError(f"unknown tokenizer {kind!r}; choose one of: bpe, word.")
-    cls = TOKENIZERS[kind]
-    return cls.train(texts) if vocab_size is None else cls.train(texts, vocab_size)
+    size = DEFAULT_VOCAB_SIZES[kind] if vocab_size is None else vocab_size
+    return TOKENIZERS[kind].train(texts, size, progress=progress)
 
 
 def load_tokenizer(path):
@@ -285,7 +376,7 @@ def load_tokenizer(path):
     if isinstance(data, dict) and data.get("format") == WORD_FORMAT:
         return _word_from_json(data, path)
     if isinstance(data, dict) and "model" in data:
-        tk = _require_tokenizers()
+        tk = require_tokenizers()
         try:
             return BPETokenizer(tk.Tokenizer.from_str(raw.decode("utf-8")))
         except Exception as exc:  # tokenizers raises plain Exceptions on bad files

@@ -377,6 +377,158 @@ def s_malformed_line_pretokenize(tmp, mp):
     return partial(pretokenize, corpus, tok, tmp / "out")
 
 
+# Class: a silent wrong result (identity of inputs is checked, never assumed).
+
+
+def _own_data(tmp, mp):
+    (tmp / "data").mkdir(exist_ok=True)
+    mp.setenv("IOKIT_DATA", str(tmp / "data"))
+
+
+def _texts(tmp, files, name="texts"):
+    folder = tmp / name
+    folder.mkdir()
+    for n, raw in files.items():
+        (folder / n).write_bytes(raw)
+    return folder
+
+
+def s_corpus_changed_while_converting(tmp, mp):
+    import iokit.corpus as corpus
+
+    _own_data(tmp, mp)
+    folder = _texts(tmp, {"a.txt": b"one", "b.txt": b"two"})
+    real = corpus._identity
+    calls = []
+
+    def moving(*args):
+        calls.append(1)
+        identity = real(*args)
+        return identity if len(calls) == 1 else {**identity, "files": identity["files"][:1]}
+
+    mp.setattr(corpus, "_identity", moving)
+    return partial(corpus.open_corpus, folder)
+
+
+def s_predict_loop_on_folder_without_text(tmp, mp):
+    from iokit.lab.loops import predict_loop
+
+    _own_data(tmp, mp)
+    return partial(predict_loop, _texts(tmp, {"notes.md": b"# not a document"}, "docs"))
+
+
+def s_worker_reads_a_folder(tmp, mp):
+    return partial(tasks_read_texts, _texts(tmp, {"a.txt": b"text"}), (0, 10))
+
+
+def s_sample_of_empty_text_files(tmp, mp):
+    from iokit.lab.scaling import corpus_sample
+
+    _own_data(tmp, mp)
+    return partial(corpus_sample, _texts(tmp, {"a.txt": b"", "b.txt": b"\r\n  "}))
+
+
+def s_spans_of_a_missing_corpus(tmp, mp):
+    from iokit.tasks import document_spans
+
+    return partial(document_spans, tmp / "gone.jsonl")
+
+
+def s_naive_loop_on_a_folder_of_binary_files(tmp, mp):
+    from iokit.lab.loops import naive_loop
+
+    _own_data(tmp, mp)
+    folder = _texts(tmp, {"a.txt": b"fine text", "b.txt": b"\x89PNG\r\n\x1a\n\x00\x00"})
+    return partial(naive_loop, folder, tmp / "out.txt")
+
+
+def tasks_read_texts(*args):
+    from iokit.tasks import read_texts
+
+    return read_texts(*args)
+
+
+# Class: input accepted at the door and failing deep inside (every record checked, one place).
+
+
+def _line_41(tmp, record: bytes, blank_lines: bool = True) -> Path:
+    good = [json.dumps({"text": f"document {i} of the corpus."}).encode() for i in range(40)]
+    lines = good[:10] + ([b""] if blank_lines else []) + good[10:] + [record] + good[:2]
+    return _jsonl(tmp, b"\n".join(lines) + b"\n")
+
+
+def s_text_int_on_line_41_in_the_naive_loop(tmp, mp):
+    from iokit.lab.loops import naive_loop
+
+    corpus = _jsonl(tmp, b"\n".join([json.dumps({"text": f"d {i}"}).encode() for i in range(40)]
+                                     + [b'{"text": 3}']) + b"\n")
+    return partial(naive_loop, corpus, tmp / "out.txt")
+
+
+def s_text_null_on_line_41_in_a_worker(tmp, mp):
+    from iokit.preprocess import parallel_pretokenize
+
+    corpus = _line_41(tmp, b'{"text": null}', blank_lines=False)
+    tok = WordTokenizer.train(["document of the corpus"], vocab_size=16)
+    return partial(parallel_pretokenize, corpus, tok, tmp / "out", workers=2, kind="threads",
+                   chunk_size=4)
+
+
+def s_lone_surrogate_before_training(tmp, mp):
+    corpus = _line_41(tmp, b'{"text": "broken \\ud800 escape"}')
+    return lambda: WordTokenizer.train(d.text for d in iter_documents(corpus))
+
+
+def s_empty_text_field(tmp, mp):
+    return partial(_read_all_docs, _line_41(tmp, b'{"id": 9, "text": ""}'))
+
+
+def s_line_not_an_object(tmp, mp):
+    return partial(_read_all_docs, _line_41(tmp, b'["a", "list"]'))
+
+
+def s_deeply_nested_line(tmp, mp):
+    return partial(_read_all_docs, _line_41(tmp, b"[" * 100_000 + b"]" * 100_000))
+
+
+def s_utf16_text_file(tmp, mp):
+    _own_data(tmp, mp)
+    from iokit.corpus import open_corpus
+
+    return partial(open_corpus, _texts(tmp, {"w.txt": "hello".encode("utf-16")}))
+
+
+def s_bad_utf8_in_a_single_text_file(tmp, mp):
+    from iokit.shards import pretokenize
+
+    p = tmp / "book.txt"
+    p.write_bytes(b"Chapter one. Caf\xe9 au lait.")
+    tok = WordTokenizer.train(["chapter one"], vocab_size=8)
+    return partial(pretokenize, p, tok, tmp / "out")
+
+
+def s_text_field_in_a_worker_byte_range(tmp, mp):
+    from iokit.engines import pretokenize_pieces
+    from iokit.split import plan_pieces
+
+    corpus = _line_41(tmp, b'{"text": {"nested": "object"}}', blank_lines=False)
+    tok = WordTokenizer.train(["document of the corpus"], vocab_size=16)
+    return lambda: pretokenize_pieces(plan_pieces(corpus, 3), tok, tmp / "out", engine="serial",
+                                      progress=False)
+
+
+
+def s_gzipped_jsonl(tmp, mp):
+    import gzip
+
+    return partial(_read_all_docs, _jsonl(tmp, gzip.compress(b'{"text": "a"}\n'), "c.jsonl.gz"))
+
+
+def s_plain_text_given_as_jsonl(tmp, mp):
+    return partial(_read_all_docs, _jsonl(tmp, b"Chapter one.\nIt was a dark night.\n",
+                                          "book.md"))
+
+
 @dataclass
 class Case:
     name: str
@@ -465,6 +617,42 @@ CASES = [
          (r"{tmp}/c\.jsonl", r"line 21", r"fix or remove")),
     Case("worker process killed with SIGKILL", s_worker_killed, WorkerDiedError,
          (r"SIGKILL",)),
+    # a silent wrong result (class 1): identities checked, never assumed
+    Case("corpus changed while it was converted", s_corpus_changed_while_converting, CorpusError,
+         (r"{tmp}/texts", r"changed while", r"run again")),
+    Case("predict_loop on a folder without text files", s_predict_loop_on_folder_without_text,
+         CorpusError, (r"{tmp}/docs", r"no \.txt files", r"put one document")),
+    Case("a worker given a folder", s_worker_reads_a_folder, CorpusError,
+         (r"{tmp}/texts", r"cannot read", r"open_corpus")),
+    Case("a sample of text files that are all empty", s_sample_of_empty_text_files, CorpusError,
+         (r"{tmp}/texts", r"empty", r"give a file with text")),
+    Case("byte ranges of a missing corpus", s_spans_of_a_missing_corpus, CorpusError,
+         (r"{tmp}/gone\.jsonl", r"cannot read")),
+    Case("naive loop on a folder with a binary .txt", s_naive_loop_on_a_folder_of_binary_files,
+         CorpusError, (r"{tmp}/texts/b\.txt", r"UTF-8", r"byte offset 0")),
+    # accepted at the door, failing deep inside (class 2): every record checked in one place
+    Case('"text": 3 on line 41, in the naive loop', s_text_int_on_line_41_in_the_naive_loop,
+         CorpusError, (r"{tmp}/c\.jsonl", r"line 41", r"is int, not a string")),
+    Case('"text": null on line 41, in a worker', s_text_null_on_line_41_in_a_worker,
+         CorpusError, (r"{tmp}/c\.jsonl", r"byte offset \d+ \(line 41\)", r"is null")),
+    Case("lone surrogate escape, before training", s_lone_surrogate_before_training, CorpusError,
+         (r"{tmp}/c\.jsonl", r"line 42", r"lone surrogate", r"fix the escape")),
+    Case("empty text field", s_empty_text_field, CorpusError,
+         (r"{tmp}/c\.jsonl", r"line 42", r"'text' is empty", r"remove")),
+    Case("a line that is not an object", s_line_not_an_object, CorpusError,
+         (r"{tmp}/c\.jsonl", r"line 42", r"JSON list, not an object")),
+    Case("JSON nested 100,000 deep", s_deeply_nested_line, CorpusError,
+         (r"{tmp}/c\.jsonl", r"line 42", r"nested too deeply")),
+    Case("a UTF-16 text file", s_utf16_text_file, CorpusError,
+         (r"{tmp}/texts/w\.txt", r"UTF-16", r"UTF-8")),
+    Case("bad UTF-8 in a single .txt", s_bad_utf8_in_a_single_text_file, CorpusError,
+         (r"{tmp}/book\.txt", r"byte offset 16", r"UTF-8")),
+    Case("an object as the text, in a piece of the file", s_text_field_in_a_worker_byte_range,
+         CorpusError, (r"{tmp}/c\.jsonl", r"line 41", r"is object, not a string")),
+    Case("a gzip-compressed JSONL file", s_gzipped_jsonl, CorpusError,
+         (r"{tmp}/c\.jsonl\.gz", r"line 1", r"gzip", r"decompress it first")),
+    Case("plain text given as JSONL", s_plain_text_given_as_jsonl, CorpusError,
+         (r"{tmp}/book\.md", r"line 1, column 1", r"\.txt file")),
 ]
 
 

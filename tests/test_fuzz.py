@@ -1,4 +1,5 @@
-"""Property-based tests: shard round trips, and readers fed mutated shards and block files.
+"""Property-based tests: shard round trips, readers fed mutated shards and block files, and
+the corpus readers fed arbitrary JSONL lines and arbitrary ``.txt`` bytes.
 
 Codec round trips over arbitrary bytes are in ``tests/test_codecs.py`` (and block-file reads in
 ``tests/test_blocks.py``), so they are not repeated here. The readers must let only iokit's own
@@ -6,12 +7,17 @@ errors escape from a truncated, bit-flipped or overwritten ``.bin``, ``.idx`` or
 never an IndexError, struct.error, numpy ValueError or a crash. A mutated shard either raises
 an IokitError or reads back; with ``verify=True`` a changed ``.bin`` must raise.
 
+Every reader of a corpus (the documents, the workers' byte ranges, the loops of notebook 01,
+the conversion of a folder) must let only iokit's errors escape, and where they succeed they
+must agree with each other.
+
 Default example counts keep these under a minute in CI; set ``IOKIT_FUZZ_EXAMPLES`` (examples
 per test) for longer local runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,8 +26,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iokit import tasks
 from iokit.blocks import BlockReader, write_blocks
+from iokit.corpus import ingest, iter_documents
 from iokit.errors import IokitError
+from iokit.lab.loops import chunked_loop, naive_loop
 from iokit.shards import open_shards, write_shards
 
 
@@ -155,3 +164,77 @@ def _original_block_data() -> bytes:
         path.write_bytes(VALID["blockfile"]["b.blk"])
         with BlockReader(path) as r:
             return r.read_all()
+
+
+# ------------------------------------------------------------------ corpus readers
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=6)
+_lines = st.one_of(
+    st.binary(max_size=40),  # any bytes at all
+    st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass")),  # raw surrogates too
+    _json_values.map(lambda v: json.dumps(v).encode()),  # any JSON value
+    st.dictionaries(st.sampled_from(["text", "id", "body"]), _json_values, max_size=3)
+    .map(lambda d: json.dumps(d).encode()),
+    st.text(max_size=30).map(lambda t: json.dumps({"text": t}).encode()),  # "\ud800" escapes
+    st.text(max_size=30).map(lambda t: json.dumps({"text": t}, ensure_ascii=False)
+                             .encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"", b"  ", b"\r", b"\xef\xbb\xbf" + b'{"text": "bom"}']),
+)
+
+
+@fuzz_settings(200)
+@given(lines=st.lists(_lines, min_size=1, max_size=8), end=st.sampled_from([b"", b"\n"]))
+def test_jsonl_readers_raise_only_iokit_errors_and_agree(lines, end):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.jsonl"
+        path.write_bytes(b"\n".join(lines) + end)
+        outcomes = []
+        for read in (
+            lambda: [doc.text for doc in iter_documents(path)],
+            lambda: [t for s in tasks.document_spans(path) for t in tasks.read_texts(path, s)],
+            lambda: [t for s in tasks.document_spans(path, 1 << 20)
+                     for t in tasks.read_texts(path, s)],
+            lambda: naive_loop(path, Path(d) / "n.txt").documents,
+            lambda: chunked_loop(path, Path(d) / "c.txt", chunk_size=7).documents,
+        ):
+            try:
+                outcomes.append(read())
+            except IokitError:
+                outcomes.append(IokitError)
+        texts = outcomes[0]
+        # The same records are good or bad for every reader (an empty corpus is an error for
+        # the reader of documents and the loops, an empty list for a worker's byte range).
+        if texts is IokitError:
+            empty = outcomes[1:3] == [[], []] and all(o in (0, IokitError) for o in outcomes[3:])
+            assert empty or all(o is IokitError for o in outcomes[1:]), outcomes
+        else:
+            assert outcomes[1] == outcomes[2] == texts
+            assert outcomes[3] == outcomes[4] == len(texts)
+            assert (Path(d) / "n.txt").read_bytes() == (Path(d) / "c.txt").read_bytes()
+
+
+@fuzz_settings(150)
+@given(files=st.lists(st.binary(max_size=60), min_size=1, max_size=3))
+def test_text_folders_raise_only_iokit_errors_and_come_in_clean(files):
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d) / "texts"
+        folder.mkdir()
+        for i, raw in enumerate(files):
+            (folder / f"{i}.txt").write_bytes(raw)
+        try:
+            direct = [doc.text for doc in iter_documents(folder)]
+        except IokitError:
+            direct = None
+        try:
+            summary = ingest(folder, data_dir=Path(d) / "data", progress=False, warn=False)
+        except IokitError:
+            assert direct is None  # the reader and the conversion agree on what is bad
+            return
+        copy = [doc.text for doc in iter_documents(summary.path)]
+        assert copy == direct
+        assert summary.documents == len(copy) and summary.files == len(files)
+        assert all("\r" not in t and not t.startswith("\ufeff") and t.strip() for t in copy)

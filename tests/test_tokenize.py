@@ -12,6 +12,7 @@ from iokit.errors import FormatError, ParameterError
 from iokit.tokenize import (
     EOD,
     UNK,
+    TokenizerWarning,
     WordTokenizer,
     encode_corpus,
     fast_word_tokenize,
@@ -197,3 +198,124 @@ def test_tokenizers_survive_pickling(word, bpe, texts):
         copy = pickle.loads(pickle.dumps(tok))
         assert copy.fingerprint == tok.fingerprint
         assert np.array_equal(copy.encode(texts[0]), tok.encode(texts[0]))
+
+
+# ---------------------------------------------------------------- scripts without spaces
+
+CHINESE = [
+    "春天来了，山上的花都开了。", "我们在河边散步，看见一只白色的小鸟。",
+    "老师说，读书要认真，写字要清楚。", "这个城市很大，街上有很多人和车。",
+    "他每天早上六点起床，然后去公园跑步。", "妈妈在厨房里做饭，香味飘满了整个房子。",
+    "下雨的时候，孩子们喜欢在窗前听雨声。", "我们的学校旁边有一条小河，河水很清。",
+    "朋友从远方来，我们一起喝茶聊天。", "晚上的月亮又圆又亮，照在安静的村子里。",
+    "火车开得很快，窗外的风景一闪而过。", "她把新买的书放在桌子上，准备明天再看。",
+]
+THAI_SYLLABLES = "กา ขอ มา นา ดาว ใจ ราง ไป ลม ฝน ตา ปลา งาน หมา แมว เรา".split()
+
+
+def _chinese_documents(n=200, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(CHINESE) for _ in range(5)) for _ in range(n)]
+
+
+def _thai_documents(n=60, seed=0):
+    """Thai writes words without spaces between them: each run of syllables is one 'word'."""
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join("".join(rng.choice(THAI_SYLLABLES) for _ in range(rng.randint(4, 7)))
+                     for _ in range(20)) for _ in range(n)]
+
+
+def test_cjk_characters_are_tokens_of_their_own():
+    assert word_tokenize("我们去北京。Hello, 世界!") == \
+        ["我", "们", "去", "北", "京", "。", "Hello", ",", "世", "界", "!"]
+    assert word_tokenize("カタカナとひらがな") == list("カタカナとひらがな")
+    assert word_tokenize("한국어 문장") == ["한", "국", "어", "문", "장"]
+    for text in ["我们去北京。Hello, 世界!", "mixed漢字text", "日本語のテキスト"]:
+        assert fast_word_tokenize(text) == word_tokenize(text)
+
+
+def test_chinese_gets_a_vocabulary_of_characters_with_few_unknowns():
+    import re
+    import warnings
+
+    docs = _chinese_documents()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TokenizerWarning)  # no warning for this text
+        tok = WordTokenizer.train(docs[:150], vocab_size=32_768)
+    words = tok.tokens[2:]
+    assert sum(len(w) == 1 for w in words) / len(words) >= 0.95  # characters, not clauses
+    assert tok.training.unk_rate == 0 and tok.training.one_off_share < 0.2
+    held_out = np.concatenate([tok.encode(d) for d in docs[150:]])
+    assert (held_out == tok.unk_id).mean() < 0.01
+    # What the pattern alone did before: whole clauses between punctuation marks as "words".
+    clauses = re.findall(r"\w+", "".join(docs))
+    assert sum(len(c) > 1 for c in clauses) / len(clauses) > 0.9
+
+
+def test_a_vocabulary_of_one_off_entries_warns_and_points_to_bpe():
+    docs = _thai_documents()
+    with pytest.warns(TokenizerWarning, match=r"entries were seen only once.*--tokenizer bpe"):
+        tok = WordTokenizer.train(docs, vocab_size=32_768)
+    assert tok.training.one_off_share > 0.8
+    with pytest.warns(TokenizerWarning, match=r"% of the training text's tokens are <unk>"):
+        WordTokenizer.train(docs, vocab_size=50)
+
+
+def test_the_command_line_says_the_warning_in_one_line(tmp_path, capsys, monkeypatch):
+    from iokit.app.cli import main
+
+    monkeypatch.setenv("IOKIT_DATA", str(tmp_path / "data"))
+    (tmp_path / "thai").mkdir()
+    for i, doc in enumerate(_thai_documents()):
+        (tmp_path / "thai" / f"{i:02d}.txt").write_text(doc, encoding="utf-8")
+    assert main(["shards", "--corpus", str(tmp_path / "thai"), "--engine", "serial",
+                 "--parts", "2", "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("iokit: warning: ")]
+    assert len(lines) == 1 and "seen only once" in lines[0] and "bpe" in lines[0]
+    assert "scripts (share of letters): Thai 100.0%" in out
+    assert "tokens stored as uint16" in out
+
+
+def test_bpe_on_chinese_from_the_command_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tokenizers")
+    from iokit.app.cli import main
+    from iokit.shards import open_shards
+
+    monkeypatch.setenv("IOKIT_DATA", str(tmp_path / "data"))
+    text = tmp_path / "novel.txt"
+    text.write_text("\n".join(_chinese_documents(60)), encoding="utf-8")
+    assert main(["shards", "--corpus", str(text), "--engine", "serial", "--parts", "1",
+                 "--tokenizer", "bpe", "--vocab-size", "2000", "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    assert "training the bpe vocabulary (2,000 IDs)" in out and "warning" not in err
+    tok = load_tokenizer(tmp_path / "s" / "vocab.json")
+    doc = text.read_text(encoding="utf-8")
+    ids = tok.encode(doc)
+    assert tok.decode(ids) == doc  # exact round trip
+    assert len(ids) / len(doc) < 1.0  # fewer tokens than characters
+    with open_shards(tmp_path / "s") as s:
+        assert s.n_tokens == len(ids) + 1
+
+
+def test_the_token_width_is_said_aloud():
+    from iokit.app.cli import _token_width
+
+    assert _token_width(100_000) == "vocabulary 100,000 IDs > 65,536: tokens stored as uint32"
+    assert _token_width(32_768) == "vocabulary 32,768 IDs ≤ 65,536: tokens stored as uint16"
+
+
+def test_the_command_line_checks_the_tokenizer_before_any_work(tmp_path, capsys):
+    from iokit.app.cli import main
+
+    assert main(["shards", "--scale", "tiny", "--tokenizer", "sentencepiece",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "unknown tokenizer 'sentencepiece'; choose one of: bpe, word" in \
+        capsys.readouterr().err
+    assert main(["tour", "--scale", "tiny", "--vocab-size", "0"]) == 2
+    assert "--vocab-size must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

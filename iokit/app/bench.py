@@ -18,7 +18,7 @@ import zstandard
 from iokit import tasks
 from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.codecs import get_codec
-from iokit.corpus import iter_documents
+from iokit.corpus import iter_documents, open_corpus
 from iokit.costs import ThreadedReadModel
 from iokit.engines import (
     close_cluster,
@@ -59,11 +59,12 @@ BENCHES: list[Callable[[Path, Path], list[Ratio]]] = []
 
 
 def run_bench(corpus, benches=None) -> list[Ratio]:
-    """Measure every benchmark on ``corpus`` in one run."""
+    """Measure every benchmark on ``corpus`` (any corpus form) in one run."""
     out: list[Ratio] = []
+    corpus = open_corpus(corpus)
     with tempfile.TemporaryDirectory(prefix="iokit-bench-") as tmp:
         for fn in benches or BENCHES:
-            out.extend(fn(Path(corpus), Path(tmp)))
+            out.extend(fn(corpus, Path(tmp)))
     return out
 
 

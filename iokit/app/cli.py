@@ -12,34 +12,63 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from iokit.app.bench import run_bench
 from iokit.app.report import write_report
 from iokit.app.tour import format_table, run_tour
 from iokit.corpus import (
+    CorpusWarning,
     corpus_path,
     default_data_dir,
     ensure_corpus,
+    ingest,
     iter_documents,
     resolve_scale,
-    standard_corpus,
 )
 from iokit.engines import ENGINES, pretokenize_pieces, require_dask
 from iokit.errors import IokitError, ParameterError, check_choice, check_positive
 from iokit.progress import progress_enabled
+from iokit.shards import UINT16_IDS, choose_dtype
 from iokit.split import plan_pieces
 from iokit.storage import open_storage
-from iokit.tokenize import WordTokenizer
+from iokit.tokenize import (
+    DEFAULT_VOCAB_SIZES,
+    TOKENIZERS,
+    TokenizerWarning,
+    require_tokenizers,
+    train_tokenizer,
+)
 
 
 def _corpus(args) -> Path:
+    """The corpus the command runs on, opened (and converted once, if need be) with what was
+    read said in a few lines."""
     if args.corpus:
-        path = standard_corpus(args.corpus, text_field=args.text_field)
-        if path != Path(args.corpus):
-            print(f"converted {args.corpus} to {path} (one JSON document per line)")
-        return path
+        summary = ingest(args.corpus, text_field=args.text_field,
+                         progress=progress_enabled(), warn=False)  # the summary lists them
+        if summary.converted:
+            print(summary, flush=True)
+        return Path(summary.path)
     return ensure_corpus(args.scale)
+
+
+def _check_tokenizer(args) -> tuple[str, int]:
+    """The tokenizer kind and vocabulary size asked for, checked before any work."""
+    kind = check_choice("tokenizer", args.tokenizer, TOKENIZERS)
+    size = DEFAULT_VOCAB_SIZES[kind] if args.vocab_size is None else check_positive(
+        "--vocab-size", args.vocab_size, hint="Use e.g. 32768 (word) or 8192 (bpe).")
+    if kind == "bpe":
+        require_tokenizers()
+    return kind, size
+
+
+def _token_width(vocab_size: int) -> str:
+    """The token width a vocabulary gets, said aloud."""
+    dtype = choose_dtype(vocab_size)
+    limit = f"{'≤' if dtype.itemsize == 2 else '>'} {UINT16_IDS:,}"
+    return f"vocabulary {vocab_size:,} IDs {limit}: tokens stored as {dtype.name}"
 
 
 def cmd_data(args) -> int:
@@ -53,13 +82,17 @@ def cmd_data(args) -> int:
 
 def cmd_tour(args) -> int:
     open_storage(args.storage)  # check the preset name before any work
+    kind, size = _check_tokenizer(args)
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB), storage: {args.storage}")
+    tokenizer = {"tokenizer": kind, "vocab_size": size}
+    if kind != "word" or args.vocab_size is not None:
+        print(f"{kind} tokenizer; {_token_width(size)}", flush=True)
 
     if progress_enabled():  # progress bars while the stages run
-        rows, _ = run_tour(corpus, storage=args.storage, progress=True)
+        rows, _ = run_tour(corpus, storage=args.storage, progress=True, **tokenizer)
     else:
-        rows, _ = run_tour(corpus, storage=args.storage,
+        rows, _ = run_tour(corpus, storage=args.storage, **tokenizer,
                            on_row=lambda r: print(f"  done: {r.stage} ({r.seconds:.2f} s)",
                                                   flush=True))
     print()
@@ -70,6 +103,7 @@ def cmd_tour(args) -> int:
 def cmd_shards(args) -> int:
     check_choice("engine", args.engine, ENGINES)  # settings fail before any work
     check_positive("parts", args.parts, hint="It is the number of pieces; use e.g. 8.")
+    kind, size = _check_tokenizer(args)
     folder = Path(args.corpus) if args.corpus else None
     if folder is not None and folder.is_dir() and any(folder.glob("*.jsonl")):
         pieces, field = plan_pieces(folder), args.text_field  # one piece per file
@@ -87,10 +121,11 @@ def cmd_shards(args) -> int:
         client = require_dask().Client(args.scheduler, timeout="10s")
     try:
         print(f"{len(pieces)} piece(s) of {sum(p.nbytes for p in pieces) / 1e6:,.1f} MB; "
-              f"training the word vocabulary ({args.vocab_size:,} IDs)", flush=True)
+              f"training the {kind} vocabulary ({size:,} IDs)", flush=True)
         files = dict.fromkeys(piece.path for piece in pieces)  # each file once, in order
         docs = (d.text for path in files for d in iter_documents(path, text_field=field))
-        tok = WordTokenizer.train(docs, vocab_size=args.vocab_size)
+        tok = train_tokenizer(kind, docs, size, progress=progress_enabled())
+        print(_token_width(tok.vocab_size), flush=True)
         run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
                                  workers=args.workers or os.cpu_count() or 1, client=client,
                                  codec=args.codec, text_field=field,
@@ -116,10 +151,12 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     open_storage(args.storage)
+    kind, vocab_size = _check_tokenizer(args)
     corpus = _corpus(args)
     size = corpus.stat().st_size / 1e6
     print(f"corpus: {corpus} ({size:,.1f} MB), storage: {args.storage}")
-    rows, extra = run_tour(corpus, storage=args.storage, progress=progress_enabled())
+    rows, extra = run_tour(corpus, storage=args.storage, progress=progress_enabled(),
+                           tokenizer=kind, vocab_size=vocab_size)
     print(format_table(rows))
     path = write_report(rows, extra, args.out, about=f"corpus {corpus.name} ({size:,.1f} MB), "
                         f"storage {args.storage}")
@@ -136,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--corpus", help="your own JSONL file or folder of .txt files")
         p.add_argument("--text-field", default="text", help="JSONL field holding the text")
 
+    def add_tokenizer_args(p, what: str):
+        p.add_argument("--tokenizer", default="word",
+                       help=f"word or bpe: the tokenizer {what} (default: word; bpe suits "
+                       "scripts without spaces and has no unknown tokens)")
+        p.add_argument("--vocab-size", type=int, default=None,
+                       help="vocabulary size (default: 32768 for word, 8192 for bpe; above "
+                       "65536 tokens are stored as uint32)")
+
     p = sub.add_parser("data", help="make the generated corpus")
     p.add_argument("--scale", help="tiny, small or large (default: $IOKIT_SCALE or small)")
     p.set_defaults(func=cmd_data)
@@ -144,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_args(p)
     p.add_argument("--storage", default="local",
                    help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
+    add_tokenizer_args(p, "the tour's epochs and shards use")
     p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("shards", help="pretokenize the corpus, one shard per piece, on an "
@@ -157,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="a running dask scheduler's address, e.g. "
                    "tcp://host:8786 (default: a LocalCluster on this machine)")
     p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
-    p.add_argument("--vocab-size", type=int, default=32_768, help="word vocabulary size")
+    add_tokenizer_args(p, "to train on the corpus")
     p.add_argument("--out", help="folder for the shards (default: data/shards-<name>-<engine>)")
     p.set_defaults(func=cmd_shards)
 
@@ -170,12 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="local",
                    help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
     p.add_argument("--out", default="reports", help="folder for report.html and its figures")
+    add_tokenizer_args(p, "the tour's epochs and shards use")
     p.set_defaults(func=cmd_report)
     return parser
 
 
+def _kit_warnings_as_lines(show):
+    """A ``warnings.showwarning`` that prints the kit's warnings as one line each (others go
+    to ``show``, as before)."""
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (CorpusWarning, TokenizerWarning)):
+            print(f"iokit: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _kit_warnings_as_lines(previous)
     try:
         return args.func(args)
     except IokitError as exc:
@@ -184,6 +244,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("iokit: interrupted; no partial output was kept.", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

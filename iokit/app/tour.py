@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iokit.blocks import DEFAULT_BLOCK_BYTES
-from iokit.corpus import iter_documents
+from iokit.corpus import iter_documents, open_corpus
 from iokit.costs import EpochCostModel, ThreadedReadModel
 from iokit.engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
 from iokit.lab.epochs import raw_epoch, shard_epoch
@@ -27,7 +27,7 @@ from iokit.shards import open_shards, pretokenize
 from iokit.split import document_ends, plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import MB, measure, stopwatch
-from iokit.tokenize import WordTokenizer
+from iokit.tokenize import train_tokenizer
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Context:
     workdir: Path
     storage: str = "local"
     extra: dict = field(default_factory=dict)  # what one stage leaves for a later one
+    tokenizer: str = "word"  # the kind the epochs and shards use: word or bpe
+    vocab_size: int | None = None  # None: the kind's default
 
 
 @dataclass
@@ -89,10 +91,12 @@ def format_table(rows: list[Row]) -> str:
 
 
 def _word_tokenizer(ctx: Context):
-    """The word-level tokenizer trained on the corpus, made once per tour."""
+    """The tokenizer trained on the corpus (word-level unless the tour was given another
+    kind), made once per tour."""
     if "word_tokenizer" not in ctx.extra:
-        ctx.extra["word_tokenizer"] = WordTokenizer.train(d.text for d in
-                                                          iter_documents(ctx.corpus))
+        ctx.extra["word_tokenizer"] = train_tokenizer(
+            ctx.tokenizer, (d.text for d in iter_documents(ctx.corpus)), ctx.vocab_size,
+            progress=False)
     return ctx.extra["word_tokenizer"]
 
 
@@ -114,7 +118,7 @@ def stage_pretokenize(ctx: Context) -> Row:
     with open_shards(folder) as s:
         note = (f"once: {s.n_tokens:,} {s.dtype.name} tokens, {s.nbytes / MB:,.1f} MB "
                 f"in {len(s.shards)} shard(s)")
-    return Row("pretokenize once (word vocab → .bin/.idx)", seconds,
+    return Row(f"pretokenize once ({ctx.tokenizer} vocab → .bin/.idx)", seconds,
                ctx.corpus.stat().st_size, note=note)
 
 
@@ -296,16 +300,20 @@ STAGES.extend(_pipeline_stages())
 
 
 def run_tour(corpus, storage: str = "local", *, stages=None, workdir=None,
-             progress: bool = False, on_row: Callable[[Row], None] | None = None
+             progress: bool = False, on_row: Callable[[Row], None] | None = None,
+             tokenizer: str = "word", vocab_size: int | None = None
              ) -> tuple[list[Row], dict]:
-    """Run every stage (or ``stages``) on ``corpus``, with a progress bar if ``progress``;
-    return the rows and what the stages left behind (``on_row`` sees each row as it ends)."""
+    """Run every stage (or ``stages``) on ``corpus`` (any corpus form, opened with
+    :func:`~iokit.corpus.open_corpus`), with a progress bar if ``progress``; return the rows
+    and what the stages left behind (``on_row`` sees each row as it ends). ``tokenizer`` and
+    ``vocab_size`` choose what the epochs and shards are tokenized with."""
+    corpus = open_corpus(corpus)
     extra: dict = {}
     rows = []
     stages = stages or STAGES
     with progress_bar(total=len(stages), desc="tour", unit="stage", disable=not progress) as bar:
         with tempfile.TemporaryDirectory(prefix="iokit-tour-") as tmp:
-            ctx = Context(Path(corpus), Path(workdir or tmp), storage, extra)
+            ctx = Context(corpus, Path(workdir or tmp), storage, extra, tokenizer, vocab_size)
             for stage in stages:
                 bar.set_postfix_str(stage.__name__.removeprefix("stage_"))
                 row = stage(ctx)

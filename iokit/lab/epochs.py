@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iokit.corpus import iter_documents
+from iokit.corpus import iter_documents, open_corpus
 from iokit.costs import EpochCostModel, token_itemsize
 from iokit.shards import ShardSet, open_shards
 from iokit.storage import drop_cache, resident_fraction
@@ -50,11 +50,11 @@ def raw_epoch(corpus, tokenizer, text_field: str = "text") -> EpochResult:
     "read" covers reading and parsing the JSONL (the file is read whole, ``corpus`` bytes);
     "tokenize" covers ``tokenizer.encode``.
     """
-    corpus = Path(corpus)
+    corpus = open_corpus(corpus, text_field)
     tl = Timeline()
     tokens = 0
     start = tl.now()
-    docs = iter_documents(corpus, text_field=text_field)
+    docs = iter_documents(corpus)
     while True:
         with tl.span("read"):
             doc = next(docs, None)
@@ -181,12 +181,13 @@ def predict_epochs(corpus, tokenizer, sample_docs: int = 50):
     P = R + stored bytes / memory bandwidth (writing into the page cache). Returns
     ``(model, facts)`` where ``facts`` holds the measured rates.
     """
+    corpus = open_corpus(corpus)
     texts = [d.text for d in itertools.islice(iter_documents(corpus), sample_docs)]
     sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
     sample_tokens = sum(len(tokenizer.encode(t)) + 1 for t in texts)
     tok_time = measure(lambda: [tokenizer.encode(t) for t in texts], repeat=3)
     mem = copy_rate(1 << 22, repeat=5, number=5)
-    text_bytes = Path(corpus).stat().st_size
+    text_bytes = corpus.stat().st_size
     itemsize = token_itemsize(tokenizer.vocab_size)
     n_tokens = text_bytes * sample_tokens / sample_bytes
     bandwidth = mem.nbytes / mem.median

@@ -14,15 +14,14 @@ spent reading, processing and writing.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from iokit.atomic import atomic_write
-from iokit.corpus import iter_documents
-from iokit.errors import CorpusError, check_positive
+from iokit.corpus import decode_record, iter_documents, open_corpus
+from iokit.errors import check_positive
 from iokit.timing import MB, Timeline, measure
 from iokit.tokenize import token_line, word_tokenize
 
@@ -45,16 +44,11 @@ class LoopResult:
         return self.bytes_in / self.seconds / MB if self.seconds > 0 else float("inf")
 
 
-def _text_of(line: bytes, path: Path, lineno: int) -> str:
-    """The text of one JSONL line, with the kit's error on bad input."""
-    try:
-        return json.loads(line)["text"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        # The corpus reader knows how to explain each problem; let it say which.
-        for _ in iter_documents(path):
-            pass
-        raise CorpusError(f"{path}: line {lineno} is not a JSON object with a 'text' field.") \
-            from None
+def _text_of(line: bytes, path: Path, lineno: int) -> str | None:
+    """The text of one JSONL line (``None`` for a blank line), checked by the kit's one
+    decoder, which names the file and the line of a bad record."""
+    doc = decode_record(line, path, lineno=lineno)
+    return None if doc is None else doc.text
 
 
 def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None = None
@@ -64,9 +58,9 @@ def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None
     ``limit_bytes`` stops after the document that crosses that many bytes (to keep a slow
     loop short on a large corpus).
     """
-    corpus, out_path = Path(corpus), Path(out_path)
+    corpus, out_path = open_corpus(corpus), Path(out_path)
     tl = Timeline()
-    bytes_in = bytes_out = docs = tokens = 0
+    bytes_in = bytes_out = docs = tokens = lineno = 0
     start = tl.now()
     with open(corpus, "rb", buffering=0) as src, atomic_write(out_path, "wb", buffering=0) as dst:
         while True:
@@ -74,12 +68,15 @@ def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None
                 line = src.readline()  # unbuffered: one read() system call per byte
             if not line:
                 break
-            docs += 1
+            lineno += 1
             bytes_in += len(line)
             with tl.span("process"):
-                text = _text_of(line, corpus, docs)
-                out = token_line(text, tokenize)
-                tokens += out.count(b" ") + 1
+                text = _text_of(line, corpus, lineno)
+                out = b"" if text is None else token_line(text, tokenize)
+            if not out:  # a blank line: no document
+                continue
+            docs += 1
+            tokens += out.count(b" ") + 1
             with tl.span("write"):
                 dst.write(out)  # unbuffered: one write() system call per document
             bytes_out += len(out)
@@ -92,9 +89,9 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
                  limit_bytes: int | None = None) -> LoopResult:
     """Read ``chunk_size`` bytes per system call, tokenize each line, write in batches."""
     chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
-    corpus, out_path = Path(corpus), Path(out_path)
+    corpus, out_path = open_corpus(corpus), Path(out_path)
     tl = Timeline()
-    bytes_in = bytes_out = docs = tokens = 0
+    bytes_in = bytes_out = docs = tokens = lineno = 0
     start = tl.now()
     pending = b""
     batch: list[bytes] = []
@@ -111,9 +108,13 @@ def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_toke
                 lines.pop()
             with tl.span("process"):
                 for line in lines:
-                    docs += 1
+                    lineno += 1
                     bytes_in += len(line) + 1
-                    out = token_line(_text_of(line, corpus, docs), tokenize)
+                    text = _text_of(line, corpus, lineno)
+                    if text is None:  # a blank line: no document
+                        continue
+                    docs += 1
+                    out = token_line(text, tokenize)
                     tokens += out.count(b" ") + 1
                     batch.append(out)
                     batch_bytes += len(out)
@@ -158,7 +159,7 @@ def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 256_
     (20,001 one-byte read calls, as in the naive loop), tokenizing the corpus's first
     ``sample_bytes``, and 2,000 small unbuffered writes.
     """
-    corpus = Path(corpus)
+    corpus = open_corpus(corpus)
     size = corpus.stat().st_size
     n = 20_000
     with tempfile.TemporaryFile(buffering=0) as f:

@@ -22,6 +22,7 @@ import numpy as np
 
 from iokit import tasks
 from iokit.atomic import atomic_write
+from iokit.corpus import open_corpus
 from iokit.parallel import WorkerPool
 from iokit.timing import MB, Timing, interleaved, measure
 
@@ -62,8 +63,12 @@ def _point(pool: WorkerPool, chunk_size: int, t: Timing, items: int, nbytes: int
 
 
 def corpus_sample(path, max_bytes: int | None = None) -> list[tuple[int, int]]:
-    """Byte ranges of the first documents of ``path`` (one per document), up to ``max_bytes``."""
-    spans = tasks.document_spans(path)
+    """Byte ranges of the first documents of ``path`` (one per document), up to ``max_bytes``.
+
+    ``path`` is any corpus form; the ranges are of the JSONL file it opens as
+    (:func:`~iokit.corpus.open_corpus`), which the other functions here read.
+    """
+    spans = tasks.document_spans(open_corpus(path))
     if max_bytes is None:
         return spans
     return [s for s in spans if s[1] <= max_bytes] or spans[:1]
@@ -84,7 +89,7 @@ def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
     point's :meth:`~ScalingPoint.speedup` compares the two medians: on a shared machine this
     is far steadier than a baseline measured once, earlier.
     """
-    fn = partial(tasks.tokenize_span, str(path))
+    fn = partial(tasks.tokenize_span, str(open_corpus(path)))
     own = pool is None
     pool = pool or WorkerPool(workers, kind, start_method, preload=("iokit.tasks",))
     try:
@@ -179,6 +184,7 @@ def parallel_token_file(path, out_path, workers: int = 2, chunk_size: int = 16,
     input order, so the file is byte-identical to the serial loops' output whatever ``workers``
     and ``chunk_size`` are. Returns (bytes read, bytes written).
     """
+    path = open_corpus(path)
     spans = tasks.document_spans(path, span_bytes)
     fn = partial(tasks.token_lines_span, str(path))
     written = 0

@@ -12,6 +12,7 @@ from iokit.lab.compare import (  # noqa: E402
     compare,
     format_comparisons,
     format_error,
+    format_speedup,
     mark,
     median_run,
     show,
@@ -38,8 +39,8 @@ def test_mb_per_s_comes_from_the_median_time_and_the_bytes():
 @pytest.mark.parametrize("unit, predicted, want", [
     ("s", 1.05, "within 10 %: good"),
     ("s", 0.95, "within 10 %: good"),
-    ("s", 1.2, "within 25 %: fair (20 % too slow)"),
-    ("s", 0.8, "within 25 %: fair (20 % too fast)"),
+    ("s", 1.2, "within 25 %: fair, 20 % too slow"),
+    ("s", 0.8, "within 25 %: fair, 20 % too fast"),
     ("s", 2.3, "2.3× too slow"),
     ("s", 0.25, "4.0× too fast"),
     ("MB/s", 2.3, "2.3× too fast"),  # a rate predicted too high is optimistic
@@ -51,7 +52,7 @@ def test_verdict_says_how_far_and_which_way(unit, predicted, want):
 
 def test_a_far_miss_names_what_the_model_leaves_out():
     c = compare("loop", 1.0, model=0.1, misses="the bytes over bandwidth")
-    assert c.model_verdict == "10.0× too fast: it misses the bytes over bandwidth"
+    assert c.model_verdict == "10× too fast: it misses the bytes over bandwidth"
     assert compare("loop", 1.0, model=1.01, misses="x").model_verdict == "within 10 %: good"
 
 
@@ -89,11 +90,11 @@ def test_the_table_shows_values_in_their_units_errors_and_verdicts():
     assert lines[0].split() == ["what", "value", "error", "verdict"]
     assert lines[1] == "naive loop"
     assert "1.50 s" in lines[2] and "median of 3 runs, 1.00 s to 2.00 s" in lines[2]
-    assert "30.00 s" in lines[3] and "+1,900 %" in lines[3] and "20.0× too slow" in lines[3]
+    assert "30.00 s" in lines[3] and "+1,900 %" in lines[3] and "20× too slow" in lines[3]
     assert "your guess" in lines[3] and "cost model" in lines[4] and "+0 %" in lines[4]
     assert lines[5] == "speedup at 2 workers" and "1.74×" in lines[6] and "1 run" in lines[6]
     assert "−43 %" in lines[7] and "1.7× too slow" in lines[7]
-    assert "+15 %" in lines[8] and "fair (15 % too fast)" in lines[8]
+    assert "+15 %" in lines[8] and "fair, 15 % too fast" in lines[8]
 
 
 def test_show_prints_one_table(capsys):
@@ -134,3 +135,18 @@ def test_median_run_is_the_run_whose_time_is_the_median():
     runs = ["warm-up", "a", "b", "c"]
     assert median_run(runs, Timing([3.0, 1.0, 2.0])) == "c"
     assert median_run(["a", "b"], Timing([2.0, 1.0])) == "b"  # even count: the faster middle
+
+
+def test_a_note_replaces_the_spread_and_large_ratios_drop_decimals():
+    c = compare("speedup", 1316.4, model=307.5, unit="×", note="ratio of the two medians")
+    line = format_comparisons([c]).splitlines()[2]
+    assert "1,316×" in line and line.endswith("ratio of the two medians")
+    assert "17.5×" in str(compare("s", 17.49, unit="×"))
+
+
+def test_speed_ratios_read_faster_or_the_time():
+    assert format_speedup(1.74) == "1.74× faster"
+    assert format_speedup(0.30) == "3.33× the time"
+    assert format_speedup(0.0) == "no progress"
+    assert format_speedup(2.0, than="one worker") == "2.00× faster than one worker"
+    assert format_speedup(0.5, than="one worker") == "2.00× the time of one worker"

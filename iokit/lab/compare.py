@@ -42,6 +42,7 @@ class Comparison:
     guess: float | str | None = None
     misses: str = ""  # what the cost model leaves out, said when it misses by more than 25 %
     ties: tuple = field(default_factory=tuple)  # for a choice: picks measured within a tie
+    note: str = ""  # how the measured value was made, when not one median (a ratio of medians)
 
     def error(self, predicted) -> float | None:
         """(predicted − measured) / measured, or None (nothing predicted, a choice, measured 0)."""
@@ -85,10 +86,10 @@ class Comparison:
         slow = high if self.unit == "s" else not high  # a time too high is too slow
         way = "too slow" if slow else "too fast"
         if abs(err) <= FAIR:
-            return f"within {FAIR * 100:.0f} %: fair ({abs(err) * 100:.0f} % {way})"
+            return f"within {FAIR * 100:.0f} %: fair, {abs(err) * 100:.0f} % {way}"
         factor = predicted / measured if high else (
             measured / predicted if predicted > 0 else float("inf"))
-        text = f"{factor:,.1f}× {way}"
+        text = f"{factor:,.1f}× {way}" if factor < 10 else f"{factor:,.0f}× {way}"
         return text + (f": it misses {misses}" if misses else "")
 
     @property
@@ -105,13 +106,14 @@ class Comparison:
 
 def compare(name: str, measured, model=None, guess=None, *, unit: str = "s",
             low: float | None = None, high: float | None = None, runs: int | None = None,
-            misses: str = "", ties: Iterable = ()) -> Comparison:
+            misses: str = "", ties: Iterable = (), note: str = "") -> Comparison:
     """Compare ``guess`` and ``model`` with ``measured``.
 
     ``measured`` is a :class:`~iokit.timing.Timing` (its median and min–max; for ``unit="MB/s"``
     its bytes over those times), a number (give ``low``/``high``/``runs`` if you know the
     spread), or, for ``unit="choice"``, the option that won (``ties``: others measured within
-    noise of it). ``misses`` names what the cost model leaves out, for its verdict.
+    noise of it). ``misses`` names what the cost model leaves out, for its verdict; ``note``
+    says how the measured value was made when it is not one median ("ratio of two medians").
     """
     unit = check_choice("unit", unit, UNITS)
     if isinstance(measured, Timing):
@@ -125,7 +127,7 @@ def compare(name: str, measured, model=None, guess=None, *, unit: str = "s",
             value, low, high = t.median, t.min, t.max
         measured, runs = value, len(t.seconds)
     return Comparison(name, measured, unit, low, high, runs or 1, model, guess, misses,
-                      tuple(ties))
+                      tuple(ties), note)
 
 
 def format_value(value, unit: str) -> str:
@@ -139,8 +141,19 @@ def format_value(value, unit: str) -> str:
     if unit == "MB/s":
         return f"{value:,.1f} MB/s"
     if unit == "×":
-        return f"{value:,.2f}×"
+        return f"{value:,.2f}×" if value < 10 else f"{value:,.1f}×" if value < 100 else \
+            f"{value:,.0f}×"
     return f"{value * 100:.0f} %"
+
+
+def format_speedup(ratio: float, than: str = "") -> str:
+    """A speed ratio in the kit's words: "1.74× faster (than ``than``)", or, below 1,
+    "3.33× the time (of ``than``)"."""
+    if ratio >= 1:
+        return f"{format_value(ratio, '×')} faster" + (f" than {than}" if than else "")
+    if ratio <= 0:
+        return "no progress"
+    return f"{format_value(1 / ratio, '×')} the time" + (f" of {than}" if than else "")
 
 
 def format_error(err: float | None) -> str:
@@ -151,6 +164,8 @@ def format_error(err: float | None) -> str:
 
 
 def _spread(c: Comparison) -> str:
+    if c.note:
+        return c.note
     runs = f"{c.runs} run{'s' * (c.runs != 1)}"
     if c.unit == "choice":
         return "measured winner" + (f" (ties: {', '.join(c.ties)})" if c.ties else "")

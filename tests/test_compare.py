@@ -150,3 +150,15 @@ def test_speed_ratios_read_faster_or_the_time():
     assert format_speedup(0.0) == "no progress"
     assert format_speedup(2.0, than="one worker") == "2.00× faster than one worker"
     assert format_speedup(0.5, than="one worker") == "2.00× the time of one worker"
+
+
+def test_the_tour_shows_its_cost_models_through_the_same_protocol(tiny_corpus, tmp_path):
+    from iokit.app.tour import Context, model_note, stage_threaded_reads
+
+    assert model_note(compare("reads", 400.0, model=500.0, unit="MB/s")) == \
+        "model 500.0 MB/s (+25 %; within 25 %: fair, 25 % too fast)"
+    row = stage_threaded_reads(Context(tiny_corpus, tmp_path))
+    c = row.comparison
+    assert c is not None and c.unit == "MB/s" and c.model > 0
+    assert c.measured == pytest.approx(row.rate)
+    assert model_note(c) in row.note

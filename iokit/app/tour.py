@@ -17,6 +17,7 @@ from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.corpus import iter_documents, open_corpus
 from iokit.costs import EpochCostModel, ThreadedReadModel
 from iokit.engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
+from iokit.lab.compare import Comparison, compare, format_error, format_speedup, format_value
 from iokit.lab.epochs import raw_epoch, shard_epoch
 from iokit.lab.loops import chunked_loop, naive_loop
 from iokit.lab.scaling import parallel_token_file, read_point
@@ -52,6 +53,7 @@ class Row:
     unit: str = "MB/s"
     note: str = ""
     speedup: float | None = None  # over its own baseline, when not comparable with the first row
+    comparison: Comparison | None = None  # the cost model's prediction against the measurement
 
     @property
     def rate(self) -> float:
@@ -75,6 +77,13 @@ def stage_chunked(ctx: Context) -> Row:
 
 
 STAGES: list[Callable[[Context], Row]] = [stage_naive, stage_chunked]
+
+
+def model_note(c: Comparison) -> str:
+    """The cost model against the measurement, as the notebooks' comparison tables put it:
+    "model 507.0 MB/s (+4 %; within 10 %: good)"."""
+    return f"model {format_value(c.model, c.unit)} ({format_error(c.model_error)}; " \
+           f"{c.model_verdict})"
 
 
 def format_table(rows: list[Row]) -> str:
@@ -130,8 +139,9 @@ def stage_shard_epoch(ctx: Context) -> Row:
     note = f"{r.tokens / r.seconds / 1e6:,.0f} M tokens/s"
     if "raw_epoch_s" in ctx.extra:
         m = EpochCostModel(ctx.extra["preprocess_s"], ctx.extra["raw_epoch_s"], r.seconds)
-        note += (f"; {ctx.extra['raw_epoch_s'] / r.seconds:,.0f}× the text epoch; pays after "
-                 f"{m.break_even:.2f} epochs")
+        note += (f"; {format_speedup(ctx.extra['raw_epoch_s'] / r.seconds, 'the text epoch')}; "
+                 f"pays after {m.epochs_to_pay} whole epoch(s) (break-even "
+                 f"{m.break_even:.2f})")
     return Row("epoch from pretokenized shards (memmap)", r.seconds, r.text_bytes, note=note)
 
 
@@ -197,11 +207,11 @@ def stage_threaded_reads(ctx: Context) -> Row:
     store = SimulatedStore("object-store")
     p = read_point(store, ctx.corpus, threads, request, 8 * threads, repeat=1)
     m = ThreadedReadModel.from_preset("object-store")
-    model = float(m.throughput(threads, request))
+    c = compare("threaded reads", p.mb_per_s, model=float(m.throughput(threads, request)) / MB,
+                unit="MB/s")
     return Row(f"reads, {threads} threads (sim. object store)", p.seconds, p.nbytes,
-               note=f"1 MiB requests, {p.mb_per_s * 1e6 / model:.0%} of the model "
-                    f"({model / 1e6:,.0f} MB/s); one stream: "
-                    f"{float(m.per_stream(request)) / 1e6:.0f} MB/s")
+               note=f"1 MiB requests; {model_note(c)}; one stream: "
+                    f"{float(m.per_stream(request)) / 1e6:.0f} MB/s", comparison=c)
 
 
 def stage_parallel_pretokenize(ctx: Context) -> Row:
@@ -217,7 +227,7 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
         same = shard_checksums(serial) == shard_checksums(folder)
         note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
         if "preprocess_s" in ctx.extra:
-            note += f"; {ctx.extra['preprocess_s'] / seconds:.1f}× the 1-process pretokenize"
+            note += f"; {format_speedup(ctx.extra['preprocess_s'] / seconds, '1 process')}"
     return Row(f"pretokenize with {workers} processes", seconds, ctx.corpus.stat().st_size,
                note=note)
 
@@ -249,7 +259,7 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
             f"included; shards "
             f"{'identical to' if same else 'DIFFER from'} the processes engine")
     if "preprocess_s" in ctx.extra:
-        note += f"; {ctx.extra['preprocess_s'] / run.seconds:.1f}× the 1-process pretokenize"
+        note += f"; {format_speedup(ctx.extra['preprocess_s'] / run.seconds, '1 process')}"
     return Row(f"pretokenize on dask, {workers} workers ({len(pieces)} pieces)", run.seconds,
                run.in_bytes, note=note)
 
@@ -282,11 +292,12 @@ def _walk_stage(step, number: int = 0):
         walk.append(row)
         r = row.run
         tokens = r.steps * r.settings["batch_size"] * r.settings["block_size"]
+        c = compare("busy fraction", r.busy_fraction, model=row.predicted_busy, unit="fraction")
         return Row(f"pipeline: {step.technique}", r.seconds, tokens, unit="tok/s",
-                   speedup=row.speedup,
+                   speedup=row.speedup, comparison=c,
                    note=f"{storage}, {PIPELINE_STEP_S * 1e3:g} ms steps: busy "
-                        f"{r.busy_fraction:.0%} (model {row.predicted_busy:.0%}); speedup over "
-                        f"the naive loader; removes: {step.removes}")
+                        f"{r.busy_fraction:.0%}, {model_note(c)}; speedup over the naive "
+                        f"loader; removes: {step.removes}")
 
     stage.__name__ = f"stage_pipeline_{number}"
     return stage

@@ -26,6 +26,7 @@ from iokit.costs import (
     predict_read_seconds,
 )
 from iokit.lab.chunks import chunk_sweep, fit_sweep, powers_of_two
+from iokit.lab.compare import format_speedup
 from iokit.lab.compression import compare_reads
 from iokit.lab.epochs import sampling_rate
 from iokit.lab.plots import throughput_model_curve, timeline_gantt
@@ -383,7 +384,8 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
             p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat, baseline=True)
             points.append(p)
             plot.add_point(label, n, p.speedup())
-            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup():.2f}× one worker "
+            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, "
+                      f"{format_speedup(p.speedup(), 'one worker')} "
                       f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)")
         panel.results[:] = points
         if points:

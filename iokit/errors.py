@@ -39,6 +39,11 @@ class LoaderError(IokitError):
     """A loader worker failed; the message names the worker and the batch."""
 
 
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, Slurm and Kubernetes send to stop a job), raised where the
+    program is, as Ctrl-C is: every clean-up that runs for an interrupt runs for it too."""
+
+
 def read_kit_file(path, what: str, todo: str) -> bytes:
     """The bytes of a file the kit wrote (an index, a vocabulary); a missing or unreadable one
     is a :class:`FormatError` naming the file, what it should be and what to do."""

@@ -29,6 +29,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,14 @@ class LocalDisk:
                 yield data
 
 
+def _remove_state_file(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # not in a forked worker that inherited the object
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 class SimulatedStore:
     """A simulated remote store over local files (see the module docstring for the model).
 
@@ -131,6 +140,9 @@ class SimulatedStore:
             fd, state_file = tempfile.mkstemp(prefix="iokit-simstore-", suffix=".state")
             os.write(fd, struct.pack("d", 0.0))
             os.close(fd)
+            # The store that made the file removes it when it is dropped or, at the latest,
+            # when the process exits (after an error too); copies sent to workers do not.
+            weakref.finalize(self, _remove_state_file, state_file, os.getpid())
         self.state_file = str(state_file)
         self._fd = None
         self._fd_pid = None

@@ -75,16 +75,20 @@ def check_writable(path, what: str = "the output folder") -> Path:
     doing = f"write {what}"
     if not here.is_dir():
         raise storage_error(OSError(errno.ENOTDIR, "Not a directory"), path, doing)
-    probe = here / f"{TMP_MARK}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _probe(here)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # the folder is there: it refuses files
             exc = OSError(errno.EACCES, "Permission denied")
         raise storage_error(exc, path, doing) from None
-    os.close(fd)
-    os.unlink(probe)
     return path
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in ``folder`` (OSError if the folder refuses it)."""
+    probe = folder / f"{TMP_MARK}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(probe)
 
 
 LOCK_NAME = ".iokit-lock"

@@ -69,7 +69,7 @@ def fast_word_tokenize(text: str) -> list[str]:
     return _fast_pattern().findall(text)
 
 
-SLICE_CHARS = 1 << 20  # a long text is tokenized in slices of about this many characters
+SLICE_CHARS = 1 << 18  # a long text is tokenized in slices of about this many characters
 # Where a slice may end without changing any token (word-level or byte-level BPE): before ASCII
 # whitespace that follows a non-space, or between a letter/digit and punctuation that neither
 # pattern joins to it (text without spaces, such as Chinese, still has these).

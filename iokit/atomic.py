@@ -72,7 +72,7 @@ def check_writable(path, what: str = "the output folder") -> Path:
     here = path
     while not here.exists() and here.parent != here:
         here = here.parent
-    doing = f"write {what}"
+    doing = f"write into {what}" if here == path else f"create {what}"
     if not here.is_dir():
         raise storage_error(OSError(errno.ENOTDIR, "Not a directory"), path, doing)
     try:

@@ -29,7 +29,12 @@ byte-identical whatever the engine, the worker count or the order tasks finish i
 into ``out_dir`` (replacing an older set) and ``vocab.json`` written, last. A failed task,
 an error or Ctrl-C cancels the rest and removes the staging folder, leaving ``out_dir`` as it
 was; a staging folder left by a crashed machine is removed by the next run. (Hadoop and Spark
-commit job output the same way.)
+commit job output the same way.) A run holds ``out_dir``'s single-writer lock
+(:func:`iokit.atomic.output_lock`), so a second run into it fails at once instead of removing
+the first one's live staging folder. ``workers`` is capped at the number of pieces.
+
+A remote cluster is reached with :func:`connect_scheduler`, which checks the address first and
+bounds the whole connection in time.
 """
 
 from __future__ import annotations

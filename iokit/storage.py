@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iokit.errors import StorageError, check_choice, check_positive
+from iokit.errors import ParameterError, StorageError, check_choice, check_positive
 from iokit.timing import MB
 
 
@@ -79,6 +79,8 @@ def _file_size(path: Path) -> int:
 
 
 def _pread(path: Path, offset: int, size: int) -> bytes:
+    if offset < 0 or size < 0:
+        raise ParameterError(f"{path}: offset and size must be >= 0, got {offset}, {size}.")
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -86,6 +88,8 @@ def _pread(path: Path, offset: int, size: int) -> bytes:
     except IsADirectoryError:
         raise StorageError(f"{path}: is a folder, not a file.") from None
     try:
+        # never allocate more than the file holds from there (a huge size is a short read)
+        size = max(0, min(size, os.fstat(fd).st_size - offset))
         return os.pread(fd, size, offset)
     finally:
         os.close(fd)

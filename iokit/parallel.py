@@ -120,9 +120,11 @@ def capped_note(asked: int, used: int, tasks: int | None = None) -> str:
     return f"{asked:,} workers asked for, {used:,} used: {why}"
 
 
-def _die_with_parent(by_signal: bool) -> None:
+def _die_with_parent(by_signal: bool, expected: int | None) -> None:
     """End this worker process when its parent ends: ``PR_SET_PDEATHSIG`` on Linux (the
-    kernel sends SIGKILL), and on every system a thread that checks the parent's process id."""
+    kernel sends SIGKILL), and on every system a thread that checks the parent's process id.
+    ``expected`` is the parent's id when known (fork, spawn; a forkserver worker's parent is
+    the server)."""
     parent = os.getppid()
     if by_signal and sys.platform.startswith("linux"):
         try:
@@ -130,7 +132,7 @@ def _die_with_parent(by_signal: bool) -> None:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent or parent == 1:  # the parent ended before we were watching
+    if os.getppid() != parent or expected not in (None, parent):  # it ended already
         os._exit(1)
 
     def watch() -> None:
@@ -141,11 +143,12 @@ def _die_with_parent(by_signal: bool) -> None:
     threading.Thread(target=watch, name="iokit-parent-watch", daemon=True).start()
 
 
-def _init_worker(preload: tuple[str, ...], by_signal: bool = False) -> None:
+def _init_worker(preload: tuple[str, ...], by_signal: bool = False,
+                 parent: int | None = None) -> None:
     """Worker processes ignore Ctrl-C (the caller handles it), end with their parent, and
     import what they need once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(by_signal)
+    _die_with_parent(by_signal, parent)
 
     for name in preload:
         importlib.import_module(name)
@@ -236,9 +239,10 @@ class WorkerPool:
                 # worker: use it only when that is the main thread (which lives as long as
                 # the process); the parent watch covers every case.
                 by_signal = threading.current_thread() is threading.main_thread()
+                parent = None if self.start_method == "forkserver" else os.getpid()
                 self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                                      initializer=_init_worker,
-                                                     initargs=(self.preload, by_signal))
+                                                     initargs=(self.preload, by_signal, parent))
         return self._executor
 
     def warm(self, seconds: float = 0.05) -> WorkerPool:

@@ -646,9 +646,7 @@ class ShardSet:
         """
         batch_size = check_positive("batch_size", batch_size)
         block_size = check_positive("block_size", block_size)
-        # the int64 windows and their starts, checked against memory before allocating
-        check_size("batch_size", batch_size, item_bytes=8 * (block_size + 2),
-                   hint=f"(with block_size {block_size:,})")
+        check_size("batch_size", batch_size, item_bytes=8 * (block_size + 2))  # memory first
         rng = np.random.default_rng(rng)
         n = self.n_tokens
         if block_size + 1 > n:

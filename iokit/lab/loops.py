@@ -91,8 +91,7 @@ def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None
 def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_tokenize,
                  limit_bytes: int | None = None) -> LoopResult:
     """Read ``chunk_size`` bytes per system call, tokenize each line, write in batches."""
-    # a chunk, the lines cut from it and a batch of output: checked against memory first
-    chunk_size = check_size("chunk size", chunk_size, item_bytes=3,
+    chunk_size = check_size("chunk size", chunk_size, item_bytes=3,  # chunk, lines, batch
                             hint="Use e.g. 1048576 (1 MiB).")
     corpus, out_path = Path(corpus), Path(out_path)
     tl = Timeline()

@@ -53,7 +53,7 @@ import numpy as np
 
 from iokit.atomic import atomic_write
 from iokit.codecs import Codec, get_codec, train_dictionary
-from iokit.errors import FormatError, ParameterError, check_positive
+from iokit.errors import FormatError, ParameterError, check_size
 
 MAGIC = b"IOKITBLK"
 END_MAGIC = b"IOKITEND"
@@ -61,6 +61,7 @@ VERSION = 1
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQ8s")
 DEFAULT_BLOCK_BYTES = 256 * 1024  # raw bytes per block
+MAX_BLOCK_BYTES = 256 * 2**20  # the largest block a writer makes or a reader accepts
 DICT_TRAIN_BYTES = 4 << 20  # bytes a "zstd-dict" writer buffers to train its dictionary on
 DICT_SAMPLE_BYTES = 8 * 1024  # the trainer's sample size (zstd wants many small samples)
 
@@ -134,7 +135,9 @@ class BlockTable:
         checksums = np.frombuffer(take(4 * n_blocks, "block checksums"), dtype="<u4")
         if pos != len(raw) - 4:
             raise bad("block table", "has bytes left over")
-        if block_bytes == 0 or n_blocks != -(-raw_size // block_bytes):
+        if not 0 < block_bytes <= MAX_BLOCK_BYTES:
+            raise bad("block size", f"{block_bytes:,} is not 1 to {MAX_BLOCK_BYTES:,} bytes")
+        if n_blocks != -(-raw_size // block_bytes):
             raise bad("block count", f"{n_blocks} does not match raw size {raw_size:,} in "
                       f"blocks of {block_bytes:,}")
         if np.any(np.diff(offsets) < 0):
@@ -144,6 +147,13 @@ class BlockTable:
         except ParameterError as exc:
             raise FormatError(f"{where}: codec: {exc}") from None
         return cls(codec, block_bytes, raw_size, offsets, checksums, dictionary)
+
+
+def check_block_bytes(block_bytes) -> int:
+    """``block_bytes`` as an int if a writer can buffer (and a reader decompress) such blocks."""
+    return check_size("block_bytes", block_bytes, item_bytes=2, most=MAX_BLOCK_BYTES,
+                      of=f"the largest block this format allows ({MAX_BLOCK_BYTES:,} bytes)",
+                      hint="Use e.g. 262144 (256 KiB).")
 
 
 class BlockWriter:
@@ -158,8 +168,7 @@ class BlockWriter:
     def __init__(self, f, codec: str | Codec = "zstd:3", block_bytes: int = DEFAULT_BLOCK_BYTES,
                  *, dictionary: bytes | None = None):
         self.f = f
-        self.block_bytes = check_positive("block_bytes", block_bytes,
-                                         hint="Use e.g. 262144 (256 KiB).")
+        self.block_bytes = check_block_bytes(block_bytes)
         self.codec_name = codec.name if isinstance(codec, Codec) else str(codec)
         needs_training = self.codec_name.startswith("zstd-dict") and dictionary is None \
             and not (isinstance(codec, Codec) and codec.dictionary)
@@ -326,13 +335,14 @@ class BlockReader:
         return packed
 
     def decode(self, i: int, packed: bytes) -> bytes:
-        """Block ``i`` from its stored bytes: check the checksum, decompress, check the length."""
+        """Block ``i`` from its stored bytes: check the checksum, decompress (never to more
+        than the block's declared raw size), check the length."""
         t = self.table
         if self.verify and zlib.crc32(packed) != int(t.checksums[i]):
             raise FormatError(f"{self._where(i)}: checksum mismatch: the block is corrupt. "
                               "Write the file again (or restore it from a good copy).")
         try:
-            raw = self.codec.decompress(packed)
+            raw = self.codec.decompress(packed, max_size=t.raw_length(i))
         except FormatError as exc:
             raise FormatError(f"{self._where(i)}: {exc}") from None
         if len(raw) != t.raw_length(i):

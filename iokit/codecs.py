@@ -1,8 +1,13 @@
 """Codecs: one small interface over none, LZW, zlib and zstd (with or without a dictionary).
 
 A codec has a ``name`` and two functions, ``compress(bytes) -> bytes`` and
-``decompress(bytes) -> bytes``; ``decompress(compress(x)) == x`` for every ``x``, the empty
-one included. Codecs are named by strings, and :func:`get_codec` turns a name into a codec:
+``decompress(bytes, max_size=None) -> bytes``; ``decompress(compress(x)) == x`` for every
+``x``, the empty one included. ``max_size`` caps the output: data that would inflate to more
+(a "decompression bomb": a few kilobytes that expand to gigabytes) raises
+:class:`~iokit.errors.FormatError` having allocated at most ``max_size`` plus a little, so the
+memory a reader needs is decided by the format's declared sizes, never by the data.
+
+Codecs are named by strings, and :func:`get_codec` turns a name into a codec:
 
 ==================  ======================================================================
 name                what it is
@@ -44,7 +49,9 @@ class Codec:
     def compress(self, data: bytes) -> bytes:
         return bytes(data)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, max_size: int | None = None) -> bytes:
+        if max_size is not None and len(data) > max_size:
+            raise _too_big(self.name, max_size)
         return bytes(data)
 
     def __repr__(self) -> str:
@@ -101,9 +108,19 @@ def lzw_compress(data: bytes, max_bits: int = LZW_MAX_BITS) -> bytes:
     return bytes(out)
 
 
-def lzw_decompress(data: bytes, max_bits: int = LZW_MAX_BITS) -> bytes:
-    """Undo :func:`lzw_compress`, rebuilding the same table one step behind the compressor."""
+def _too_big(name: str, max_size: int) -> FormatError:
+    return FormatError(f"{name}: the data inflates to more than the {max_size:,} bytes it may "
+                       "hold (a corrupt or hostile block); write the file again.")
+
+
+def lzw_decompress(data: bytes, max_bits: int = LZW_MAX_BITS,
+                   max_size: int | None = None) -> bytes:
+    """Undo :func:`lzw_compress`, rebuilding the same table one step behind the compressor.
+
+    With ``max_size``, output beyond it raises FormatError (the table's strings are made of
+    the output, so they stay bounded too)."""
     table_full = 1 << max_bits
+    total = 0
     strings = [bytes([b]) for b in range(256)]  # code -> the string it stands for
     out = []
     pos = acc = nbits = 0
@@ -127,6 +144,9 @@ def lzw_decompress(data: bytes, max_bits: int = LZW_MAX_BITS) -> bytes:
         else:
             raise FormatError(f"lzw: code {code} at byte {pos} is not in the table; "
                               "the data is corrupt or was not written by lzw_compress.")
+        total += len(entry)
+        if max_size is not None and total > max_size:
+            raise _too_big("lzw", max_size)
         out.append(entry)
         if prev is not None:
             strings.append(prev + entry[:1])
@@ -154,8 +174,8 @@ class LZWCodec(Codec):
     def compress(self, data: bytes) -> bytes:
         return lzw_compress(data, self.max_bits)
 
-    def decompress(self, data: bytes) -> bytes:
-        return lzw_decompress(data, self.max_bits)
+    def decompress(self, data: bytes, max_size: int | None = None) -> bytes:
+        return lzw_decompress(data, self.max_bits, max_size)
 
 
 # --------------------------------------------------------------------------- zlib, zstd
@@ -171,11 +191,19 @@ class ZlibCodec(Codec):
     def compress(self, data: bytes) -> bytes:
         return zlib.compress(data, self.level)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, max_size: int | None = None) -> bytes:
         try:
-            return zlib.decompress(data)
+            if max_size is None:
+                return zlib.decompress(data)
+            d = zlib.decompressobj()
+            out = d.decompress(data, max_size + 1)  # never more than max_size + 1 bytes
         except zlib.error as exc:
             raise FormatError(f"{self.name}: cannot decompress: {exc}.") from None
+        if len(out) > max_size:
+            raise _too_big(self.name, max_size)
+        if not d.eof:
+            raise FormatError(f"{self.name}: cannot decompress: the stream is truncated.")
+        return out
 
 
 class ZstdCodec(Codec):
@@ -208,11 +236,26 @@ class ZstdCodec(Codec):
     def compress(self, data: bytes) -> bytes:
         return self._pair()[0].compress(data)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, max_size: int | None = None) -> bytes:
+        dctx = self._pair()[1]
         try:
-            return self._pair()[1].decompress(data)
+            if max_size is None:
+                return dctx.decompress(data)
+            # A frame that declares its size is decompressed into a buffer of that size:
+            # check the declaration first. One that does not is read at most max_size + 1.
+            declared = zstandard.get_frame_parameters(data).content_size
+            if declared == zstandard.CONTENTSIZE_UNKNOWN:
+                with dctx.stream_reader(data) as reader:
+                    out = reader.read(max_size + 1)
+            elif declared > max_size:
+                raise _too_big(self.name, max_size)
+            else:
+                out = dctx.decompress(data)
         except zstandard.ZstdError as exc:
             raise FormatError(f"{self.name}: cannot decompress: {exc}.") from None
+        if len(out) > max_size:
+            raise _too_big(self.name, max_size)
+        return out
 
 
 def train_dictionary(samples, size: int = DEFAULT_DICT_SIZE) -> bytes:

@@ -29,7 +29,12 @@ byte-identical whatever the engine, the worker count or the order tasks finish i
 into ``out_dir`` (replacing an older set) and ``vocab.json`` written, last. A failed task,
 an error or Ctrl-C cancels the rest and removes the staging folder, leaving ``out_dir`` as it
 was; a staging folder left by a crashed machine is removed by the next run. (Hadoop and Spark
-commit job output the same way.)
+commit job output the same way.) A run holds ``out_dir``'s single-writer lock
+(:func:`iokit.atomic.output_lock`), so a second run into it fails at once instead of removing
+the first one's live staging folder. ``workers`` is capped at the number of pieces.
+
+A remote cluster is reached with :func:`connect_scheduler`, which checks the address first and
+bounds the whole connection in time.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -48,8 +54,14 @@ from pathlib import Path
 
 from iokit import tasks
 from iokit.atomic import output_folder
-from iokit.errors import ParameterError, WorkerDiedError, check_choice, check_positive
-from iokit.parallel import WorkerPool
+from iokit.errors import (
+    ParameterError,
+    StorageError,
+    WorkerDiedError,
+    check_choice,
+    check_positive,
+)
+from iokit.parallel import WorkerPool, worker_count
 from iokit.progress import progress_bar
 from iokit.shards import (
     VOCAB_FILE,
@@ -158,6 +170,52 @@ def require_dask():
     return dask.distributed
 
 
+_SCHEDULER = re.compile(r"^(?:(?P<scheme>tcp|tls|ws|wss|ucx)://)?(?P<host>\[[0-9a-fA-F:]+\]|"
+                        r"[A-Za-z0-9_.-]+)(?::(?P<port>\d{1,5}))?/?$")
+
+
+def connect_scheduler(address: str, timeout_s: float = 10.0):
+    """A ``dask.distributed.Client`` connected to the scheduler at ``address``, or the kit's
+    error within about ``timeout_s`` seconds.
+
+    The address is checked first (``tcp://host:8786``, ``host:8786``); nothing listening is
+    found at once, and a port where something else answers (dask's own timeout does not cover
+    every such case) gets the same error when the time is up.
+    """
+    distributed = require_dask()
+    m = _SCHEDULER.match(str(address).strip()) if isinstance(address, str) else None
+    port = int(m["port"]) if m and m["port"] else None
+    if m is None or port is None and m["scheme"] is None or (port is not None and
+                                                             not 0 < port < 65536):
+        raise ParameterError(f"{address!r} is not a dask scheduler address; give one like "
+                             "tcp://host:8786 (scheme, host and port).")
+    hint = ("check the address and that a scheduler runs there (start one with "
+            "`dask scheduler`)")
+    if m["scheme"] in (None, "tcp") and port is not None:
+        try:  # a quick look first: nothing listening is known at once
+            socket.create_connection((m["host"].strip("[]"), port), timeout=timeout_s).close()
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+            raise StorageError(f"{address}: cannot reach a dask scheduler ({why}); "
+                               f"{hint}.") from None
+    result: dict = {}
+
+    def connect() -> None:
+        try:
+            result["client"] = distributed.Client(address, timeout=f"{timeout_s}s")
+        except BaseException as exc:  # reported below, in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=connect, name="iokit-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 2)
+    if "client" in result:
+        return result["client"]
+    why = (f"{type(result['error']).__name__}: {result['error']}" if "error" in result
+           else f"no answer in {timeout_s:g} s")
+    raise StorageError(f"{address}: no dask scheduler answered ({why}); {hint}.")
+
+
 def start_local_cluster(workers: int = 2, dashboard: bool = True):
     """A ``dask.distributed.Client`` on a new ``LocalCluster`` of ``workers`` processes.
 
@@ -251,12 +309,13 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     """
     engine = check_choice("engine", engine, ENGINES)
     workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
-    workers = 1 if engine == "serial" else workers
     if client is not None and engine != "dask":
         raise ParameterError(f"client= is for engine='dask', not {engine!r}.")
     pieces = list(pieces)
     if not pieces:
         raise ParameterError("no pieces to process; plan them with iokit.split.plan_pieces.")
+    # never more workers than pieces (or than MAX_WORKERS): see iokit.parallel.worker_count
+    workers = 1 if engine == "serial" else worker_count(workers, len(pieces))
     if len(pieces) > MAX_PIECES:
         raise ParameterError(f"{len(pieces):,} pieces, but shard numbers stop at "
                              f"{MAX_PIECES - 1:,}; use fewer, larger pieces.")

@@ -8,6 +8,8 @@ code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+
 
 class IokitError(Exception):
     """A problem with the input or the settings, explained for the person who can fix it."""
@@ -35,6 +37,11 @@ class WorkerDiedError(IokitError):
 
 class LoaderError(IokitError):
     """A loader worker failed; the message names the worker and the batch."""
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, Slurm and Kubernetes send to stop a job), raised where the
+    program is, as Ctrl-C is: every clean-up that runs for an interrupt runs for it too."""
 
 
 def read_kit_file(path, what: str, todo: str) -> bytes:
@@ -66,4 +73,62 @@ def check_choice(name: str, value: str, choices) -> str:
     if value not in choices:
         valid = ", ".join(sorted(choices))
         raise ParameterError(f"unknown {name} {value!r}; choose one of: {valid}.")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the smaller of the machine's available memory
+    (``MemAvailable`` in ``/proc/meminfo``, else free physical pages) and the address-space
+    limit (``ulimit -v``); None when neither is known."""
+    limits = []
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def _size_text(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def check_size(name: str, value, *, item_bytes: float = 1, most: int | None = None,
+               of: str = "", hint: str = "") -> int:
+    """Return ``value`` as an int if it is a whole number > 0 that the data and the machine
+    can take, else raise :class:`ParameterError` before anything is allocated.
+
+    ``most`` is the largest value that makes sense for the data (``of`` says what it is, e.g.
+    ``"the shards hold 1,000 tokens"``); ``value × item_bytes`` is the memory the value will
+    cost, checked against :func:`available_memory`.
+    """
+    value = check_positive(name, value, hint=hint)
+    if most is not None and value > most:
+        raise ParameterError(f"{name} {value:,} is more than {of or f'the most, {most:,}'}; "
+                             f"use at most {most:,}. {hint}".strip())
+    need = value * item_bytes
+    room = available_memory()
+    if room is not None and need > room:
+        raise ParameterError(
+            f"{name} {value:,} needs {_size_text(need)} of memory, but this process can "
+            f"allocate about {_size_text(room)}; use a smaller {name}. {hint}".strip())
     return value

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from iokit.blocks import BlockReader
-from iokit.errors import LoaderError, ParameterError, check_positive
+from iokit.errors import LoaderError, ParameterError, check_positive, check_size
+from iokit.parallel import MAX_WORKERS
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import RankReader
 from iokit.shards import inputs_and_targets, open_shards
@@ -239,7 +240,10 @@ class Loader:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ParameterError(f"prefetch must be a whole number >= 0, got {prefetch!r} (0 "
                                  "loads only when the loop asks).")
-        self.workers, self.prefetch = workers, prefetch
+        # the batches in flight (x and y, int64) must fit in memory: checked before any is made
+        check_size("batches in flight (prefetch + 1)", prefetch + 1,
+                   item_bytes=16 * self.batch_size * (self.block_size + 1))
+        self.workers, self.prefetch = min(workers, MAX_WORKERS), prefetch  # as WorkerPool caps
         self.shuffle, self.seed = shuffle, seed
         self.limit = None if limit is None else check_positive("limit", limit)
         self.timeline = timeline if timeline is not None else Timeline()

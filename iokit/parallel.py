@@ -25,10 +25,17 @@ What goes wrong, and what the caller sees:
   traceback attached (for processes as its ``__cause__``) and a note naming the item.
 * a worker process dies (killed, out of memory, a crash in C): :class:`WorkerDiedError`, which
   names the exit code, instead of a hang.
+* the caller itself is killed (``kill -9``, the out-of-memory killer): its worker processes
+  end too, at once on Linux (``PR_SET_PDEATHSIG``) and within half a second elsewhere (each
+  worker watches its parent's process id), so no worker goes on writing for a dead run.
 * Ctrl-C (a kernel interrupt): pending tasks are cancelled, worker processes are terminated,
   threads stop after their current item, and ``KeyboardInterrupt`` reaches the caller. The map
   itself writes nothing; write its results with :func:`iokit.atomic.atomic_write` and an
   interrupted run leaves no half-written file.
+
+``workers`` is a whole number >= 1; more than :data:`MAX_WORKERS` (or more than there are
+tasks, where the caller knows) would only cost start-up and memory, so :func:`worker_count`
+caps it and the pool says so in its ``note``.
 
 Results are kept in input order whatever the number of workers, so the output of a parallel
 run is the output of the serial one. At most ``2 × workers`` tasks are in flight at once, so
@@ -37,6 +44,7 @@ run is the output of the serial one. At most ``2 × workers`` tasks are in fligh
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
 import os
@@ -55,6 +63,9 @@ from itertools import islice
 from iokit.errors import ParameterError, WorkerDiedError, check_choice, check_positive
 
 KINDS = ("serial", "threads", "processes")
+MAX_WORKERS = max(32, 8 * (os.cpu_count() or 1))  # more only costs start-up and memory
+PARENT_POLL_S = 0.5  # how often a worker process checks that its parent is alive
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 START_METHODS = tuple(multiprocessing.get_all_start_methods())
 TASKS_IN_FLIGHT_PER_WORKER = 2
 
@@ -92,9 +103,52 @@ def _run_chunk(fn: Callable, first: int, chunk: list, stop: threading.Event | No
     return out
 
 
-def _init_worker(preload: tuple[str, ...]) -> None:
-    """Worker processes ignore Ctrl-C (the caller handles it) and import what they need once."""
+def worker_count(workers, tasks: int | None = None) -> int:
+    """``workers`` checked (a whole number >= 1) and capped at :data:`MAX_WORKERS` and, when
+    known, at the number of ``tasks``: a worker without a task would only be started and
+    stopped."""
+    n = min(check_positive("workers", workers, hint="Use e.g. os.cpu_count()."), MAX_WORKERS)
+    return min(n, max(tasks, 1)) if tasks is not None else n
+
+
+def capped_note(asked: int, used: int, tasks: int | None = None) -> str:
+    """What :func:`worker_count` did, in words ("" when nothing was capped)."""
+    if used >= asked:
+        return ""
+    why = (f"one per task ({tasks:,})" if tasks is not None and used == max(tasks, 1)
+           else f"the most this kit starts on {os.cpu_count() or 1} core(s)")
+    return f"{asked:,} workers asked for, {used:,} used: {why}"
+
+
+def _die_with_parent(by_signal: bool, expected: int | None) -> None:
+    """End this worker process when its parent ends: ``PR_SET_PDEATHSIG`` on Linux (the
+    kernel sends SIGKILL), and on every system a thread that checks the parent's process id.
+    ``expected`` is the parent's id when known (fork, spawn; a forkserver worker's parent is
+    the server)."""
+    parent = os.getppid()
+    if by_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent or expected not in (None, parent):  # it ended already
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="iokit-parent-watch", daemon=True).start()
+
+
+def _init_worker(preload: tuple[str, ...], by_signal: bool = False,
+                 parent: int | None = None) -> None:
+    """Worker processes ignore Ctrl-C (the caller handles it), end with their parent, and
+    import what they need once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(by_signal, parent)
 
     for name in preload:
         importlib.import_module(name)
@@ -152,7 +206,8 @@ class WorkerPool:
 
     def __init__(self, workers: int = 1, kind: str = "threads", start_method: str | None = None,
                  preload: tuple[str, ...] = ()):
-        self.workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
+        self.workers = worker_count(workers)
+        self.note = capped_note(int(workers), self.workers)
         self.kind = check_choice("kind", kind, KINDS)
         if start_method is not None:
             check_choice("start method", start_method, START_METHODS)
@@ -180,9 +235,14 @@ class WorkerPool:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="iokit")
             elif self.kind == "processes":
                 ctx = multiprocessing.get_context(self.start_method)
+                # The kernel's parent-death signal follows the *thread* that started the
+                # worker: use it only when that is the main thread (which lives as long as
+                # the process); the parent watch covers every case.
+                by_signal = threading.current_thread() is threading.main_thread()
+                parent = None if self.start_method == "forkserver" else os.getpid()
                 self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                                      initializer=_init_worker,
-                                                     initargs=(self.preload,))
+                                                     initargs=(self.preload, by_signal, parent))
         return self._executor
 
     def warm(self, seconds: float = 0.05) -> WorkerPool:

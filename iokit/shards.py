@@ -47,6 +47,7 @@ give byte-identical shards, however the arrays were computed.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 import struct
 from bisect import bisect_right
@@ -57,10 +58,16 @@ from pathlib import Path
 import numpy as np
 
 from iokit.atomic import atomic_write, make_folder, output_folder, write_bytes_atomic
-from iokit.blocks import DEFAULT_BLOCK_BYTES, BlockReader, BlockTable, BlockWriter
+from iokit.blocks import (
+    DEFAULT_BLOCK_BYTES,
+    BlockReader,
+    BlockTable,
+    BlockWriter,
+    check_block_bytes,
+)
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents, open_corpus
-from iokit.errors import FormatError, ParameterError, check_positive, read_kit_file
+from iokit.errors import FormatError, ParameterError, check_positive, check_size, read_kit_file
 from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
@@ -135,9 +142,11 @@ class _OpenShard:
             self._blocks = BlockWriter(_HashingWriter(self._f, self.hash), codec, block_bytes,
                                        dictionary=dictionary)
 
-    def add(self, data: bytes, n_tokens: int) -> None:
-        if self._blocks is not None:
-            self._blocks.write(data)
+    def add(self, data, n_tokens: int) -> None:
+        if self._blocks is not None:  # a few blocks at a time: the writer buffers what it gets
+            step = 4 * self._blocks.block_bytes
+            for at in range(0, len(data), step):
+                self._blocks.write(data[at:at + step])
         else:
             self._f.write(data)
             self.hash.update(data)
@@ -192,7 +201,9 @@ def _document_bytes(arr, k: int, dtype: np.dtype, vocab_size: int) -> tuple[byte
             raise ParameterError(
                 f"document {k}: token ID {bad:,} is outside the vocabulary (0 to "
                 f"{vocab_size - 1:,}); pass the vocab_size of the tokenizer that made the IDs.")
-    return arr.astype(dtype, copy=False).tobytes(), int(arr.size)
+    # A byte view of the (converted) array, not a bytes copy: one document may be huge.
+    return memoryview(np.ascontiguousarray(arr.astype(dtype, copy=False))).cast("B"), \
+        int(arr.size)
 
 
 def write_shards(token_arrays: Iterable, out_dir, *, vocab_size: int, dtype="auto",
@@ -279,8 +290,8 @@ def _compression(codec, block_bytes, dtype: np.dtype, dictionary) -> dict:
         return {}
     if not str(name).startswith("zstd-dict") or dictionary is not None:
         get_codec(codec, dictionary=dictionary)  # an unknown name fails here, listing the valid
-    block_bytes = check_positive("block_bytes", DEFAULT_BLOCK_BYTES if block_bytes is None
-                                else block_bytes, hint="Use e.g. 262144 (256 KiB).")
+    block_bytes = check_block_bytes(DEFAULT_BLOCK_BYTES if block_bytes is None
+                                    else block_bytes)
     if block_bytes % dtype.itemsize:
         raise ParameterError(f"block_bytes {block_bytes:,} is not a multiple of the token size "
                              f"({dtype.itemsize} bytes for {dtype.name}); use e.g. 262144.")
@@ -384,7 +395,9 @@ class Shard:
         return bool(self.flags & FLAG_LAST)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tokens ``start:stop`` of this shard (a view of the map for raw shards)."""
+        """Tokens ``start:stop`` of this shard (a view of the map for raw shards); a range
+        outside ``0 <= start <= stop <= n_tokens`` is a ParameterError, raw or compressed."""
+        start, stop = check_range(self.bin_path, start, stop, self.n_tokens)
         return self.source.read(start, stop)
 
     def document(self, i: int) -> np.ndarray:
@@ -405,6 +418,21 @@ class Shard:
                 f"{self.bin_path}: checksum mismatch: {self.idx_path.name} field 'checksum' is "
                 f"{self.checksum:016x}, the .bin's bytes give {got:016x}. The .bin is corrupt: "
                 "write the shards again.")
+
+
+def check_range(where, start, stop, n_tokens: int) -> tuple[int, int]:
+    """``(start, stop)`` as ints if ``0 <= start <= stop <= n_tokens``, else a ParameterError
+    naming ``where``: every token reader answers an out-of-range read the same way."""
+    try:
+        start, stop = operator.index(start), operator.index(stop)
+    except TypeError:
+        raise ParameterError(f"{where}: token positions must be whole numbers, got "
+                             f"{start!r}, {stop!r}.") from None
+    if not 0 <= start <= stop <= n_tokens:
+        raise ParameterError(
+            f"{where}: cannot read tokens {start:,}:{stop:,}; it holds {n_tokens:,} tokens, so "
+            f"a read needs 0 <= start <= stop <= {n_tokens:,}.")
+    return start, stop
 
 
 def _bad(path: Path, field: str, what: str, todo: str = "write the shards again") -> FormatError:
@@ -584,7 +612,9 @@ class ShardSet:
         return self.shards[s].document(i - int(self.doc_starts[s]))
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tokens ``start:stop`` of the whole stream (copied only when they span shards)."""
+        """Tokens ``start:stop`` of the whole stream (copied only when they span shards); a
+        range outside ``0 <= start <= stop <= n_tokens`` is a ParameterError."""
+        start, stop = check_range(self.folder, start, stop, self.n_tokens)
         first = int(np.searchsorted(self.starts, start, side="right")) - 1
         pieces = []
         s = max(first, 0)
@@ -617,6 +647,7 @@ class ShardSet:
         """
         batch_size = check_positive("batch_size", batch_size)
         block_size = check_positive("block_size", block_size)
+        check_size("batch_size", batch_size, item_bytes=8 * (block_size + 2))  # memory first
         rng = np.random.default_rng(rng)
         n = self.n_tokens
         if block_size + 1 > n:

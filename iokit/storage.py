@@ -29,11 +29,12 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iokit.errors import StorageError, check_choice, check_positive
+from iokit.errors import ParameterError, StorageError, check_choice, check_positive
 from iokit.timing import MB
 
 
@@ -78,6 +79,8 @@ def _file_size(path: Path) -> int:
 
 
 def _pread(path: Path, offset: int, size: int) -> bytes:
+    if offset < 0 or size < 0:
+        raise ParameterError(f"{path}: offset and size must be >= 0, got {offset}, {size}.")
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -85,6 +88,8 @@ def _pread(path: Path, offset: int, size: int) -> bytes:
     except IsADirectoryError:
         raise StorageError(f"{path}: is a folder, not a file.") from None
     try:
+        # never allocate more than the file holds from there (a huge size is a short read)
+        size = max(0, min(size, os.fstat(fd).st_size - offset))
         return os.pread(fd, size, offset)
     finally:
         os.close(fd)
@@ -116,6 +121,14 @@ class LocalDisk:
                 yield data
 
 
+def _remove_state_file(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # not in a forked worker that inherited the object
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 class SimulatedStore:
     """A simulated remote store over local files (see the module docstring for the model).
 
@@ -131,6 +144,9 @@ class SimulatedStore:
             fd, state_file = tempfile.mkstemp(prefix="iokit-simstore-", suffix=".state")
             os.write(fd, struct.pack("d", 0.0))
             os.close(fd)
+            # The store that made the file removes it when it is dropped or, at the latest,
+            # when the process exits (after an error too); copies sent to workers do not.
+            weakref.finalize(self, _remove_state_file, state_file, os.getpid())
         self.state_file = str(state_file)
         self._fd = None
         self._fd_pid = None

@@ -88,6 +88,29 @@ def fast_word_tokenize(text: str) -> list[str]:
     return _fast_pattern().findall(text)
 
 
+SLICE_CHARS = 1 << 18  # a long text is tokenized in slices of about this many characters
+# Where a slice may end without changing any token (word-level or byte-level BPE): before ASCII
+# whitespace that follows a non-space, or between a letter/digit and punctuation that neither
+# pattern joins to it (text without spaces, such as Chinese, still has these).
+_CUT = re.compile(r"(?<=\S)[ \t\n\r\f\v]"
+                  r"|(?<=[^\W_])[,;!?()\[\]{}<>\"/|#%&*+=@~，。、；！？（）「」]")
+
+
+def text_slices(text: str, size: int = SLICE_CHARS) -> Iterator[str]:
+    """``text`` in consecutive slices of about ``size`` characters, cut only where no token
+    spans the cut: tokenizing the slices one by one gives the tokens of the whole text, while
+    the tokens in memory at once are those of one slice (a 200 MB document in one line is
+    tokenized in bounded memory). A text of at most ``size`` characters is one slice."""
+    start = 0
+    while len(text) - start > size:
+        m = _CUT.search(text, start + size)
+        if m is None:
+            break
+        yield text[start:m.start()]
+        start = m.start()
+    yield text[start:] if start else text
+
+
 def _fingerprint(data: bytes) -> int:
     """A 64-bit fingerprint of a vocabulary, stored in shard indexes to match them up."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
@@ -182,7 +205,8 @@ class WordTokenizer:
                                  f"got {vocab_size}.")
         counts: Counter = Counter()
         for text in _with_bar(texts, "word vocabulary", progress):
-            counts.update(fast_word_tokenize(text.lower()))
+            for piece in text_slices(text):
+                counts.update(fast_word_tokenize(piece.lower()))
         counts.pop(UNK, None)
         counts.pop(EOD, None)
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -208,8 +232,12 @@ class WordTokenizer:
     def encode(self, text: str) -> np.ndarray:
         """The IDs of ``text``'s tokens (``uint32``; unknown words get ID 0)."""
         get = self.ids.get
-        words = fast_word_tokenize(text.lower())
-        return np.fromiter((get(w, 0) for w in words), dtype=np.uint32, count=len(words))
+        parts = []
+        for piece in text_slices(text):
+            words = fast_word_tokenize(piece.lower())
+            parts.append(np.fromiter((get(w, 0) for w in words), dtype=np.uint32,
+                                     count=len(words)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def decode(self, ids) -> str:
         """The tokens of ``ids`` joined by single spaces (see :meth:`normalize`)."""
@@ -323,7 +351,9 @@ class BPETokenizer:
         return f"byte-level BPE ({self.vocab_size:,} IDs)"
 
     def encode(self, text: str) -> np.ndarray:
-        return np.array(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+        parts = [np.array(self._tok.encode(piece, add_special_tokens=False).ids,
+                          dtype=np.uint32) for piece in text_slices(text)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in np.asarray(ids).ravel()],

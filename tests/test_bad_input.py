@@ -10,10 +10,16 @@ input was made, are the same afterwards).
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import os
 import re
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,10 +28,12 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
+import zstandard
 
-from iokit import atomic
+from iokit import atomic, blocks, errors
 from iokit.app import cli
-from iokit.codecs import get_codec
+from iokit.blocks import BlockReader, write_blocks
+from iokit.codecs import Codec, get_codec, lzw_compress
 from iokit.corpus import iter_documents, resolve_scale
 from iokit.errors import (
     CorpusError,
@@ -529,6 +537,338 @@ def s_plain_text_given_as_jsonl(tmp, mp):
                                           "book.md"))
 
 
+# ---- reliability: memory the input decides, processes, concurrent runs, remote engines,
+# places the kit cannot write, out-of-range reads (classes 3 to 8 of the reliability review)
+
+
+class _Bomb(Codec):
+    """A "codec" whose compress returns a fixed block: a tiny CRC-valid block that inflates
+    far beyond the raw size the table declares."""
+
+    def __init__(self, name, packed):
+        self.name, self.packed = name, packed
+
+    def compress(self, data):
+        return self.packed
+
+
+def _bomb_file(tmp, name, packed) -> Path:
+    path = tmp / "bomb.blk"
+    write_blocks(path, b"x" * 4096, _Bomb(name, packed), 4096)
+    return path
+
+
+def _read_block0(path):
+    BlockReader(path).block(0)
+
+
+def _zeros_zlib(n):
+    c = zlib.compressobj(9)
+    return b"".join([*(c.compress(bytes(1 << 20)) for _ in range(n >> 20)), c.flush()])
+
+
+def s_zlib_bomb(tmp, mp):
+    return partial(_read_block0, _bomb_file(tmp, "zlib:6", _zeros_zlib(64 << 20)))
+
+
+def s_zstd_bomb_declared(tmp, mp):
+    packed = zstandard.ZstdCompressor().compress(bytes(64 << 20))
+    return partial(_read_block0, _bomb_file(tmp, "zstd:3", packed))
+
+
+def s_zstd_bomb_undeclared(tmp, mp):
+    packed = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20))
+    return partial(_read_block0, _bomb_file(tmp, "zstd:3", packed))
+
+
+def s_lzw_bomb(tmp, mp):
+    return partial(_read_block0, _bomb_file(tmp, "lzw", lzw_compress(bytes(1 << 20))))
+
+
+def s_bomb_in_a_shard(tmp, mp):
+    folder = tmp / "zshards"
+    write_shards([np.zeros(2048, dtype=np.int64)], folder, vocab_size=VOCAB,
+                 codec=_Bomb("zstd:3", zstandard.ZstdCompressor().compress(bytes(32 << 20))),
+                 block_bytes=512)
+
+    def call():
+        with open_shards(folder) as s:
+            s.read(0, s.n_tokens)
+    return call
+
+
+def s_huge_declared_block_size(tmp, mp):
+    path = tmp / "b.blk"
+    write_blocks(path, b"abc" * 1000, "zstd:3", 1024)
+    raw = bytearray(path.read_bytes())
+    table_at, table_len, _ = blocks.TRAILER.unpack_from(raw, len(raw) - blocks.TRAILER.size)
+    table = raw[table_at:table_at + table_len - 4]
+    n = struct.unpack_from("<H", table)[0]
+    at = 2 + n + 4  # after the codec name and the (empty) dictionary length
+    struct.pack_into("<QQQ", table, at, 2**40, 2**40, 1)
+    del table[at + 24 + 8 * 2:]  # one block: two offsets and one checksum
+    table += struct.pack("<qqI", 0, 10, 0)[16:]  # keep the table's shape loosely valid
+    body = bytes(table)
+    raw[table_at:] = body + struct.pack("<I", zlib.crc32(body))
+    raw += blocks.TRAILER.pack(table_at, len(body) + 4, blocks.END_MAGIC)
+    path.write_bytes(bytes(raw))
+    return partial(BlockReader, path)
+
+
+def s_sample_batch_too_big(tmp, mp):
+    folder = _shards(tmp)
+
+    def call():
+        with open_shards(folder) as s:
+            s.sample_batch(0, 2**40, 8)
+    return call
+
+
+def s_chunk_size_too_big(tmp, mp):
+    from iokit.lab.loops import chunked_loop
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n')
+    return partial(chunked_loop, corpus, tmp / "out.txt", chunk_size=2**40)
+
+
+def s_block_bytes_too_big(tmp, mp):
+    return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB, codec="zstd:3",
+                   block_bytes=2**40)
+
+
+def s_machine_too_small(tmp, mp):
+    # a modest size on a machine (or under a ulimit) with little memory left
+    mp.setattr(errors, "available_memory", lambda: 10 << 20)
+    folder = _shards(tmp)
+
+    def call():
+        with open_shards(folder) as s:
+            s.sample_batch(0, 4096, 512)
+    return call
+
+
+def _cli(*argv):
+    args = cli.build_parser().parse_args(list(argv))
+    return partial(args.func, args)
+
+
+def s_cli_workers_zero(tmp, mp):
+    return _cli("shards", "--corpus", str(_jsonl(tmp, b'{"text": "a b"}\n' * 10)),
+                "--workers", "0", "--out", str(tmp / "out"))
+
+
+def s_cli_workers_negative(tmp, mp):
+    return _cli("shards", "--corpus", str(_jsonl(tmp, b'{"text": "a b"}\n' * 10)),
+                "--workers", "-3", "--out", str(tmp / "out"))
+
+
+def s_pool_workers_fraction(tmp, mp):
+    return partial(parallel_map, helpers.square, range(4), workers=2.5, kind="processes")
+
+
+def s_engine_workers_zero(tmp, mp):
+    from iokit.engines import pretokenize_pieces
+    from iokit.split import plan_pieces
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    tok = WordTokenizer.train(["a b"], vocab_size=8)
+    return partial(pretokenize_pieces, plan_pieces(corpus, 2), tok, tmp / "out",
+                   engine="threads", workers=0)
+
+
+_HELD = []  # lock files held open by a case (a run "in another process")
+
+
+def _hold_lock(folder: Path, pid: int = 424242) -> None:
+    folder.mkdir(exist_ok=True)
+    fd = os.open(folder / atomic.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, str(pid).encode())
+    _HELD.append(fd)
+
+
+def s_locked_write_shards(tmp, mp):
+    _hold_lock(tmp / "out")
+    return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB)
+
+
+def s_locked_engine_run(tmp, mp):
+    from iokit.engines import pretokenize_pieces
+    from iokit.split import plan_pieces
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    tok = WordTokenizer.train(["a b"], vocab_size=8)
+    _hold_lock(tmp / "out")
+    return partial(pretokenize_pieces, plan_pieces(corpus, 2), tok, tmp / "out",
+                   engine="serial")
+
+
+def s_locked_cli_shards(tmp, mp):
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    _hold_lock(tmp / "out")
+    return _cli("shards", "--corpus", str(corpus), "--engine", "serial", "--out",
+                str(tmp / "out"))
+
+
+def s_locked_parallel_pretokenize(tmp, mp):
+    from iokit.preprocess import parallel_pretokenize
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    tok = WordTokenizer.train(["a b"], vocab_size=8)
+    _hold_lock(tmp / "out")
+    return partial(parallel_pretokenize, corpus, tok, tmp / "out", workers=1, kind="threads")
+
+
+def _scheduler(address, timeout_s=2.0):
+    from iokit.engines import connect_scheduler
+
+    pytest.importorskip("distributed")
+    return connect_scheduler(address, timeout_s)
+
+
+def s_scheduler_not_a_url(tmp, mp):
+    return partial(_scheduler, "notaurl")
+
+
+def s_scheduler_bad_port(tmp, mp):
+    return partial(_scheduler, "tcp://127.0.0.1:99999")
+
+
+def s_scheduler_wrong_scheme(tmp, mp):
+    return partial(_scheduler, "http://127.0.0.1:8786")
+
+
+def s_scheduler_nothing_listening(tmp, mp):
+    return partial(_scheduler, "tcp://127.0.0.1:9")
+
+
+def s_scheduler_http_server(tmp, mp):
+    # something that is not a scheduler answers on the port, and keeps the connection open
+    server = socket.create_server(("127.0.0.1", 0))
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>")
+            conns.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return partial(_scheduler, f"tcp://127.0.0.1:{server.getsockname()[1]}", 1.0)
+
+
+def s_cli_scheduler_not_a_url(tmp, mp):
+    pytest.importorskip("distributed")
+    return _cli("shards", "--corpus", str(_jsonl(tmp, b'{"text": "a b"}\n' * 10)), "--engine",
+                "dask", "--scheduler", "notaurl", "--out", str(tmp / "out"))
+
+
+def _a_file(tmp) -> Path:
+    f = tmp / "afile"
+    f.write_text("a file, not a folder")
+    return f
+
+
+def s_out_under_a_file(tmp, mp):
+    return partial(write_shards, _docs(), _a_file(tmp) / "out", vocab_size=VOCAB)
+
+
+def s_out_read_only(tmp, mp):
+    (tmp / "out").mkdir()
+
+    def read_only(folder):
+        raise OSError(errno.EROFS, "Read-only file system")
+    mp.setattr(atomic, "_probe", read_only)
+    return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB)
+
+
+def s_out_refuses_files(tmp, mp):
+    # a folder that exists but where files cannot be made (as /proc, even for root)
+    (tmp / "out").mkdir()
+
+    def refuses(folder):
+        raise OSError(errno.ENOENT, "No such file or directory")
+    mp.setattr(atomic, "_probe", refuses)
+    return partial(write_shards, _docs(), tmp / "out", vocab_size=VOCAB)
+
+
+def s_cli_out_under_a_file(tmp, mp):
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    return _cli("shards", "--corpus", str(corpus), "--out", str(_a_file(tmp) / "out"))
+
+
+def s_cli_data_folder_under_a_file(tmp, mp):
+    mp.setenv("IOKIT_DATA", str(_a_file(tmp) / "data"))
+    return _cli("data", "--scale", "tiny")
+
+
+def s_cli_report_read_only(tmp, mp):
+    (tmp / "reports").mkdir()
+
+    def read_only(folder):
+        raise OSError(errno.EROFS, "Read-only file system")
+    mp.setattr(atomic, "_probe", read_only)
+    return _cli("report", "--corpus", str(tmp / "missing.jsonl"), "--out", str(tmp / "reports"))
+
+
+def s_engine_out_under_a_file(tmp, mp):
+    from iokit.engines import pretokenize_pieces
+    from iokit.split import plan_pieces
+
+    corpus = _jsonl(tmp, b'{"text": "a b"}\n' * 10)
+    tok = WordTokenizer.train(["a b"], vocab_size=8)
+    return partial(pretokenize_pieces, plan_pieces(corpus, 2), tok, _a_file(tmp) / "out",
+                   engine="serial")
+
+
+def _read_range(folder, start, stop):
+    with open_shards(folder) as s:
+        s.read(start, stop)
+
+
+def s_read_negative_raw(tmp, mp):
+    return partial(_read_range, _shards(tmp), -5, 100)
+
+
+def s_read_negative_compressed(tmp, mp):
+    return partial(_read_range, _shards(tmp, codec="zstd:3"), -5, 100)
+
+
+def s_read_past_end_raw(tmp, mp):
+    folder = _shards(tmp)
+    with open_shards(folder) as s:
+        n = s.n_tokens
+    return partial(_read_range, folder, n - 5, n + 100)
+
+
+def s_read_past_end_compressed(tmp, mp):
+    folder = _shards(tmp, codec="zstd:3")
+    with open_shards(folder) as s:
+        n = s.n_tokens
+    return partial(_read_range, folder, n + 10, n + 20)
+
+
+def s_read_backwards(tmp, mp):
+    return partial(_read_range, _shards(tmp, codec="zstd:3"), 50, 10)
+
+
+def s_read_one_shard_out_of_range(tmp, mp):
+    folder = _shards(tmp)
+
+    def call():
+        s = open_shard(folder / "shard-00000.bin")
+        s.read(0, s.n_tokens + 1)
+    return call
+
+
+def s_read_not_a_number(tmp, mp):
+    return partial(_read_range, _shards(tmp), 1.5, 10)
+
+
+
 @dataclass
 class Case:
     name: str
@@ -653,6 +993,84 @@ CASES = [
          (r"{tmp}/c\.jsonl\.gz", r"line 1", r"gzip", r"decompress it first")),
     Case("plain text given as JSONL", s_plain_text_given_as_jsonl, CorpusError,
          (r"{tmp}/book\.md", r"line 1, column 1", r"\.txt file")),
+
+
+    Case("zlib block that inflates past its declared size", s_zlib_bomb, FormatError,
+         (r"{tmp}/bomb\.blk", r"block 0", r"more than the 4,096 bytes")),
+    Case("zstd block declaring more than its raw size", s_zstd_bomb_declared, FormatError,
+         (r"{tmp}/bomb\.blk", r"block 0", r"more than the 4,096 bytes")),
+    Case("zstd block without a declared size that inflates", s_zstd_bomb_undeclared,
+         FormatError, (r"{tmp}/bomb\.blk", r"block 0", r"more than the 4,096 bytes")),
+    Case("lzw block that inflates past its declared size", s_lzw_bomb, FormatError,
+         (r"{tmp}/bomb\.blk", r"block 0", r"more than")),
+    Case("decompression bomb inside a compressed shard", s_bomb_in_a_shard, FormatError,
+         (r"{tmp}/zshards/shard-00000\.bin", r"block 0", r"more than the 512 bytes")),
+    Case("block table declaring a 1 TB block", s_huge_declared_block_size, FormatError,
+         (r"{tmp}/b\.blk", r"block size", r"1,099,511,627,776")),
+    Case("sample_batch(batch_size=2**40)", s_sample_batch_too_big, ParameterError,
+         (r"batch_size", r"1,099,511,627,776", r"memory")),
+    Case("chunked_loop(chunk_size=2**40)", s_chunk_size_too_big, ParameterError,
+         (r"chunk size", r"memory")),
+    Case("block_bytes of 1 TB", s_block_bytes_too_big, ParameterError,
+         (r"block_bytes", r"at most")),
+    Case("a batch larger than the memory left", s_machine_too_small, ParameterError,
+         (r"batch_size 4,096", r"memory", r"10\.5 MB")),
+    Case("--workers 0 on the command line", s_cli_workers_zero, ParameterError,
+         (r"--workers", r"> 0")),
+    Case("--workers -3 on the command line", s_cli_workers_negative, ParameterError,
+         (r"--workers", r"> 0")),
+    Case("a fractional worker count", s_pool_workers_fraction, ParameterError,
+         (r"workers", r"whole number")),
+    Case("workers=0 for an engine", s_engine_workers_zero, ParameterError,
+         (r"workers", r"> 0")),
+    Case("write_shards into a folder another run holds", s_locked_write_shards, StorageError,
+         (r"{tmp}/out", r"process 424242", r"wait|choose another")),
+    Case("an engine run into a folder another run holds", s_locked_engine_run, StorageError,
+         (r"{tmp}/out", r"process 424242")),
+    Case("iokit shards into a folder another run holds", s_locked_cli_shards, StorageError,
+         (r"{tmp}/out", r"process 424242")),
+    Case("parallel pretokenize into a folder another run holds",
+         s_locked_parallel_pretokenize, StorageError, (r"{tmp}/out", r"process 424242")),
+    Case("scheduler address that is not a URL", s_scheduler_not_a_url, ParameterError,
+         (r"notaurl", r"tcp://host:8786")),
+    Case("scheduler port out of range", s_scheduler_bad_port, ParameterError,
+         (r"99999", r"tcp://host:8786")),
+    Case("scheduler address with an unknown scheme", s_scheduler_wrong_scheme, ParameterError,
+         (r"http://", r"tcp://host:8786")),
+    Case("scheduler port with nothing listening", s_scheduler_nothing_listening, StorageError,
+         (r"tcp://127\.0\.0\.1:9", r"cannot reach", r"dask scheduler")),
+    Case("scheduler port where an HTTP server answers", s_scheduler_http_server,
+         StorageError, (r"tcp://127\.0\.0\.1:\d+", r"no dask scheduler answered")),
+    Case("--scheduler notaurl on the command line", s_cli_scheduler_not_a_url, ParameterError,
+         (r"notaurl",)),
+    Case("output folder under a file", s_out_under_a_file, StorageError,
+         (r"{tmp}/afile/out", r"a file stands where a folder is needed")),
+    Case("output folder on a read-only file system", s_out_read_only, StorageError,
+         (r"{tmp}/out", r"read-only")),
+    Case("output folder that refuses files", s_out_refuses_files, StorageError,
+         (r"{tmp}/out", r"not writable")),
+    Case("iokit shards --out under a file", s_cli_out_under_a_file, StorageError,
+         (r"{tmp}/afile/out", r"shard folder")),
+    Case("IOKIT_DATA under a file", s_cli_data_folder_under_a_file, StorageError,
+         (r"{tmp}/afile/data", r"data folder")),
+    Case("iokit report --out read-only", s_cli_report_read_only, StorageError,
+         (r"{tmp}/reports", r"read-only")),
+    Case("engine output folder under a file", s_engine_out_under_a_file, StorageError,
+         (r"{tmp}/afile/out", r"shard folder")),
+    Case("read(-5, 100) from raw shards", s_read_negative_raw, ParameterError,
+         (r"{tmp}/shards", r"-5:100", r"0 <= start")),
+    Case("read(-5, 100) from compressed shards", s_read_negative_compressed, ParameterError,
+         (r"{tmp}/zshards", r"-5:100", r"0 <= start")),
+    Case("read past the end of raw shards", s_read_past_end_raw, ParameterError,
+         (r"{tmp}/shards", r"holds [\d,]+ tokens")),
+    Case("read past the end of compressed shards", s_read_past_end_compressed,
+         ParameterError, (r"{tmp}/zshards", r"holds [\d,]+ tokens")),
+    Case("read with stop before start", s_read_backwards, ParameterError,
+         (r"{tmp}/zshards", r"50:10")),
+    Case("one shard read out of range", s_read_one_shard_out_of_range, ParameterError,
+         (r"{tmp}/shards/shard-00000\.bin", r"cannot read tokens")),
+    Case("read with a fractional position", s_read_not_a_number, ParameterError,
+         (r"{tmp}/shards", r"whole numbers")),
 ]
 
 

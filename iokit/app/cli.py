@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 from iokit.app.bench import run_bench
 from iokit.app.report import write_report
 from iokit.app.tour import format_table, run_tour
+from iokit.atomic import check_writable, output_folder
 from iokit.corpus import (
     CorpusWarning,
     corpus_path,
@@ -27,8 +30,9 @@ from iokit.corpus import (
     iter_documents,
     resolve_scale,
 )
-from iokit.engines import ENGINES, pretokenize_pieces, require_dask
-from iokit.errors import IokitError, ParameterError, check_choice, check_positive
+from iokit.engines import ENGINES, connect_scheduler, pretokenize_pieces
+from iokit.errors import IokitError, ParameterError, StopSignal, check_choice, check_positive
+from iokit.parallel import capped_note, worker_count
 from iokit.progress import progress_enabled
 from iokit.shards import UINT16_IDS, choose_dtype
 from iokit.split import plan_pieces
@@ -41,6 +45,14 @@ from iokit.tokenize import (
     train_tokenizer,
 )
 
+SCHEDULER_TIMEOUT_S = 10.0
+
+
+def _data_folder_writable(scale) -> None:
+    """Say now, before any work, if the corpus must be made and its folder is not writable."""
+    if not corpus_path(scale).is_file():
+        check_writable(default_data_dir(), "the data folder ($IOKIT_DATA)")
+
 
 def _corpus(args) -> Path:
     """The corpus the command runs on, opened (and converted once, if need be) with what was
@@ -51,6 +63,7 @@ def _corpus(args) -> Path:
         if summary.converted:
             print(summary, flush=True)
         return Path(summary.path)
+    _data_folder_writable(args.scale)
     return ensure_corpus(args.scale)
 
 
@@ -72,6 +85,7 @@ def _token_width(vocab_size: int) -> str:
 
 
 def cmd_data(args) -> int:
+    _data_folder_writable(args.scale)
     existed = corpus_path(args.scale).is_file()
     path = ensure_corpus(args.scale)
     size = path.stat().st_size
@@ -104,6 +118,13 @@ def cmd_shards(args) -> int:
     check_choice("engine", args.engine, ENGINES)  # settings fail before any work
     check_positive("parts", args.parts, hint="It is the number of pieces; use e.g. 8.")
     kind, size = _check_tokenizer(args)
+    asked = (os.cpu_count() or 1) if args.workers is None else check_positive(
+        "--workers", args.workers, hint="Leave it out to use every core.")
+    if args.scheduler and args.engine != "dask":
+        raise ParameterError("--scheduler is the address of a dask scheduler; use it with "
+                             "--engine dask.")
+    # where the shards go must be writable before any work (the default is in the data folder)
+    check_writable(args.out or default_data_dir(), "the shard folder")
     folder = Path(args.corpus) if args.corpus else None
     if folder is not None and folder.is_dir() and any(folder.glob("*.jsonl")):
         pieces, field = plan_pieces(folder), args.text_field  # one piece per file
@@ -112,13 +133,20 @@ def cmd_shards(args) -> int:
         corpus = _corpus(args)
         pieces, field, name = plan_pieces(corpus, args.parts), "text", corpus.stem
     out = Path(args.out) if args.out else default_data_dir() / f"shards-{name}-{args.engine}"
+    # the output's single-writer lock for the whole run: a second run into it stops here
+    with output_folder(out, "the shard folder"):
+        return _shards_into(out, args, pieces, field, asked, kind, size)
+
+
+def _shards_into(out: Path, args, pieces, field: str, asked: int, kind: str, size: int) -> int:
     client = None
     if args.scheduler:
-        if args.engine != "dask":
-            raise ParameterError("--scheduler is the address of a dask scheduler; use it with "
-                                 "--engine dask.")
-
-        client = require_dask().Client(args.scheduler, timeout="10s")
+        client = connect_scheduler(args.scheduler, SCHEDULER_TIMEOUT_S)
+    elif args.engine != "serial":
+        used = worker_count(asked, len(pieces))
+        if note := capped_note(asked, used, len(pieces)):
+            print(note, flush=True)
+        asked = used
     try:
         print(f"{len(pieces)} piece(s) of {sum(p.nbytes for p in pieces) / 1e6:,.1f} MB; "
               f"training the {kind} vocabulary ({size:,} IDs)", flush=True)
@@ -127,7 +155,7 @@ def cmd_shards(args) -> int:
         tok = train_tokenizer(kind, docs, size, progress=progress_enabled())
         print(_token_width(tok.vocab_size), flush=True)
         run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
-                                 workers=args.workers or os.cpu_count() or 1, client=client,
+                                 workers=asked, client=client,
                                  codec=args.codec, text_field=field,
                                  progress=progress_enabled())
     finally:
@@ -151,6 +179,7 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     open_storage(args.storage)
+    check_writable(args.out, "the report folder")
     kind, vocab_size = _check_tokenizer(args)
     corpus = _corpus(args)
     size = corpus.stat().st_size / 1e6
@@ -199,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pieces to cut one JSONL file into (a folder of .jsonl files: one each)")
     p.add_argument("--engine", default="processes",
                    help="serial, threads, processes or dask (default: processes)")
-    p.add_argument("--workers", type=int, default=None, help="default: the number of cores")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker count, a whole number >= 1 (0 is an error, as in the API); "
+                   "default: the number of cores. Never more than the pieces, nor than "
+                   "8 per core (at least 32): a cap is said when it applies")
     p.add_argument("--scheduler", help="a running dask scheduler's address, e.g. "
                    "tcp://host:8786 (default: a LocalCluster on this machine)")
     p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
@@ -232,20 +264,34 @@ def _kit_warnings_as_lines(show):
     return show_warning
 
 
+def _stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: clean up undisturbed
+    raise StopSignal
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    previous = warnings.showwarning
-    warnings.showwarning = _kit_warnings_as_lines(previous)
+    shown = warnings.showwarning
+    warnings.showwarning = _kit_warnings_as_lines(shown)
+    # SIGTERM stops the run as Ctrl-C does: workers stopped, staging and temporary files
+    # removed, one line said (only the main thread may set a handler; tests call main too).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
     try:
         return args.func(args)
     except IokitError as exc:
         print(f"iokit: error: {exc}", file=sys.stderr)
         return 2
+    except StopSignal:
+        print("iokit: terminated (SIGTERM); no partial output was kept.", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("iokit: interrupted; no partial output was kept.", file=sys.stderr)
         return 130
     finally:
-        warnings.showwarning = previous
+        warnings.showwarning = shown
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

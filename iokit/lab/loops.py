@@ -21,7 +21,7 @@ from pathlib import Path
 
 from iokit.atomic import atomic_write
 from iokit.corpus import decode_record, iter_documents, open_corpus
-from iokit.errors import check_positive
+from iokit.errors import check_size
 from iokit.timing import MB, Timeline, measure
 from iokit.tokenize import token_line, word_tokenize
 
@@ -88,7 +88,8 @@ def naive_loop(corpus, out_path, tokenize=word_tokenize, limit_bytes: int | None
 def chunked_loop(corpus, out_path, chunk_size: int = 1 << 20, tokenize=word_tokenize,
                  limit_bytes: int | None = None) -> LoopResult:
     """Read ``chunk_size`` bytes per system call, tokenize each line, write in batches."""
-    chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
+    chunk_size = check_size("chunk size", chunk_size, item_bytes=3,  # chunk, lines, batch
+                            hint="Use e.g. 1048576 (1 MiB).")
     corpus, out_path = open_corpus(corpus), Path(out_path)
     tl = Timeline()
     bytes_in = bytes_out = docs = tokens = lineno = 0

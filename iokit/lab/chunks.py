@@ -121,7 +121,7 @@ class LoopCalibration:
                 f"{self.sample_bytes / MB:.2f} MB")
 
 
-def calibrate_loop(corpus, tokenize=None, *, folder=None, sample_bytes: int = 1 << 20,
+def calibrate_loop(corpus, tokenize=None, *, folder=None, sample_bytes: int = 2 << 20,
                    chunk_size: int = 256 << 10, repeat: int = 3) -> LoopCalibration:
     """Measure the loop's costs on a sample: the loops themselves, on the corpus' first
     ``sample_bytes`` (at most a quarter of it), naive and chunked at ``chunk_size``.

@@ -147,7 +147,7 @@ class LoopPrediction:
         return sum(self.stage_seconds.values())
 
 
-def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 1 << 20,
+def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 2 << 20,
                  tokenize=word_tokenize, calibration=None) -> LoopPrediction:
     """Predict a loop's stage times before running it (``chunk_size=None``: the naive loop).
 

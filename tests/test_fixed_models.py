@@ -268,3 +268,29 @@ def test_bench_model_error_lines():
     assert lines[0].value == pytest.approx(0.1) and lines[-1].value == pytest.approx(0.1)
     assert "calibrated on a; checked on b" in lines[0].note
     assert model_error_lines([]) == []
+
+
+# --------------------------------------------------------------------------- on real runs
+
+
+def test_loop_and_epoch_calibrations_say_what_they_sampled(tiny_corpus, tmp_path):
+    """The calibrations run on a sample of the corpus and leave nothing behind (what they
+    measure is not asserted: these are real timings)."""
+    from iokit.lab.epochs import predict_epochs
+    from iokit.lab.loops import predict_loop
+    from iokit.tokenize import WordTokenizer
+
+    folder = tiny_corpus.parent
+    before = sorted(p.name for p in folder.iterdir())
+    naive = predict_loop(tiny_corpus)
+    chunked = predict_loop(tiny_corpus, 1 << 20, calibration=naive.calibration)
+    assert chunked.calibration is naive.calibration
+    assert set(naive.stage_seconds) == {"read", "process", "write"}
+    assert all(s > 0 for s in naive.stage_seconds.values())
+    assert naive.read_bandwidth > 0 and naive.write_bandwidth > 0
+    assert naive.calibration.sample_bytes <= tiny_corpus.stat().st_size // 4 + 10_000
+    tok = WordTokenizer.train(["the cat sat on the mat", "a dog"] * 50)
+    model, facts = predict_epochs(tiny_corpus, tok, repeat=1)
+    assert model.raw_epoch_s > 0 and model.shard_epoch_s > 0 and model.preprocess_s > 0
+    assert 0 < facts["sample_bytes"] <= tiny_corpus.stat().st_size // 4 + 10_000
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -20,7 +20,7 @@ import numpy as np
 
 from iokit.corpus import iter_documents
 from iokit.costs import Check, EpochCostModel, fit_sampling_model, token_itemsize
-from iokit.shards import DEFAULT_MAX_SHARD_BYTES, ShardSet, open_shards
+from iokit.shards import DEFAULT_MAX_SHARD_BYTES, ShardSet, choose_dtype, open_shards
 from iokit.storage import drop_cache, resident_fraction
 from iokit.timing import MB, Timeline, Timing, measure, stopwatch
 
@@ -196,8 +196,11 @@ def predict_epochs(corpus, tokenizer, sample_docs: int | None = None, *,
     The corpus' first ``sample_bytes`` (at most a quarter of it; or its first ``sample_docs``
     documents) are copied aside and each stage is timed there on its own: reading and parsing
     the JSONL, encoding to IDs (:func:`raw_epoch`'s two stages), writing the shards
-    (``pretokenize``), and one epoch from those shards (memory map, widened to int64). Each
-    scales with the corpus: R and P with its bytes, S with its tokens. Give the
+    (``pretokenize``), and one epoch from those shards (memory map, widened to int64). R
+    scales with the corpus' bytes, and so does P but for what it pays once (saving the
+    vocabulary, timed on its own); S is its chunks' overhead (from the sample's epoch) plus
+    widening as many tokens as the corpus holds, timed on an array that large (a sample small
+    enough for the CPU's caches would be faster than the real epoch). Give the
     ``max_shard_bytes`` the real shards will use, so the sample's shards are cut alike. Returns
     ``(model, facts)``; ``facts`` holds the measured rates and what was sampled.
     """
@@ -221,34 +224,40 @@ def predict_epochs(corpus, tokenizer, sample_docs: int | None = None, *,
         max_shard = max_shard_bytes or DEFAULT_MAX_SHARD_BYTES
         pre = measure(lambda: pretokenize(sample, tokenizer, shard_dir,
                                           max_shard_bytes=max_shard), repeat=repeat)
-        # The shard epoch pays per chunk read (a slice, a new array) and per token (its
-        # widening): time the sample's shards whole and half, and solve for the two.
-        half_src, half_dir = Path(tmp) / "half-src", Path(tmp) / "half"
-        half_src.mkdir()
-        half, _, _ = _sample_corpus(sample, half_src, got // 2)
-        pretokenize(half, tokenizer, half_dir, max_shard_bytes=max_shard)
-        points = []
-        for d in (shard_dir, half_dir):
-            with open_shards(d) as shards:
-                t = measure(lambda: shard_epoch(shards, got), repeat=max(repeat, 5))
-                chunks = sum(1 for _ in shards.iter_chunks())
-                points.append((chunks, shards.n_tokens, t.median))
+        save = measure(lambda: tokenizer.save(Path(tmp) / "vocab.json"), repeat=repeat)
+        with open_shards(shard_dir) as shards:
+            t = measure(lambda: shard_epoch(shards, got), repeat=max(repeat, 5))
+            points = [(sum(1 for _ in shards.iter_chunks()), shards.n_tokens, t.median)]
     scale = text_bytes / got
     n_tokens = sample_tokens * scale
     raw = (parse_s + tok_s) * scale
-    (c1, n1, t1), (c2, n2, t2) = points
-    per_token = max((t1 - t2) / (n1 - n2), 0.0) if n1 != n2 else t1 / n1
-    per_chunk = max(t1 - n1 * per_token, 0.0) / c1
     itemsize = token_itemsize(tokenizer.vocab_size)
+    # Widening every token to int64 streams the whole set through memory: time it on an array
+    # as large as the corpus' tokens (so the caches help only as much as they will), and
+    # charge what the sample's epoch took beyond that to its chunks.
+    big = np.ones(int(min(max(n_tokens, 1), 64 << 20)), dtype=choose_dtype(tokenizer.vocab_size))
+    step = int(min(max_shard // itemsize, 1 << 20))  # the epoch's chunks: a shard, or 1 M tokens
+
+    def widen():
+        for a in range(0, len(big), step):
+            big[a:a + step].astype(np.int64)
+
+    per_token = measure(widen, repeat=max(repeat, 3)).median / len(big)
+    (c1, n1, t1), = points
+    per_chunk = max(t1 - n1 * per_token, 0.0) / c1
     n_shards = max(1, math.ceil(n_tokens * itemsize / max_shard))
-    chunks = n_shards + n_tokens / (1 << 20)
+    chunks = max(n_shards, n_tokens / (1 << 20))  # a chunk is a shard, or 1 M tokens of one
     shard = chunks * per_chunk + n_tokens * per_token
-    preprocess = pre.median * scale
+    # Pretokenizing pays per byte (parse, tokenize, write the IDs) and once per run (saving
+    # the vocabulary, timed on its own): only the first part grows with the corpus.
+    once = min(save.median, pre.median)
+    preprocess = once + (pre.median - once) * scale
     facts = {"tokenize_bytes_per_s": got / tok_s if tok_s > 0 else float("inf"),
              "parse_bytes_per_s": got / parse_s if parse_s > 0 else float("inf"),
              "tokens_per_byte": sample_tokens / got,
              "memory_bytes_per_s": (itemsize + 8) / per_token if per_token > 0 else math.inf,
-             "per_chunk_s": per_chunk, "tokens": n_tokens, "sample_bytes": got,
+             "per_chunk_s": per_chunk, "preprocess_once_s": once, "tokens": n_tokens,
+             "sample_bytes": got,
              "sample_docs": docs}
     return EpochCostModel(preprocess, raw, shard), facts
 

@@ -3,7 +3,12 @@
 Small requests are dominated by their fixed cost (a system call, a round trip), large ones by
 bandwidth. :func:`chunk_sweep` measures throughput over a range of chunk sizes on any storage
 (the real disk, warm or cold, or a simulated store) and :func:`fit_sweep` fits
-``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`).
+``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`);
+:func:`sweep_checks` fits on some chunk sizes and checks on the others.
+
+Notebook 01's loop model is calibrated here too: :func:`calibrate_loop` runs the naive and a
+chunked loop on a sample of the corpus and fits each stage's per-call cost and bandwidth;
+:func:`loop_checks` compares it with the loops measured on the whole corpus.
 """
 
 from __future__ import annotations

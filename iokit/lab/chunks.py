@@ -122,12 +122,12 @@ class LoopCalibration:
 
     @property
     def calibrated_on(self) -> str:
-        return (f"the naive and the {self.chunk_size >> 10} KiB chunked loop over the first "
+        return (f"the naive and the {format_bytes(self.chunk_size)} chunked loop over the first "
                 f"{self.sample_bytes / MB:.2f} MB")
 
 
 def calibrate_loop(corpus, tokenize=None, *, folder=None, sample_bytes: int = 2 << 20,
-                   chunk_size: int = 256 << 10, repeat: int = 3) -> LoopCalibration:
+                   chunk_size: int = 4 << 20, repeat: int = 3) -> LoopCalibration:
     """Measure the loop's costs on a sample: the loops themselves, on the corpus' first
     ``sample_bytes`` (at most a quarter of it), naive and chunked at ``chunk_size``.
 

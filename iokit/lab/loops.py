@@ -159,7 +159,7 @@ def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 2 <<
                   (naive: one call per document)
 
     Each cost is measured by :func:`iokit.lab.chunks.calibrate_loop` (reuse one with
-    ``calibration=``): the naive loop and a 256 KiB chunked loop over the corpus' first
+    ``calibration=``): the naive loop and a 4 MiB chunked loop over the corpus' first
     ``sample_bytes`` (at most a quarter of it), so the loops it predicts are other runs.
     """
     from iokit.lab.chunks import calibrate_loop, loop_calls

@@ -73,6 +73,19 @@ def test_loop_model_recovers_per_call_costs_and_bandwidths():
     assert all("256 KiB" in c.calibrated_on for c in checks)
 
 
+def test_loop_fit_keeps_each_runs_term_when_runs_disagree():
+    from iokit.lab.chunks import fit_loop_model
+
+    # A chunked write slower per byte than the naive loop's: no non-negative exact solution;
+    # the bandwidth comes from the chunked run, and the per-call cost cannot go below zero.
+    stages = {"read": 1.0, "process": 1.0}
+    naive = LoopResult("naive", 2_000_000, 2_000_000, 470, 0, {**stages, "write": 0.004}, 2)
+    chunked = LoopResult("chunked", 2_000_000, 2_000_000, 470, 0,
+                         {**stages, "read": 0.001, "write": 0.006}, 1)
+    m = fit_loop_model([naive], [chunked], 4 << 20)
+    assert m.write.bandwidth == pytest.approx(2e6 / 0.006) and m.write.overhead_s == 0.0
+
+
 def test_loop_write_stage_charges_bytes_as_well_as_calls():
     m = LoopCostModel(RequestCostModel(1e-6, 1e9), RequestCostModel(1e-6, 1e9), 1e7)
     one_call = m.stage_seconds(10e6, read_calls=1, write_calls=1, bytes_out=10e6)

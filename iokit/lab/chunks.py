@@ -179,10 +179,22 @@ def fit_loop_model(naive_runs, chunked_runs, chunk_size: int) -> LoopCostModel:
     naive, chunked = naive_runs[0], chunked_runs[0]
     n_calls = loop_calls(naive.bytes_in, None, naive.documents)
     c_calls = loop_calls(chunked.bytes_in, chunk_size, chunked.documents)
-    read = fit_request_model([n_calls[0], c_calls[0]], [naive.bytes_in, chunked.bytes_in],
-                             [median(naive_runs, "read"), median(chunked_runs, "read")])
-    write = fit_request_model([n_calls[1], c_calls[1]], [naive.bytes_out, chunked.bytes_out],
-                              [median(naive_runs, "write"), median(chunked_runs, "write")])
+
+    def solve(i: int, stage: str, n_bytes: int, c_bytes: int) -> RequestCostModel:
+        # Each run shows one term best: the few large calls of the chunked run its bandwidth,
+        # the many calls of the naive run (less those bytes) its per-call cost. Solved in
+        # that order, one noisy run cannot turn the other's term negative.
+        t_naive, t_chunked = median(naive_runs, stage), median(chunked_runs, stage)
+        model = fit_request_model([n_calls[i], c_calls[i]], [n_bytes, c_bytes],
+                                  [t_naive, t_chunked])
+        if model.overhead_s > 0 and math.isfinite(model.bandwidth):
+            return model  # both terms seen: the exact solution of the two runs
+        bandwidth = c_bytes / t_chunked if t_chunked > 0 else math.inf
+        overhead = max(t_naive - n_bytes / bandwidth, 0.0) / n_calls[i]
+        return RequestCostModel(overhead, bandwidth)
+
+    read = solve(0, "read", naive.bytes_in, chunked.bytes_in)
+    write = solve(1, "write", naive.bytes_out, chunked.bytes_out)
     process = (naive.bytes_in + chunked.bytes_in) / (median(naive_runs, "process")
                                                      + median(chunked_runs, "process"))
     return LoopCostModel(read, write, process, naive.bytes_out / max(naive.bytes_in, 1))

@@ -8,6 +8,12 @@ bandwidth::
 
 so throughput at chunk size c is ``c / (overhead + c / bandwidth)``: small chunks are
 overhead-bound, large ones bandwidth-bound, and the knee sits at ``c = overhead × bandwidth``.
+
+The others follow the notebooks: the read → process → write loop (calls and bytes per stage),
+epochs from text or shards, window sampling, codecs on slow storage (seeks only on random
+requests), threads under the GIL, Amdahl's law capped at the cores, the pipeline's busy
+fraction, and the cluster of N workers (per-task cost, shared storage's bandwidth). A model is
+calibrated on some runs and checked on others: :class:`Check` records which were which.
 """
 
 from __future__ import annotations
@@ -79,6 +85,88 @@ def fit_request_model(calls, nbytes, seconds) -> RequestCostModel:
             best = (err, full)
     overhead, inv_bw = best[1]
     return RequestCostModel(float(overhead), float(1 / inv_bw) if inv_bw > 0 else math.inf)
+
+
+# --------------------------------------------------------------------------- checks
+#
+# A cost model earns trust only on runs it was not fitted to. Every model of the kit is
+# calibrated on some settings (a chunk size, a worker count, a sample of the corpus) and
+# then checked on others; a :class:`Check` records which were which.
+
+
+@dataclass(frozen=True)
+class Check:
+    """One out-of-sample comparison: a cost model calibrated on some runs, checked on another.
+
+    ``kind`` is ``"model"`` when the parameters are physical quantities measured apart (a
+    per-call cost, a bandwidth) or ``"fit"`` when they are fitted to timings of the same
+    technique at other settings.
+    """
+
+    name: str
+    calibrated_on: str
+    checked_on: str
+    predicted: float  # seconds (or the unit in ``unit``)
+    measured: float
+    kind: str = "model"
+    unit: str = "s"
+
+    @property
+    def rel_error(self) -> float:
+        """(predicted − measured) / measured: −0.2 means the model said 20 % too little."""
+        return (self.predicted - self.measured) / self.measured if self.measured else math.inf
+
+    def __str__(self) -> str:
+        return (f"{self.name} ({self.kind}): calibrated on {self.calibrated_on}; checked on "
+                f"{self.checked_on}: predicted {self.predicted:.4g} {self.unit}, measured "
+                f"{self.measured:.4g} {self.unit} ({self.rel_error:+.0%})")
+
+
+def median_abs_error(checks) -> float:
+    """The median of ``|rel_error|`` over ``checks`` (nan for none)."""
+    errors = sorted(abs(c.rel_error) for c in checks)
+    if not errors:
+        return math.nan
+    mid = len(errors) // 2
+    return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+
+
+# --------------------------------------------------------------------------- notebook 01
+#
+# The read → process → write loop prices each stage's system calls and bytes apart:
+#
+#     read    = read calls × per-call cost  + bytes in  / read bandwidth
+#     process = bytes in / processing rate
+#     write   = write calls × per-call cost + bytes out / write bandwidth
+#
+# The naive loop makes one read call per byte (readline on an unbuffered file) and one write
+# per document, so its read stage is all per-call cost and its write stage mostly bytes (each
+# document's few KB copied into the page cache); the chunked loop makes a handful of calls,
+# so both of its I/O stages are bytes over the bandwidth of the store (the page cache when the
+# file is warm, the disk when it is cold).
+
+
+@dataclass(frozen=True)
+class LoopCostModel:
+    """The loop's three stages: :class:`RequestCostModel` for reads and for writes, and the
+    processing rate (JSONL bytes per second parsed, tokenized and formatted)."""
+
+    read: RequestCostModel
+    write: RequestCostModel
+    process_bps: float
+    out_per_in: float = 1.0  # output bytes per input byte (token lines against JSONL)
+
+    def stage_seconds(self, bytes_in: float, read_calls: float, write_calls: float,
+                      bytes_out: float | None = None) -> dict[str, float]:
+        """Predicted seconds of each stage for a loop that makes these calls."""
+        out = self.out_per_in * bytes_in if bytes_out is None else bytes_out
+        return {"read": read_calls * self.read.overhead_s + bytes_in / self.read.bandwidth,
+                "process": bytes_in / self.process_bps,
+                "write": write_calls * self.write.overhead_s + out / self.write.bandwidth}
+
+    def __str__(self) -> str:
+        return (f"read: {self.read}; process {self.process_bps / MB:,.1f} MB/s; "
+                f"write: {self.write}")
 
 
 # --------------------------------------------------------------------------- notebook 02
@@ -213,11 +301,33 @@ def read_seconds(nbytes: float, bandwidth: float, ratio: float = 1.0,
         S / (r·B) + S / D
 
     and when the next block is fetched while the current one decompresses, the slower one
-    sets the pace: ``max(S / (r·B), S / D)``. Uncompressed (r = 1, D = ∞) both are S / B.
+    sets the pace: ``max(S / (r·B), S / D)``, plus one block of the faster stage that cannot
+    overlap (the first fetch, or the last decode): with ``requests`` = n blocks, a pipeline of
+    two stages takes ``n × max(a, b) + min(a, b)`` for per-block times a and b. Uncompressed
+    (r = 1, D = ∞) both are S / B.
     """
     transfer = requests * latency + nbytes / ratio / bandwidth
     decode = nbytes / decode_bps
-    return max(transfer, decode) if overlap else transfer + decode
+    if not overlap:
+        return transfer + decode
+    fill = min(transfer, decode) / requests if requests > 0 else 0.0
+    return max(transfer, decode) + fill
+
+
+def access_seconds(preset, requests: int, *, sequential: bool = True) -> float:
+    """Seconds of per-request latency for ``requests`` reads of one file from ``preset``.
+
+    A random read pays the preset's ``latency`` (an HDD's seek and rotation, a round trip); a
+    read that starts where the previous one ended pays its ``sequential_latency`` (an HDD's
+    head is already there; a network store still pays its round trip). A sequential scan pays
+    the full latency once, for its first request.
+    """
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if requests <= 0:
+        return 0.0
+    if not sequential:
+        return requests * p.latency
+    return p.latency + (requests - 1) * p.request_latency(sequential=True)
 
 
 def break_even_bandwidth(ratio: float, decode_bps: float, *, overlap: bool = False,
@@ -296,33 +406,89 @@ class ThreadedReadModel:
                 f"{self.aggregate_bandwidth / MB:,.0f} MB/s in all")
 
 
-def amdahl_speedup(workers, serial_fraction: float) -> np.ndarray:
+def amdahl_speedup(workers, serial_fraction: float, cores: int | None = None) -> np.ndarray:
     """Amdahl's law: the speedup of ``workers`` workers when a fraction of the work is serial.
 
     ``S(n) = 1 / (s + (1 - s) / n)``: however many workers, the speedup stays below ``1 / s``.
+    With ``cores`` given, workers beyond the core count only take turns on the cores, so the
+    parallel part divides by ``min(n, cores)``: ``S(n) = 1 / (s + (1 - s) / min(n, cores))``.
     """
     workers = np.asarray(workers, dtype=float)
+    if cores is not None:
+        workers = np.minimum(workers, cores)
     return 1.0 / (serial_fraction + (1.0 - serial_fraction) / workers)
 
 
-def fit_serial_fraction(workers, speedups) -> float:
+def fit_serial_fraction(workers, speedups, cores: int | None = None) -> float:
     """The serial fraction ``s`` for which Amdahl's law best fits measured speedups.
 
     ``1/S = s + (1 - s)/n`` is linear in ``s``: ``1/S - 1/n = s (1 - 1/n)``, so least squares
     gives ``s`` in closed form. Runs with one worker carry no information and are ignored; the
-    result is clipped to [0, 1] (a superlinear speedup fits as 0).
+    result is clipped to [0, 1] (a superlinear speedup fits as 0). With ``cores`` given, only
+    runs with at most ``cores`` workers are used: beyond the cores, workers take turns and the
+    law (capped at ``min(n, cores)``) has nothing more to learn from them, only to predict.
     """
     n = np.asarray(workers, dtype=float)
     speedup = np.asarray(speedups, dtype=float)
     if n.shape != speedup.shape:
         raise ParameterError("Amdahl's law needs one speedup per worker count; give lists of "
                              "the same length.")
+    if cores is not None:
+        keep = n <= cores
+        n, speedup = n[keep], speedup[keep]
     a = 1.0 - 1.0 / n
     b = 1.0 / speedup - 1.0 / n
     if not np.any(a > 0):
-        raise ParameterError("Amdahl's law needs at least one run with more than one worker; "
-                             "measure 2 or more workers.")
+        raise ParameterError("Amdahl's law needs at least one run with more than one worker"
+                             + (f" and at most {cores} (the cores)" if cores is not None else "")
+                             + "; measure 2 or more workers.")
     return float(np.clip(np.sum(a * b) / np.sum(a * a), 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class GILThreadModel:
+    """n threads on CPU-bound Python work: the GIL runs one at a time, and handing it over costs.
+
+    The interpreter lets one thread run Python bytecode at a time, so n threads share one
+    core's worth of work (``T1``), never less. Once a second thread waits, the interpreter
+    forces a hand-over every switch ``interval`` (``sys.getswitchinterval()``, 5 ms); each
+    hand-over wakes a thread (on another core, or behind other programs' work on a busy one)
+    and refills its caches, and each extra waiting thread adds its own share of that
+    contention. With ``handover_s`` the seconds one hand-over costs per waiting thread::
+
+        T(n) = T1 × (1 + (n − 1) × handover_s / interval)
+
+    so the speedup ``T1 / T(n)`` is 1 at one thread and falls below it from two on.
+    """
+
+    t1: float  # seconds for the work on one thread
+    handover_s: float  # seconds lost per hand-over, per waiting thread
+    interval: float = 0.005
+
+    def seconds(self, threads) -> np.ndarray:
+        n = np.asarray(threads, dtype=float)
+        return self.t1 * (1.0 + (n - 1.0) * self.handover_s / self.interval)
+
+    def speedup(self, threads) -> np.ndarray:
+        return self.t1 / self.seconds(threads)
+
+    @classmethod
+    def fit(cls, threads, seconds, t1: float, interval: float = 0.005) -> GILThreadModel:
+        """``handover_s`` from runs at ``threads`` (seconds each) and the one-thread time
+        ``t1``: least squares on ``T(n)/T1 − 1 = (n − 1) × handover_s / interval`` (>= 0)."""
+        n = np.asarray(threads, dtype=float)
+        ratio = np.asarray(seconds, dtype=float) / t1 - 1.0
+        x = n - 1.0
+        if n.shape != ratio.shape or not np.any(x > 0):
+            raise ParameterError("the thread model needs at least one run with two or more "
+                                 "threads and its time; measure 2 threads.")
+        slope = float(np.sum(x * ratio) / np.sum(x * x))
+        return cls(float(t1), max(slope, 0.0) * interval, interval)
+
+    def __str__(self) -> str:
+        return (f"one thread {format_seconds(self.t1)}; {format_seconds(self.handover_s)} lost "
+                f"per GIL hand-over per waiting thread (switch interval "
+                f"{format_seconds(self.interval)})")
 
 
 def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
@@ -443,23 +609,66 @@ class ClusterModel:
     """
 
     bytes_per_s: float  # one worker's rate on the task (read, tokenize, write)
-    overhead_s: float  # per task
+    overhead_s: float  # per task (the scheduler's, sending it, starting it)
     startup_s: float = 0.0
+    storage_bandwidth: float = math.inf  # bytes/s the shared storage gives all workers
 
-    def task_seconds(self, piece_bytes) -> np.ndarray:
-        return np.asarray(piece_bytes, dtype=float) / self.bytes_per_s
+    def rate(self, busy) -> np.ndarray:
+        """One worker's bytes per second when ``busy`` workers read the shared storage at once:
+        its own rate, or its share of the storage's bandwidth, whichever is less."""
+        busy = np.maximum(np.asarray(busy, dtype=float), 1.0)
+        return np.minimum(self.bytes_per_s, self.storage_bandwidth / busy)
+
+    def task_seconds(self, piece_bytes, busy: int = 1) -> np.ndarray:
+        return np.asarray(piece_bytes, dtype=float) / self.rate(busy)
 
     def predict(self, piece_bytes, slots: int) -> float:
         """Seconds to process pieces of ``piece_bytes`` on ``slots`` workers."""
-        return self.startup_s + list_schedule(self.task_seconds(piece_bytes), slots,
+        busy = min(slots, max(len(piece_bytes), 1))
+        return self.startup_s + list_schedule(self.task_seconds(piece_bytes, busy), slots,
                                               self.overhead_s)
 
     def predict_even(self, total_bytes: float, pieces, slots) -> np.ndarray:
         """Seconds for ``total_bytes`` cut into ``pieces`` equal pieces on ``slots`` workers
-        (arrays broadcast)."""
+        (arrays broadcast). With a finite ``storage_bandwidth``, however many machines there
+        are, the run cannot beat ``total_bytes / storage_bandwidth``."""
         n = np.asarray(pieces, dtype=float)
-        waves = np.ceil(n / np.asarray(slots, dtype=float))
-        return self.startup_s + waves * (total_bytes / n / self.bytes_per_s + self.overhead_s)
+        slots = np.asarray(slots, dtype=float)
+        waves = np.ceil(n / slots)
+        rate = self.rate(np.minimum(n, slots))
+        return self.startup_s + waves * (total_bytes / n / rate + self.overhead_s)
+
+    @classmethod
+    def fit_runs(cls, runs, bytes_per_s: float, storage_bandwidth: float = math.inf
+                 ) -> ClusterModel:
+        """Start-up and per-task overhead from measured runs ``(piece_bytes, slots, seconds)``
+        (say the same pieces on 1 and on 2 workers), given the single-worker rate from a
+        serial run: least squares on ``seconds − makespan without overhead = startup + waves ×
+        overhead``, both >= 0 (``waves``: tasks the busiest worker runs)."""
+        bare, waves, seconds = [], [], []
+        for pb, slots, sec in runs:
+            pb = np.asarray(pb, dtype=float)
+            bare.append(list_schedule(pb / bytes_per_s, slots))
+            waves.append(math.ceil(len(pb) / slots))
+            seconds.append(sec)
+        if len(seconds) < 1:
+            raise ParameterError("the cluster model needs at least one measured run; time the "
+                                 "engine on 1 and 2 workers.")
+        extra = np.asarray(seconds, dtype=float) - np.array(bare)
+        a = np.column_stack([np.ones(len(waves)), waves])
+        if len(seconds) >= 2 and np.linalg.matrix_rank(a) == 2:
+            (startup, overhead), *_ = np.linalg.lstsq(a, extra, rcond=None)
+        else:
+            startup, overhead = -1.0, -1.0
+        if startup < 0 or overhead < 0:  # one of them is not there: fit the other alone
+            fits = []
+            for col in (0, 1):
+                value = max(float(a[:, col] @ extra / (a[:, col] @ a[:, col])), 0.0)
+                err = float(np.sum((a[:, col] * value - extra) ** 2))
+                fits.append((err, col, value))
+            _, col, value = min(fits)
+            startup, overhead = (0.0, value) if col == 1 else (value, 0.0)
+        return cls(bytes_per_s, float(overhead), float(startup), storage_bandwidth)
 
     def best_pieces(self, total_bytes: float, slots: int, max_pieces: int = 1 << 20) -> int:
         """The piece count with the shortest predicted run (the smallest one on a tie)."""
@@ -482,26 +691,17 @@ class ClusterModel:
     def fit_sweep(cls, piece_bytes_per_run, seconds, slots: int, bytes_per_s: float
                   ) -> ClusterModel:
         """Start-up and per-task overhead from runs of the same corpus cut into different
-        piece counts on ``slots`` workers, given the single-worker rate: a least-squares fit of
-        ``seconds - makespan_without_overhead = startup + waves × overhead`` (both >= 0)."""
-        bare, waves = [], []
-        for pb in piece_bytes_per_run:
-            pb = np.asarray(pb, dtype=float)
-            bare.append(list_schedule(pb / bytes_per_s, slots))
-            waves.append(math.ceil(len(pb) / slots))
-        extra = np.asarray(seconds, dtype=float) - np.array(bare)
-        a = np.column_stack([np.ones(len(waves)), waves])
-        (startup, overhead), *_ = np.linalg.lstsq(a, extra, rcond=None)
-        if startup < 0 or overhead < 0:  # one of them is not there: fit the other alone
-            col = 1 if startup < 0 else 0
-            value = max(float(a[:, col] @ extra / (a[:, col] @ a[:, col])), 0.0)
-            startup, overhead = (0.0, value) if col == 1 else (value, 0.0)
-        return cls(bytes_per_s, float(overhead), float(startup))
+        piece counts on ``slots`` workers, given the single-worker rate (a fit: see
+        :meth:`fit_runs`)."""
+        return cls.fit_runs([(pb, slots, s) for pb, s in zip(piece_bytes_per_run, seconds)],
+                            bytes_per_s)
 
     def __str__(self) -> str:
+        cap = ("" if not math.isfinite(self.storage_bandwidth) else
+               f", shared storage {self.storage_bandwidth / MB:,.0f} MB/s")
         return (f"{self.bytes_per_s / MB:,.1f} MB/s per worker, "
                 f"{format_seconds(self.overhead_s)} per task, start-up "
-                f"{format_seconds(self.startup_s)}")
+                f"{format_seconds(self.startup_s)}{cap}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ can say honestly whether a read was cold or warm.
 :class:`SimulatedStore` stands in for what a training cluster reads from (network file system,
 object store). It reads the bytes from local files, then waits as the modelled storage would:
 
-* every request pays ``latency`` (seek, round trip, first byte);
+* every request pays ``latency`` (seek, round trip, first byte), or the preset's
+  ``sequential_latency`` when it starts where the previous request to the same file ended (an
+  HDD's head is already there: no seek);
 * one request streams at most ``stream_bandwidth``;
 * all concurrent requests share ``aggregate_bandwidth`` (one link), whether they come from
   threads or processes: the link's state lives in a small file, updated under a lock.
@@ -43,10 +45,18 @@ class StoragePreset:
     """The figures that model one kind of storage (bandwidths in bytes per second)."""
 
     name: str
-    latency: float
+    latency: float  # seconds per random request (a seek, a round trip, the first byte)
     stream_bandwidth: float
     aggregate_bandwidth: float
     about: str
+    sequential_latency: float | None = None  # a request that continues the last; None: latency
+
+    def request_latency(self, sequential: bool = False) -> float:
+        """Seconds a request waits before its bytes flow: ``sequential`` when it starts where
+        the previous request to the same file ended."""
+        if sequential and self.sequential_latency is not None:
+            return self.sequential_latency
+        return self.latency
 
 
 # Typical published figures, rounded; see each `about`.
@@ -56,7 +66,8 @@ PRESETS = {
         StoragePreset("local-nvme", 100e-6, 2000 * MB, 3000 * MB,
                       "PCIe NVMe SSD: ~100 µs per request, ~2 GB/s per stream, ~3 GB/s in all"),
         StoragePreset("hdd", 8e-3, 160 * MB, 160 * MB,
-                      "7,200 rpm disk: ~8 ms seek and rotation per request, ~160 MB/s"),
+                      "7,200 rpm disk: ~8 ms seek and rotation per random request, none when "
+                      "a request continues the last one; ~160 MB/s", sequential_latency=0.0),
         StoragePreset("network-fs", 1e-3, 400 * MB, 1200 * MB,
                       "NFS or Lustre over 10 GbE: ~1 ms per request, ~1.2 GB/s link"),
         StoragePreset("object-store", 20e-3, 80 * MB, 1000 * MB,
@@ -151,6 +162,7 @@ class SimulatedStore:
         self._fd = None
         self._fd_pid = None
         self._lock = threading.Lock()
+        self._ends: dict = {}  # file -> where its last request ended (sequential or a seek)
 
     @property
     def name(self) -> str:
@@ -165,6 +177,7 @@ class SimulatedStore:
         self._fd = None
         self._fd_pid = None
         self._lock = threading.Lock()
+        self._ends = {}
 
     def __repr__(self) -> str:
         p = self.preset
@@ -198,7 +211,10 @@ class SimulatedStore:
         start = time.monotonic()
         data = _pread(Path(path), offset, size)
         p = self.preset
-        ready = start + p.latency
+        with self._lock:
+            sequential = self._ends.get(str(path)) == offset
+            self._ends[str(path)] = offset + len(data)
+        ready = start + p.request_latency(sequential)
         finish = max(ready + len(data) / p.stream_bandwidth, self._reserve_link(ready, len(data)))
         wait = finish - time.monotonic()
         if wait > 0:

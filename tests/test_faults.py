@@ -152,8 +152,12 @@ def test_a_second_run_into_the_same_output_is_refused_and_the_first_completes(bi
     out = tmp_path / "out"
     first = _start(big_corpus, out, tmp_path)
     _wait_for_workers(first, out)
-    second = _start(big_corpus, out, tmp_path)
-    _, err = second.communicate(timeout=60)
+    os.kill(first.pid, signal.SIGSTOP)  # the first run holds the lock for as long as it takes
+    try:
+        second = _start(big_corpus, out, tmp_path)
+        _, err = second.communicate(timeout=60)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 2 and err.count("\n") == 1, err
     assert f"process {first.pid}" in err and str(out) in err
     _, err = first.communicate(timeout=600)

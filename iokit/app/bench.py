@@ -1,7 +1,8 @@
 """Benchmarks: ratios measured side by side in one run, never absolute thresholds.
 
 Each entry of :data:`BENCHES` is a function ``bench(corpus, workdir) -> list[Ratio]``; the
-techniques add theirs. ``iokit bench`` prints them all.
+techniques add theirs. ``iokit bench`` prints them all, and last the cost models' errors on
+settings they were not calibrated on (``model error ...`` lines, :func:`bench_models`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import zstandard
 
 from iokit import tasks
 from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents, open_corpus
-from iokit.costs import ThreadedReadModel
+from iokit.costs import Check, ThreadedReadModel, median_abs_error
 from iokit.engines import (
     close_cluster,
     require_dask,
@@ -27,11 +29,33 @@ from iokit.engines import (
     shard_checksums,
     start_local_cluster,
 )
-from iokit.lab.compression import corpus_text
-from iokit.lab.epochs import copy_rate, raw_epoch, sampling_rate, shard_epoch
-from iokit.lab.scale_out import time_engine
-from iokit.lab.scaling import corpus_sample, read_point
-from iokit.lab.training import WALK, pipeline_walk
+from iokit.lab.chunks import calibrate_loop, loop_checks
+from iokit.lab.compression import compare_reads, corpus_text, profile_codecs, write_codec_files
+from iokit.lab.epochs import (
+    copy_rate,
+    epoch_checks,
+    predict_epochs,
+    raw_epoch,
+    sampling_checks,
+    sampling_rate,
+    shard_epoch,
+)
+from iokit.lab.loops import chunked_loop, naive_loop
+from iokit.lab.scale_out import (
+    EngineTiming,
+    PiecePoint,
+    cluster_checks,
+    fit_cluster,
+    time_engine,
+)
+from iokit.lab.scaling import (
+    amdahl_checks,
+    corpus_sample,
+    read_point,
+    thread_checks,
+    worker_sweep,
+)
+from iokit.lab.training import WALK, pipeline_walk, walk_checks
 from iokit.parallel import WorkerPool
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import rank_balance
@@ -264,3 +288,194 @@ def bench_scale_out(corpus: Path, workdir: Path) -> list[Ratio]:
 
 
 BENCHES.append(bench_scale_out)
+
+
+# --------------------------------------------------------------------------- cost-model errors
+#
+# Every cost model of the kit, calibrated on some runs and checked on others it never saw (a
+# held-out chunk size, thread or worker count, piece count, batch shape, storage preset, or
+# the whole corpus after a sample): one line per check, "model error <name>", its relative
+# error (predicted − measured) / measured.
+
+
+def model_error_lines(checks) -> list[Ratio]:
+    """One ``model error`` line per check, and the median of their absolute errors."""
+    out = [Ratio(f"model error {c.name}"[:60], c.rel_error, "relative",
+                 f"{c.kind}; predicted {c.predicted:.4g} {c.unit}, measured {c.measured:.4g} "
+                 f"{c.unit}; calibrated on {c.calibrated_on}; checked on {c.checked_on}")
+           for c in checks]
+    if checks:
+        worst = max(checks, key=lambda c: abs(c.rel_error))
+        out.append(Ratio("model error median |relative| over all checks",
+                         median_abs_error(checks), "relative",
+                         f"{len(checks)} checks; worst {worst.name} {worst.rel_error:+.0%}"))
+    return out
+
+
+def _sample_bytes(corpus: Path, tiny: int, most: int) -> int:
+    """A sample size for a model check: ``tiny`` for a tiny corpus, up to ``most``."""
+    return int(min(most, max(tiny, corpus.stat().st_size // 8)))
+
+
+def _head(corpus: Path, folder: Path, nbytes: int) -> Path:
+    """The corpus' first lines, up to ``nbytes``, as a file in ``folder`` (the corpus itself
+    when it is no larger)."""
+    if corpus.stat().st_size <= nbytes:
+        return corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    out, got = folder / "head.jsonl", 0
+    with open(corpus, "rb") as src, open(out, "wb") as dst:
+        for line in src:
+            dst.write(line)
+            got += len(line)
+            if got >= nbytes:
+                break
+    return out
+
+
+ROUNDS = 3  # calibration and check runs taken in turn, so a busy moment hits both alike
+
+
+def _median_checks(rounds) -> list[Check]:
+    """The same checks from several rounds, as one: the median prediction and measurement."""
+    return [Check(first.name, first.calibrated_on, first.checked_on,
+                  float(np.median([r[i].predicted for r in rounds])),
+                  float(np.median([r[i].measured for r in rounds])), first.kind, first.unit)
+            for i, first in enumerate(rounds[0])]
+
+
+def check_loop(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 01's loop model: calibrated on loops over a sample (the first 2 MB at most),
+    checked on the naive loop over the first 8 MB and the 1 MiB chunked loop; calibration and
+    check runs alternate, and each stage's median over the rounds is compared."""
+    limit = _sample_bytes(corpus, 1 << 30, 8 << 20)
+    cals, naive, chunked = [], [], []
+    for _ in range(ROUNDS):
+        cals.append(calibrate_loop(corpus, folder=workdir, repeat=1))
+        naive.append(naive_loop(corpus, workdir / "loop-naive.txt", limit_bytes=limit))
+        chunked.append(chunked_loop(corpus, workdir / "loop-chunked.txt", 1 << 20,
+                                    limit_bytes=limit))
+    return _median_checks([loop_checks(c, [n, k]) for c, n, k in zip(cals, naive, chunked)])
+
+
+def check_epochs(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 02's epoch model (stages timed on a sample) against whole-corpus epochs, in
+    turn over rounds, and the sampling model fitted on nine batch shapes, checked on three."""
+    tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
+    folder = workdir / "models-shards"
+    rounds = []
+    for _ in range(ROUNDS):
+        predicted, facts = predict_epochs(corpus, tok, repeat=1)
+        pre = measure(lambda: pretokenize(corpus, tok, folder), repeat=1, warmup=0)
+        raw = measure(lambda: raw_epoch(corpus, tok), repeat=1, warmup=0)
+        with open_shards(folder) as shards:
+            epoch = measure(lambda: shard_epoch(shards, 1), repeat=5, warmup=1)
+        rounds.append(epoch_checks(predicted, facts, raw_s=raw.median, shard_s=epoch.median,
+                                   preprocess_s=pre.median))
+    checks = _median_checks(rounds)
+    grid = [(b, t) for b in (1, 16, 64, 256) for t in (16, 256, 2048)]
+    results = [sampling_rate(folder, b, t, batches=max(1, min(50, 400_000 // (b * t))),
+                             repeat=3) for b, t in grid]
+    return checks + sampling_checks(results)[1]
+
+
+def check_codecs(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 03's read model on the HDD and network-fs presets (serial reads), from codec
+    profiles read warm from local disk and the store's per-request overhead."""
+    data = corpus_text(corpus, 4 << 20)
+    paths = write_codec_files(workdir / "models-codecs", data,
+                              ["none", "zlib:6", "zstd:3", "zstd:19"])
+    profiles = profile_codecs(paths)
+    checks = []
+    for preset in ("hdd", "network-fs"):
+        checks += compare_reads(paths, profiles, preset, repeat=3).checks()
+    return checks
+
+
+def check_parallel(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 04's models: the GIL model for threads and Amdahl's law capped at the cores,
+    both calibrated on 2 workers and checked on 3 and 4; threaded reads against the preset."""
+    spans = corpus_sample(corpus, _sample_bytes(corpus, 512 << 10, 2 << 20))
+    counts = [1, 2, 3, 4]
+    threads = list(worker_sweep(corpus, spans, counts, "threads", chunk_size=4, baseline=True,
+                                repeat=5))
+    procs = list(worker_sweep(corpus, spans, counts, "processes", chunk_size=4, baseline=True,
+                              repeat=5))
+    checks = thread_checks(threads, calibrate_on=(2,))[1]
+    checks += amdahl_checks(procs)[1]
+    model = ThreadedReadModel.from_preset("object-store")
+    for n in (4, 16):
+        p = read_point(SimulatedStore("object-store"), corpus, n, 1 << 20, 8 * n, repeat=3)
+        checks.append(Check(f"threaded reads, {n} threads (object store)",
+                            "the preset's latency and bandwidths", f"{n} threads, 1 MiB reads",
+                            8 * n * (1 << 20) / float(model.throughput(n, 1 << 20)), p.seconds))
+    return checks
+
+
+def check_pipeline(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 05's pipeline model: busy fractions of the walk, from stage times measured one
+    batch at a time."""
+    folder = workdir / "models-shards"
+    if not (folder / "shard-00000.idx").exists():
+        pretokenize(corpus, WordTokenizer.train(d.text for d in iter_documents(corpus)), folder)
+    rows = pipeline_walk(folder, storage="object-store", step_s=0.005, steps=60,
+                         walk=[WALK[0], WALK[2]], workdir=workdir)
+    return walk_checks(rows)
+
+
+def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
+    """Notebook 06's cluster model: fitted on serial, dask 1-worker and 2-worker runs of 8
+    pieces, checked on 4 and 16 pieces on 2 workers (on the corpus' first 16 MB at most;
+    the runs of each round are taken in turn, and each setting's median over rounds used)."""
+    try:
+        require_dask()
+    except Exception:  # the dask extra is not installed: nothing to check
+        return []
+    text = _head(corpus, workdir / "cm-head", 16 << 20)
+    tok = WordTokenizer.train(d.text for d in iter_documents(text))
+    pieces = plan_pieces(text, 8)
+    times: dict = {}
+
+    def timed(keep: bool, key: str, engine: str, parts=pieces, **kw) -> None:
+        t = time_engine(parts, tok, workdir / f"cm-{key}", engine=engine, repeat=1, warmup=0,
+                        **kw)
+        if keep:
+            times.setdefault(key, []).append(t)
+
+    client = start_local_cluster(2, dashboard=False)
+    try:
+        for i in range(ROUNDS + 1):  # the first round warms up
+            timed(i > 0, "serial", "serial")
+            scale_cluster(client, 1)
+            timed(i > 0, "dask1", "dask", client=client)
+            scale_cluster(client, 2)
+            timed(i > 0, "dask2", "dask", client=client)
+            for n in (4, 16):
+                timed(i > 0, f"p{n}", "dask", plan_pieces(text, n), client=client)
+    finally:
+        close_cluster(client)
+
+    def med(key):
+        runs = times[key]
+        merged = Timing([r.timing.seconds[0] for r in runs], runs[0].timing.nbytes)
+        return EngineTiming(runs[0].engine, runs[0].workers, merged, runs[-1].run)
+
+    model = fit_cluster(med("serial"), [med("dask1"), med("dask2")], pieces)
+    sweep = [PiecePoint(n, [p.nbytes for p in plan_pieces(text, n)], med(f"p{n}").timing)
+             for n in (4, 16)]
+    return cluster_checks(model, sweep, 2, "serial, dask 1 and 2 workers, 8 pieces")
+
+
+MODEL_CHECKS = [check_loop, check_epochs, check_codecs, check_parallel, check_pipeline,
+                check_cluster]
+
+
+def bench_models(corpus: Path, workdir: Path) -> list[Ratio]:
+    """Every cost model's error on settings it was not calibrated on (see the section note)."""
+    checks: list[Check] = []
+    for fn in MODEL_CHECKS:
+        checks += fn(corpus, workdir)
+    return model_error_lines(checks)
+
+
+BENCHES.append(bench_models)

@@ -3,7 +3,12 @@
 Small requests are dominated by their fixed cost (a system call, a round trip), large ones by
 bandwidth. :func:`chunk_sweep` measures throughput over a range of chunk sizes on any storage
 (the real disk, warm or cold, or a simulated store) and :func:`fit_sweep` fits
-``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`).
+``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`);
+:func:`sweep_checks` fits on some chunk sizes and checks on the others.
+
+Notebook 01's loop model is calibrated here too: :func:`calibrate_loop` runs the naive and a
+chunked loop on a sample of the corpus and fits each stage's per-call cost and bandwidth;
+:func:`loop_checks` compares it with the loops measured on the whole corpus.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iokit.costs import RequestCostModel, fit_request_model
+import numpy as np
+
+from iokit.costs import Check, LoopCostModel, RequestCostModel, fit_request_model
 from iokit.errors import check_positive
 from iokit.storage import LocalDisk, drop_cache, resident_fraction
-from iokit.timing import MB, measure
+from iokit.timing import MB, format_bytes, measure
 
 
 @dataclass(frozen=True)
@@ -100,3 +107,129 @@ def fit_sweep(points) -> RequestCostModel:
     points = list(points)
     return fit_request_model([p.calls for p in points], [p.nbytes for p in points],
                              [p.seconds for p in points])
+
+
+# --------------------------------------------------------------------------- the loop's costs
+
+
+@dataclass(frozen=True)
+class LoopCalibration:
+    """What :func:`calibrate_loop` measured, and the :class:`~iokit.costs.LoopCostModel`."""
+
+    model: LoopCostModel
+    sample_bytes: int
+    chunk_size: int
+
+    @property
+    def calibrated_on(self) -> str:
+        return (f"the naive and the {format_bytes(self.chunk_size)} chunked loop over the first "
+                f"{self.sample_bytes / MB:.2f} MB")
+
+
+def calibrate_loop(corpus, tokenize=None, *, folder=None, sample_bytes: int = 2 << 20,
+                   chunk_size: int = 4 << 20, repeat: int = 3) -> LoopCalibration:
+    """Measure the loop's costs on a sample: the loops themselves, on the corpus' first
+    ``sample_bytes`` (at most a quarter of it), naive and chunked at ``chunk_size``.
+
+    The two runs make very different numbers of calls for the same bytes, so each stage's
+    per-call cost and bandwidth can be told apart (:func:`~iokit.costs.fit_request_model`):
+    reads from one call per byte against a few large calls, writes from one per document
+    against a few batches. Each I/O call here runs between tokenizing steps, as in the real
+    loops, so it pays the cold caches they leave (a write right after tokenizing costs several
+    times one in a tight loop). The output goes to ``folder`` (the corpus' folder by default,
+    where the loops write) and is removed.
+    """
+    import tempfile
+
+    from iokit.lab.loops import chunked_loop, naive_loop
+    from iokit.tokenize import word_tokenize
+
+    tokenize = tokenize or word_tokenize
+    corpus = Path(corpus)
+    folder = Path(folder) if folder is not None else corpus.parent
+    size = corpus.stat().st_size
+    want = max(1, min(sample_bytes, size // 4))
+    with tempfile.TemporaryDirectory(dir=folder, prefix="iokit-calibrate-") as tmp:
+        sample = Path(tmp) / "sample.jsonl"
+        got = 0
+        with open(corpus, "rb") as src, open(sample, "wb") as dst:
+            for line in src:
+                dst.write(line)
+                got += len(line)
+                if got >= want:
+                    break
+        runs = {"naive": [], "chunked": []}
+        for _ in range(repeat):
+            runs["naive"].append(naive_loop(sample, Path(tmp) / "out-naive", tokenize))
+            runs["chunked"].append(chunked_loop(sample, Path(tmp) / "out-chunked", chunk_size,
+                                                tokenize))
+
+    return LoopCalibration(fit_loop_model(runs["naive"], runs["chunked"], chunk_size), got,
+                           chunk_size)
+
+
+def fit_loop_model(naive_runs, chunked_runs, chunk_size: int) -> LoopCostModel:
+    """The loop cost model from runs of the naive loop and of a ``chunk_size`` chunked loop
+    over the same bytes (``LoopResult``s; the median of each stage over the runs)."""
+    naive_runs, chunked_runs = list(naive_runs), list(chunked_runs)
+
+    def median(runs, stage: str) -> float:
+        return float(np.median([r.stage_seconds.get(stage, 0.0) for r in runs]))
+
+    naive, chunked = naive_runs[0], chunked_runs[0]
+    n_calls = loop_calls(naive.bytes_in, None, naive.documents)
+    c_calls = loop_calls(chunked.bytes_in, chunk_size, chunked.documents)
+
+    def solve(i: int, stage: str, n_bytes: int, c_bytes: int) -> RequestCostModel:
+        # Each run shows one term best: the few large calls of the chunked run its bandwidth,
+        # the many calls of the naive run (less those bytes) its per-call cost. Solved in
+        # that order, one noisy run cannot turn the other's term negative.
+        t_naive, t_chunked = median(naive_runs, stage), median(chunked_runs, stage)
+        model = fit_request_model([n_calls[i], c_calls[i]], [n_bytes, c_bytes],
+                                  [t_naive, t_chunked])
+        if model.overhead_s > 0 and math.isfinite(model.bandwidth):
+            return model  # both terms seen: the exact solution of the two runs
+        bandwidth = c_bytes / t_chunked if t_chunked > 0 else math.inf
+        overhead = max(t_naive - n_bytes / bandwidth, 0.0) / n_calls[i]
+        return RequestCostModel(overhead, bandwidth)
+
+    read = solve(0, "read", naive.bytes_in, chunked.bytes_in)
+    write = solve(1, "write", naive.bytes_out, chunked.bytes_out)
+    process = (naive.bytes_in + chunked.bytes_in) / (median(naive_runs, "process")
+                                                     + median(chunked_runs, "process"))
+    return LoopCostModel(read, write, process, naive.bytes_out / max(naive.bytes_in, 1))
+
+
+def loop_calls(bytes_in: int, chunk_size: int | None, documents: int) -> tuple[int, int]:
+    """(read calls, write calls) a loop makes over ``bytes_in`` bytes (``chunk_size=None``:
+    the naive loop, one read call per byte and one write per document)."""
+    if chunk_size is None:
+        return bytes_in + 1, documents
+    return bytes_in // chunk_size + 1, max(1, bytes_in // chunk_size)
+
+
+def loop_checks(calibration: LoopCalibration, results) -> list[Check]:
+    """Each stage of each measured loop (``LoopResult``s of :mod:`iokit.lab.loops`) against the
+    model calibrated on samples: the loops themselves were not part of the calibration."""
+    checks = []
+    for r in results:
+        chunk = None if r.name == "naive" else int(r.name.split()[1].replace(",", ""))
+        reads, writes = loop_calls(r.bytes_in, chunk, r.documents)
+        pred = calibration.model.stage_seconds(r.bytes_in, reads, writes, r.bytes_out)
+        for stage, seconds in r.stage_seconds.items():
+            checks.append(Check(f"loop {r.name} {stage}", calibration.calibrated_on,
+                                f"the {r.name} loop's {stage} stage", pred[stage], seconds))
+    return checks
+
+
+def sweep_checks(points, held_out, label: str = "reads"):
+    """Fit the request model on the sweep's points except the chunk sizes in ``held_out``, and
+    check it on those: returns ``(model, checks)`` (a fit: both terms come from the timings)."""
+    held = set(held_out)
+    fit_on = [p for p in points if p.chunk not in held]
+    model = fit_sweep(fit_on)
+    on = ", ".join(format_bytes(p.chunk) for p in fit_on)
+    checks = [Check(f"{label} in {format_bytes(p.chunk)} requests", f"chunks {on}",
+                    f"{format_bytes(p.chunk)} chunks", model.seconds(p.nbytes, p.chunk),
+                    p.seconds, kind="fit") for p in points if p.chunk in held]
+    return model, checks

@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from iokit.corpus import iter_documents, open_corpus
-from iokit.costs import EpochCostModel, token_itemsize
-from iokit.shards import ShardSet, open_shards
+from iokit.costs import Check, EpochCostModel, fit_sampling_model, token_itemsize
+from iokit.shards import DEFAULT_MAX_SHARD_BYTES, ShardSet, choose_dtype, open_shards
 from iokit.storage import drop_cache, resident_fraction
 from iokit.timing import MB, Timeline, Timing, measure, stopwatch
 
@@ -172,29 +173,128 @@ def copy_rate(nbytes: int, repeat: int = 7, number: int = 50) -> Timing:
     return t
 
 
-def predict_epochs(corpus, tokenizer, sample_docs: int = 50):
-    """Predict R, S and P of :class:`~iokit.costs.EpochCostModel` from small measurements.
+def _sample_corpus(corpus, folder, want: int) -> tuple[Path, int, int]:
+    """The first lines of ``corpus`` up to ``want`` bytes, copied to ``folder``: (path, bytes,
+    documents)."""
+    sample = Path(folder) / "sample.jsonl"
+    got = docs = 0
+    with open(corpus, "rb") as src, open(sample, "wb") as dst:
+        for line in src:
+            dst.write(line)
+            got += len(line)
+            docs += 1
+            if got >= want:
+                break
+    return sample, got, docs
 
-    Times the tokenizer on the first ``sample_docs`` documents (text bytes per second, tokens
-    per byte) and a numpy copy (memory bandwidth), then scales to the whole corpus:
-    R = text / tokenizer rate; S = tokens × (stored bytes + 8 int64 bytes) / memory bandwidth;
-    P = R + stored bytes / memory bandwidth (writing into the page cache). Returns
-    ``(model, facts)`` where ``facts`` holds the measured rates.
+
+def predict_epochs(corpus, tokenizer, sample_docs: int | None = None, *,
+                   sample_bytes: int = 2 << 20, max_shard_bytes: int | None = None,
+                   repeat: int = 3):
+    """Predict R, S and P of :class:`~iokit.costs.EpochCostModel` from a sample, stage by stage.
+
+    The corpus' first ``sample_bytes`` (at most a quarter of it; or its first ``sample_docs``
+    documents) are copied aside and each stage is timed there on its own: reading and parsing
+    the JSONL, encoding to IDs (:func:`raw_epoch`'s two stages), writing the shards
+    (``pretokenize``), and one epoch from those shards (memory map, widened to int64). R
+    scales with the corpus' bytes, and so does P but for what it pays once (saving the
+    vocabulary, timed on its own); S is its chunks' overhead (from the sample's epoch) plus
+    widening as many tokens as the corpus holds, timed on an array that large (a sample small
+    enough for the CPU's caches would be faster than the real epoch). Give the
+    ``max_shard_bytes`` the real shards will use, so the sample's shards are cut alike. Returns
+    ``(model, facts)``; ``facts`` holds the measured rates and what was sampled.
     """
+    import tempfile
+
+    from iokit.shards import pretokenize
+
     corpus = open_corpus(corpus)
-    texts = [d.text for d in itertools.islice(iter_documents(corpus), sample_docs)]
-    sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    sample_tokens = sum(len(tokenizer.encode(t)) + 1 for t in texts)
-    tok_time = measure(lambda: [tokenizer.encode(t) for t in texts], repeat=3)
-    mem = copy_rate(1 << 22, repeat=5, number=5)
     text_bytes = corpus.stat().st_size
+    want = max(1, min(sample_bytes, text_bytes // 4))
+    if sample_docs is not None:
+        want = sum(len(line) for line in itertools.islice(open(corpus, "rb"), sample_docs))
+    with tempfile.TemporaryDirectory(dir=corpus.parent, prefix="iokit-epochs-") as tmp:
+        sample, got, docs = _sample_corpus(corpus, tmp, want)
+        runs = []
+        measure(lambda: runs.append(raw_epoch(sample, tokenizer)), repeat=repeat)
+        parse_s = float(np.median([r.stage_seconds.get("read", 0.0) for r in runs[1:]]))
+        tok_s = float(np.median([r.stage_seconds.get("tokenize", 0.0) for r in runs[1:]]))
+        sample_tokens = runs[-1].tokens
+        shard_dir = Path(tmp) / "shards"
+        max_shard = max_shard_bytes or DEFAULT_MAX_SHARD_BYTES
+        pre = measure(lambda: pretokenize(sample, tokenizer, shard_dir,
+                                          max_shard_bytes=max_shard), repeat=repeat)
+        save = measure(lambda: tokenizer.save(Path(tmp) / "vocab.json"), repeat=repeat)
+        with open_shards(shard_dir) as shards:
+            t = measure(lambda: shard_epoch(shards, got), repeat=max(repeat, 5))
+            points = [(sum(1 for _ in shards.iter_chunks()), shards.n_tokens, t.median)]
+    scale = text_bytes / got
+    n_tokens = sample_tokens * scale
+    raw = (parse_s + tok_s) * scale
     itemsize = token_itemsize(tokenizer.vocab_size)
-    n_tokens = text_bytes * sample_tokens / sample_bytes
-    bandwidth = mem.nbytes / mem.median
-    raw = text_bytes / (sample_bytes / tok_time.median)
-    shard = n_tokens * (itemsize + 8) / bandwidth
-    preprocess = raw + n_tokens * itemsize / bandwidth
-    facts = {"tokenize_bytes_per_s": sample_bytes / tok_time.median,
-             "tokens_per_byte": sample_tokens / sample_bytes,
-             "memory_bytes_per_s": bandwidth, "tokens": n_tokens}
+    # Widening every token to int64 streams the whole set through memory: time it on an array
+    # as large as the corpus' tokens (so the caches help only as much as they will), and
+    # charge what the sample's epoch took beyond that to its chunks.
+    big = np.ones(int(min(max(n_tokens, 1), 64 << 20)), dtype=choose_dtype(tokenizer.vocab_size))
+    step = int(min(max_shard // itemsize, 1 << 20))  # the epoch's chunks: a shard, or 1 M tokens
+
+    def widen():
+        for a in range(0, len(big), step):
+            big[a:a + step].astype(np.int64)
+
+    per_token = measure(widen, repeat=max(repeat, 3)).median / len(big)
+    (c1, n1, t1), = points
+    per_chunk = max(t1 - n1 * per_token, 0.0) / c1
+    n_shards = max(1, math.ceil(n_tokens * itemsize / max_shard))
+    chunks = max(n_shards, n_tokens / (1 << 20))  # a chunk is a shard, or 1 M tokens of one
+    shard = chunks * per_chunk + n_tokens * per_token
+    # Pretokenizing pays per byte (parse, tokenize, write the IDs) and once per run (saving
+    # the vocabulary, timed on its own): only the first part grows with the corpus.
+    once = min(save.median, pre.median)
+    preprocess = once + (pre.median - once) * scale
+    facts = {"tokenize_bytes_per_s": got / tok_s if tok_s > 0 else float("inf"),
+             "parse_bytes_per_s": got / parse_s if parse_s > 0 else float("inf"),
+             "tokens_per_byte": sample_tokens / got,
+             "memory_bytes_per_s": (itemsize + 8) / per_token if per_token > 0 else math.inf,
+             "per_chunk_s": per_chunk, "preprocess_once_s": once, "tokens": n_tokens,
+             "sample_bytes": got,
+             "sample_docs": docs}
     return EpochCostModel(preprocess, raw, shard), facts
+
+
+def epoch_checks(predicted: EpochCostModel, facts: dict, *, raw_s: float, shard_s: float,
+                 preprocess_s: float | None = None) -> list[Check]:
+    """The epoch model (calibrated on the sample of :func:`predict_epochs`) against the
+    measured epochs of the whole corpus: text epoch, shard epoch, their ratio, preprocessing."""
+    on = f"each stage timed on the corpus' first {facts['sample_bytes'] / MB:.2f} MB"
+    checks = [
+        Check("epoch from text", on, "one epoch over the whole corpus", predicted.raw_epoch_s,
+              raw_s),
+        Check("epoch from shards", on, "one epoch over all the shards", predicted.shard_epoch_s,
+              shard_s),
+        Check("epoch speedup (text / shards)", on, "the two whole-corpus epochs",
+              predicted.raw_epoch_s / predicted.shard_epoch_s, raw_s / shard_s, unit="×"),
+    ]
+    if preprocess_s is not None:
+        checks.append(Check("preprocess (pretokenize once)", on, "pretokenizing the whole corpus",
+                            predicted.preprocess_s, preprocess_s))
+    return checks
+
+
+def sampling_checks(results, held_out=((16, 256), (64, 16), (256, 16))):
+    """Fit the sampling cost model on every measured batch shape but ``held_out`` ones, and
+    check it on those: returns ``(model, checks)``. The model is a fit (its three terms are
+    fitted to sampling timings), so the checks say so; the default held-out shapes lie inside
+    the grid's range (a fit interpolates; beyond the largest batch it would extrapolate)."""
+    held = set(held_out)
+    fit_on = [r for r in results if (r.batch_size, r.block_size) not in held]
+    test = [r for r in results if (r.batch_size, r.block_size) in held]
+    model = fit_sampling_model([r.batch_size for r in fit_on], [r.block_size for r in fit_on],
+                               [r.seconds_per_batch for r in fit_on],
+                               fit_on[0].itemsize if fit_on else 2)
+    shapes = ", ".join(f"{r.batch_size}×{r.block_size}" for r in fit_on)
+    checks = [Check(f"sampling {r.batch_size}×{r.block_size}", f"batch × block {shapes}",
+                    f"batch {r.batch_size} × block {r.block_size}",
+                    float(model.seconds(r.batch_size, r.block_size, r.itemsize)),
+                    r.seconds_per_batch, kind="fit") for r in test]
+    return model, checks

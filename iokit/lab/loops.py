@@ -15,14 +15,13 @@ spent reading, processing and writing.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from iokit.atomic import atomic_write
 from iokit.corpus import decode_record, iter_documents, open_corpus
 from iokit.errors import check_size
-from iokit.timing import MB, Timeline, measure
+from iokit.timing import MB, Timeline
 from iokit.tokenize import token_line, word_tokenize
 
 
@@ -138,64 +137,41 @@ class LoopPrediction:
     """Predicted seconds per stage, from small measurements of each cost."""
 
     per_read_call: float  # seconds for one read() system call of 1 byte
-    tokenize_bytes_per_s: float
-    per_write_call: float  # seconds for one small write() system call
+    tokenize_bytes_per_s: float  # JSONL bytes per second parsed, tokenized and formatted
+    per_write_call: float  # seconds for one write() system call, besides its bytes
     stage_seconds: dict[str, float]
+    read_bandwidth: float = float("inf")  # bytes per second a large read moves
+    write_bandwidth: float = float("inf")  # bytes per second a large write moves
+    calibration: object = None  # the LoopCalibration behind it
 
     @property
     def seconds(self) -> float:
         return sum(self.stage_seconds.values())
 
 
-def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 256_000,
-                 tokenize=word_tokenize) -> LoopPrediction:
+def predict_loop(corpus, chunk_size: int | None = None, sample_bytes: int = 2 << 20,
+                 tokenize=word_tokenize, calibration=None) -> LoopPrediction:
     """Predict a loop's stage times before running it (``chunk_size=None``: the naive loop).
 
-    The model::
-        read    = read calls × per-call cost   (naive: one call per byte, plus one at the end)
-        process = corpus bytes / tokenizer speed
-        write   = write calls × per-call cost  (naive: one per document)
+    The model (:class:`~iokit.costs.LoopCostModel`)::
+        read    = read calls × per-call cost + corpus bytes / read bandwidth
+                  (naive: one call per byte, plus one at the end)
+        process = corpus bytes / processing rate
+        write   = write calls × per-call cost + output bytes / write bandwidth
+                  (naive: one call per document)
 
-    Each cost is measured on a small sample: an unbuffered ``readline`` of a 20,000-byte line
-    (20,001 one-byte read calls, as in the naive loop), tokenizing the corpus's first
-    ``sample_bytes``, and 2,000 small unbuffered writes.
+    Each cost is measured by :func:`iokit.lab.chunks.calibrate_loop` (reuse one with
+    ``calibration=``): the naive loop and a 4 MiB chunked loop over the corpus' first
+    ``sample_bytes`` (at most a quarter of it), so the loops it predicts are other runs.
     """
+    from iokit.lab.chunks import calibrate_loop, loop_calls
+
     corpus = open_corpus(corpus)
     size = corpus.stat().st_size
-    n = 20_000
-    with tempfile.TemporaryFile(buffering=0) as f:
-        f.write(b"x" * n)
-
-        def one_line():
-            f.seek(0)
-            f.readline()
-
-        per_read = measure(one_line, repeat=3).median / (n + 1)
-
-    texts, sample = [], 0
-    docs = 0
-    for doc in iter_documents(corpus):
-        docs += 1
-        if sample < sample_bytes:
-            texts.append(doc.text)
-            sample += len(doc.text.encode("utf-8"))
-    rate = sample / measure(lambda: [tokenize(t) for t in texts], repeat=3).median
-
-    line = b"x" * max(1, size // max(docs, 1))
-    with tempfile.TemporaryFile(buffering=0) as f:
-        def writes():
-            f.seek(0)
-            for _ in range(2_000):
-                f.write(line)
-        per_write = measure(writes, repeat=3).median / 2_000
-
-    if chunk_size is None:
-        calls_in, calls_out = size + 1, docs
-    else:
-        calls_in = size // chunk_size + 1
-        calls_out = max(1, size // chunk_size)
-    return LoopPrediction(per_read, rate, per_write, {
-        "read": calls_in * per_read,
-        "process": size / rate,
-        "write": calls_out * per_write,
-    })
+    cal = calibration or calibrate_loop(corpus, tokenize, sample_bytes=sample_bytes)
+    docs = sum(1 for _ in iter_documents(corpus))
+    reads, writes = loop_calls(size, chunk_size, docs)
+    m = cal.model
+    return LoopPrediction(m.read.overhead_s, m.process_bps, m.write.overhead_s,
+                          m.stage_seconds(size, reads, writes),
+                          m.read.bandwidth, m.write.bandwidth, cal)

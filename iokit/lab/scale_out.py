@@ -5,12 +5,15 @@
 * :func:`task_stream_timeline` — dask's own record of its tasks (``get_task_stream``) as a
   :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.lab.plots.timeline_gantt`.
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
+* :func:`fit_cluster`, :func:`cluster_checks` — the cluster model fitted on runs of 1 and 2
+  workers, checked on a piece-count sweep.
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from iokit.costs import Check, ClusterModel
 from iokit.engines import ShardRun, pretokenize_pieces
 from iokit.errors import FormatError
 from iokit.ranks import rank_windows
 from iokit.shards import open_shards
 from iokit.split import plan_pieces
-from iokit.storage import open_storage
+from iokit.storage import get_preset, open_storage
 from iokit.timing import Timeline, Timing, timeline_from
 
 
@@ -192,3 +196,32 @@ def read_by_rank(folder, world_size: int, storage="object-store", *,
         raise errors[0]
     per_rank = np.array([sum(len(w) for w in plan) for plan in plans], dtype=np.int64)
     return RankRead(seconds, per_rank, requests, nbytes, shard_bytes)
+
+
+# --------------------------------------------------------------------------- the cluster model
+
+
+def fit_cluster(serial: EngineTiming, runs, pieces, storage=None) -> ClusterModel:
+    """The cluster model from measured runs of the same ``pieces``: the single-worker rate from
+    the ``serial`` engine's run (no scheduler), then the start-up and per-task (scheduler)
+    cost from ``runs`` on 1 and 2 workers (:meth:`~iokit.costs.ClusterModel.fit_runs`).
+
+    ``storage`` (a preset name or preset) sets the shared storage's bandwidth, the cap of a
+    forecast for many machines; without it the forecast has no cap.
+    """
+    sizes = [p.nbytes for p in pieces]
+    rate = sum(sizes) / serial.timing.median
+    cap = math.inf
+    if storage is not None:
+        cap = (get_preset(storage) if isinstance(storage, str) else storage).aggregate_bandwidth
+    return ClusterModel.fit_runs([(sizes, r.workers, r.timing.median) for r in runs], rate, cap)
+
+
+def cluster_checks(model: ClusterModel, sweep, slots: int, calibrated_on: str,
+                   skip_parts=()) -> list[Check]:
+    """The cluster model against a piece-count sweep (:func:`piece_sweep`) it was not fitted
+    to; piece counts in ``skip_parts`` (those of the calibration runs) are left out."""
+    return [Check(f"cluster {p.parts} pieces on {slots} workers", calibrated_on,
+                  f"{p.parts} pieces on {slots} workers",
+                  model.predict(p.piece_bytes, slots), p.timing.median)
+            for p in sweep if p.parts not in skip_parts]

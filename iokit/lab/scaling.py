@@ -13,7 +13,9 @@ Every point is measured on a pool that is already running (its start-up is timed
 
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +25,7 @@ import numpy as np
 from iokit import tasks
 from iokit.atomic import atomic_write
 from iokit.corpus import open_corpus
+from iokit.costs import Check, GILThreadModel, amdahl_speedup, fit_serial_fraction
 from iokit.parallel import WorkerPool
 from iokit.timing import MB, Timing, interleaved, measure
 
@@ -194,3 +197,53 @@ def parallel_token_file(path, out_path, workers: int = 2, chunk_size: int = 16,
             out.write(lines)
             written += len(lines)
     return spans_bytes(spans), written
+
+
+# --------------------------------------------------------------------------- cost-model checks
+
+
+def cores_note(workers: int, cores: int | None = None) -> str:
+    """A word for a sweep's line when ``workers`` exceed the cores (they can only take turns)."""
+    cores = cores or os.cpu_count() or 1
+    return f"(more workers than the {cores} cores: they take turns)" if workers > cores else ""
+
+
+def thread_checks(points, calibrate_on=(2,), interval: float | None = None):
+    """The GIL model for threads on CPU-bound work (:class:`~iokit.costs.GILThreadModel`),
+    calibrated on the points with ``calibrate_on`` threads and checked on the others.
+
+    ``points`` are :class:`ScalingPoint` of kind ``threads`` measured with ``baseline=True``
+    (each one's single-thread runs, timed in turn, give ``T1``). Returns ``(model, checks)``;
+    the checks compare speedups (×).
+    """
+    interval = interval or sys.getswitchinterval()
+    points = [p for p in points if p.workers >= 1]
+    t1 = float(np.median([p.baseline_seconds for p in points]))
+    cal = [p for p in points if p.workers in calibrate_on]
+    model = GILThreadModel.fit([p.workers for p in cal], [p.seconds / p.baseline_seconds * t1
+                                                          for p in cal], t1, interval)
+    on = ", ".join(f"{p.workers} threads" for p in cal)
+    checks = [Check(f"threads (GIL) at {p.workers}", on, f"{p.workers} threads",
+                    float(model.speedup(p.workers)), p.speedup(), unit="×")
+              for p in points if p.workers not in calibrate_on and p.workers > 1]
+    return model, checks
+
+
+def amdahl_checks(points, cores: int | None = None):
+    """Amdahl's law capped at the cores, its serial fraction fitted on the points with 2 to
+    ``cores`` workers and checked on all the others (more workers than cores, or fewer).
+
+    ``points`` are :class:`ScalingPoint` measured with ``baseline=True``. Returns
+    ``(serial_fraction, checks)``; the checks compare speedups (×) and are fits (the serial
+    fraction is fitted to speedups of the same work).
+    """
+    cores = cores or os.cpu_count() or 1
+    cal = [p for p in points if 2 <= p.workers <= cores]
+    s = fit_serial_fraction([p.workers for p in cal], [p.speedup() for p in cal], cores)
+    on = ", ".join(f"{p.workers} workers" for p in cal)
+    checks = [Check(f"Amdahl (capped at {cores} cores) at {p.workers}", on,
+                    f"{p.workers} workers {cores_note(p.workers, cores)}".strip(),
+                    float(amdahl_speedup(p.workers, s, cores)), p.speedup(), kind="fit",
+                    unit="×")
+              for p in points if p not in cal and p.workers > 1]
+    return s, checks

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from iokit.costs import PipelineModel
+from iokit.costs import Check, PipelineModel
 from iokit.errors import ParameterError
 from iokit.loader import Loader, open_loader
 from iokit.timing import Timeline
@@ -209,3 +209,12 @@ def prefetch_sweep(folder, depths, *, workers: int = 8, storage: str = "object-s
         out.append((d, run, PipelineModel(*stage_s, step_s, workers=workers, prefetch=d,
                                           cores=os.cpu_count() or 1)))
     return out
+
+
+def walk_checks(rows: list[WalkRow]) -> list[Check]:
+    """Each technique's busy fraction against the pipeline model, whose stage times come from
+    a separate one-batch-at-a-time calibration run (no overlap) of the same source."""
+    return [Check(f"pipeline busy: {r.step.technique}",
+                  "stage times of 10 batches loaded one at a time",
+                  f"{r.run.steps} steps, {r.step.settings}", r.predicted_busy,
+                  r.run.busy_fraction, unit="fraction") for r in rows]

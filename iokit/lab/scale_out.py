@@ -7,10 +7,15 @@
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
+* :func:`use_server_proxy` — under JupyterHub, dask's dashboard link goes through the Jupyter
+  server's proxy (jupyter-server-proxy), since ``127.0.0.1`` is the hub's machine, not yours.
+  Done when this module is imported, before the notebook starts its cluster.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +30,36 @@ from iokit.shards import open_shards
 from iokit.split import plan_pieces
 from iokit.storage import open_storage
 from iokit.timing import Timeline, Timing, timeline_from
+
+DASK_LINK_KEY = "distributed.dashboard.link"
+DASK_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
+PROXY_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # dask fills in both from env
+
+
+def server_proxy_link(environ=None) -> str | None:
+    """dask's dashboard link template for a JupyterLab behind JupyterHub (the server's
+    ``/proxy/<port>/`` route, from the ``jupyter-server-proxy`` package in the ``dask`` extra),
+    or None when not under JupyterHub."""
+    environ = os.environ if environ is None else environ
+    return PROXY_LINK if environ.get("JUPYTERHUB_SERVICE_PREFIX") else None
+
+
+def use_server_proxy(environ=None) -> bool:
+    """Under JupyterHub, make ``client.dashboard_link`` go through the server's proxy, unless
+    the link was already configured; True when set. Works whether dask is imported yet or not."""
+    link = server_proxy_link(environ)
+    if link is None:
+        return False
+    os.environ.setdefault("DASK_DISTRIBUTED__DASHBOARD__LINK", link)  # read when dask loads
+    if "dask" in sys.modules:
+        import dask
+
+        if dask.config.get(DASK_LINK_KEY, DASK_DEFAULT_LINK) == DASK_DEFAULT_LINK:
+            dask.config.set({DASK_LINK_KEY: link})
+    return True
+
+
+use_server_proxy()
 
 
 @dataclass

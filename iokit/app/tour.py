@@ -17,6 +17,7 @@ from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.corpus import iter_documents
 from iokit.costs import EpochCostModel, ThreadedReadModel
 from iokit.engines import close_cluster, pretokenize_pieces, shard_checksums, start_local_cluster
+from iokit.errors import CorpusError
 from iokit.lab.epochs import raw_epoch, shard_epoch
 from iokit.lab.loops import chunked_loop, naive_loop
 from iokit.lab.scaling import parallel_token_file, read_point
@@ -27,7 +28,7 @@ from iokit.shards import open_shards, pretokenize
 from iokit.split import document_ends, plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import MB, measure, stopwatch
-from iokit.tokenize import WordTokenizer
+from iokit.tokenize import WordTokenizer, fast_word_tokenize
 
 
 @dataclass
@@ -258,6 +259,23 @@ if importlib.util.find_spec("distributed") is not None:  # the optional 'dask' e
 
 PIPELINE_STEP_S = 0.005  # the simulated accelerator's step time in the tour
 PIPELINE_STEPS = 60
+PIPELINE_BATCH = 16  # training windows per batch
+PIPELINE_BLOCK = 256  # tokens per window (each window reads one more, its last target)
+
+
+def check_corpus_size(corpus) -> int:
+    """Fail before any stage runs when the corpus holds too few tokens for one batch of the
+    pipeline stages; return the tokens counted (the count stops once there are enough)."""
+    need = PIPELINE_BATCH * (PIPELINE_BLOCK + 1)
+    have = 0
+    for doc in iter_documents(corpus):
+        have += len(fast_word_tokenize(doc.text)) + 1  # its words, and the end-of-document ID
+        if have >= need:
+            return have
+    raise CorpusError(
+        f"{corpus}: the tour's pipeline stages need at least {need:,} tokens (a batch of "
+        f"{PIPELINE_BATCH} windows of {PIPELINE_BLOCK + 1}), but the corpus holds about "
+        f"{have:,}; use a bigger corpus (the generated one: iokit tour --scale tiny).")
 
 
 def _pipeline_storage(ctx: Context) -> str:
@@ -272,7 +290,8 @@ def _walk_stage(step, number: int = 0):
             stage_pretokenize(ctx)
         storage = _pipeline_storage(ctx)
         (row,) = pipeline_walk(ctx.extra["shards"], storage=storage, step_s=PIPELINE_STEP_S,
-                               steps=PIPELINE_STEPS, walk=[step], workdir=ctx.workdir)
+                               steps=PIPELINE_STEPS, batch_size=PIPELINE_BATCH,
+                               block_size=PIPELINE_BLOCK, walk=[step], workdir=ctx.workdir)
         walk = ctx.extra.setdefault("walk", [])
         row.speedup = row.run.steps_per_s / walk[0].run.steps_per_s if walk else 1.0
         walk.append(row)
@@ -299,10 +318,13 @@ def run_tour(corpus, storage: str = "local", *, stages=None, workdir=None,
              progress: bool = False, on_row: Callable[[Row], None] | None = None
              ) -> tuple[list[Row], dict]:
     """Run every stage (or ``stages``) on ``corpus``, with a progress bar if ``progress``;
-    return the rows and what the stages left behind (``on_row`` sees each row as it ends)."""
+    return the rows and what the stages left behind (``on_row`` sees each row as it ends). A
+    corpus too small for the pipeline stages fails before the first stage."""
     extra: dict = {}
     rows = []
     stages = stages or STAGES
+    if any(s.__name__.startswith("stage_pipeline") for s in stages):
+        check_corpus_size(corpus)
     with progress_bar(total=len(stages), desc="tour", unit="stage", disable=not progress) as bar:
         with tempfile.TemporaryDirectory(prefix="iokit-tour-") as tmp:
             ctx = Context(Path(corpus), Path(workdir or tmp), storage, extra)

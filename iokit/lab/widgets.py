@@ -72,6 +72,14 @@ class LivePlot:
         self.line(name, style).set_data(list(x), list(y))
         self.redraw()
 
+    def remove(self, name: str) -> None:
+        """Take the series ``name`` off the plot and out of the legend."""
+        self.lines.pop(name).remove()
+        if self.lines:
+            self.ax.legend(loc="best", fontsize="small")
+        elif self.ax.get_legend() is not None:
+            self.ax.get_legend().remove()
+
     def data(self, name: str):
         """The (x, y) data of a series, as lists (for tests and summaries)."""
         ln = self.lines[name]
@@ -141,6 +149,7 @@ class Panel:
 
     def run(self) -> None:
         self.button.disabled = True
+        self.say("running…")  # the last run's status would describe other settings
         try:
             self.results.clear()
             self.run_fn(self)
@@ -352,10 +361,13 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
 
     Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
     (processes or threads). Each point's runs alternate with runs of one worker, and its
-    speedup compares the two. After a run, ``panel.results`` holds the points (2 workers and
-    up) and ``panel.serial_fraction`` the fitted serial fraction.
+    speedup compares the two. Each kind keeps its own line (and fit), so threads and processes
+    can be compared; a new run of a kind replaces that kind's line. After a run,
+    ``panel.results`` holds the points (2 workers and up) and ``panel.serial_fraction`` the
+    fitted serial fraction.
     """
     import ipywidgets as w
+    from matplotlib.ticker import MaxNLocator
 
     sizes = sorted({1 << k for k in range(0, 11)} | {chunk_size})
     controls = {
@@ -367,15 +379,20 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     }
     plot = LivePlot("workers", "speedup over 1 worker (×)", xscale="linear", yscale="linear",
                     title="Tokenization speedup against workers")
+    plot.ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # workers come whole
+    kind_of: dict = {}  # line name -> the kind it belongs to
 
     def run(panel: Panel) -> None:
         lo, hi = panel.value("workers")
         chunk, kind = panel.value("chunk"), panel.value("kind")
         label = f"{kind}, {chunk} docs per task"
-        for name in list(plot.lines):
-            if name != "ideal":
-                plot.lines.pop(name).remove()
-        plot.set_series("ideal", [1, hi], [1, hi], style="k:")
+        for name in [n for n, k in kind_of.items() if k == kind]:  # this kind's earlier run
+            plot.remove(name)
+            del kind_of[name]
+        kind_of[label] = kind
+        widest = max([hi, *(max(plot.data(n)[0], default=1) for n in kind_of if n != label)])
+        plot.set_series("ideal", [1, widest], [1, widest], style="k:")
+        panel.say(f"measuring {label}, {lo} to {hi} workers…")
         points = []
         if lo == 1:
             plot.add_point(label, 1, 1.0)
@@ -383,17 +400,24 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
             p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat, baseline=True)
             points.append(p)
             plot.add_point(label, n, p.speedup())
-            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, {p.speedup():.2f}× one worker "
-                      f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)")
+            panel.say(f"{label}: {n} workers {p.seconds * 1e3:,.0f} ms, {p.speedup():.2f}× one "
+                      f"worker ({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)…")
         panel.results[:] = points
-        if points:
-            s = fit_serial_fraction([1] + [p.workers for p in points],
-                                    [1.0] + [p.speedup() for p in points])
-            panel.serial_fraction = s
-            xs = np.linspace(1, hi, 50)
-            plot.set_series(f"Amdahl fit, serial fraction {s:.2f}", xs, amdahl_speedup(xs, s))
-            panel.say(f"{label}: fitted serial fraction {s:.2f} (Amdahl: at most "
-                      f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
+        if not points:
+            panel.say(f"{label}: only 1 worker, nothing to compare; choose a range that reaches "
+                      "2 workers or more")
+            return
+        s = fit_serial_fraction([1] + [p.workers for p in points],
+                                [1.0] + [p.speedup() for p in points])
+        panel.serial_fraction = s
+        xs = np.linspace(1, hi, 50)
+        fit = f"Amdahl fit ({kind}), serial fraction {s:.2f}"
+        kind_of[fit] = kind
+        plot.set_series(fit, xs, amdahl_speedup(xs, s))
+        best = max(points, key=lambda p: p.speedup())
+        panel.say(f"{label}: best {best.speedup():.2f}× with {best.workers} workers; fitted "
+                  f"serial fraction {s:.2f} (Amdahl: at most "
+                  f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
 
     return Panel(controls, plot, run, description="Run")
 

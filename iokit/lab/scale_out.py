@@ -25,6 +25,8 @@ import numpy as np
 
 from iokit.engines import ShardRun, pretokenize_pieces
 from iokit.errors import FormatError
+from iokit.lab.scaling import scale_repeat
+from iokit.progress import progress_bar
 from iokit.ranks import rank_windows
 from iokit.shards import open_shards
 from iokit.split import plan_pieces
@@ -77,14 +79,16 @@ class EngineTiming:
 
 
 def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, client=None,
-                repeat: int = 3, warmup: int = 1) -> EngineTiming:
-    """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs.
+                repeat: int | None = None, warmup: int = 1) -> EngineTiming:
+    """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs (by
+    default as many as suit the scale: :func:`iokit.lab.scaling.scale_repeat`).
 
     Each run's time is :attr:`ShardRun.seconds`: from the first task handed out to the set
     published, with the workers already running (a local pool is started and warmed before
     its clock starts; a dask cluster is running already or started before).
     """
     runs = []
+    repeat = scale_repeat(repeat)
     for _ in range(warmup + repeat):
         runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
                                        workers=workers, client=client, progress=False))
@@ -104,20 +108,26 @@ class PiecePoint:
 
 
 def piece_sweep(corpus, tokenizer, out_dir, parts, *, engine: str = "dask", workers: int = 2,
-                client=None, repeat: int = 3, warmup: int = 1, on_point=None
+                client=None, repeat: int | None = None, warmup: int = 1, on_point=None
                 ) -> list[PiecePoint]:
     """Time preprocessing ``corpus`` cut into each of ``parts`` pieces, on the same workers.
 
-    ``on_point(point)`` is called after each piece count (to plot it as it comes).
+    The ``warmup`` runs come before the first piece count only: the same workers then stay
+    warm for the others. ``on_point(point)`` is called after each piece count (to plot it as
+    it comes); a progress bar follows the counts.
     """
     points = []
-    for n in parts:
-        pieces = plan_pieces(corpus, n)
-        t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
-                        client=client, repeat=repeat, warmup=warmup).timing
-        points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
-        if on_point is not None:
-            on_point(points[-1])
+    parts = list(parts)
+    with progress_bar(total=len(parts), desc="piece counts", unit="count") as bar:
+        for i, n in enumerate(parts):
+            bar.set_postfix_str(f"{n} pieces")
+            pieces = plan_pieces(corpus, n)
+            t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
+                            client=client, repeat=repeat, warmup=warmup if i == 0 else 0).timing
+            points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
+            bar.update()
+            if on_point is not None:
+                on_point(points[-1])
     return points
 
 

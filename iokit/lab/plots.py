@@ -456,7 +456,9 @@ def piece_count_sweep(points, model, slots: int, ax=None):
     ax.plot(n, [model.predict(p.piece_bytes, slots) for p in points], "s--",
             label="model: start-up + waves × (piece / rate + overhead)")
     ax.set_xscale("log")
-    ax.set_xlabel("pieces (= shards) the corpus is cut into (log scale)")
+    total = sum(points[0].piece_bytes) if points else 0
+    ax.set_xlabel(f"pieces (= shards) {total / 1e6:,.1f} MB of documents are cut into "
+                  "(log scale)")
     ax.set_ylabel("seconds to preprocess")
     ax.legend(fontsize="small")
     return ax

@@ -5,6 +5,9 @@
 * :func:`task_stream_timeline` — dask's own record of its tasks (``get_task_stream``) as a
   :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.lab.plots.timeline_gantt`.
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
+* :func:`corpus_head` — the corpus's first documents, up to a size that suits the scale: the
+  piece-count sweep and the shard-count panel run many times over, so above ``tiny`` they take
+  a slice (the whole corpus at ``tiny``).
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
 * :func:`use_server_proxy` — under JupyterHub, dask's dashboard link goes through the Jupyter
@@ -23,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iokit.atomic import make_folder, write_bytes_atomic
+from iokit.corpus import resolve_scale
 from iokit.engines import ShardRun, pretokenize_pieces
 from iokit.errors import FormatError
 from iokit.lab.scaling import scale_repeat
@@ -62,6 +67,30 @@ def use_server_proxy(environ=None) -> bool:
 
 
 use_server_proxy()
+
+
+SWEEP_BYTES = {"tiny": None, "small": 16 << 20, "large": 32 << 20}  # None: the whole corpus
+PANEL_BYTES = {"tiny": None, "small": 8 << 20, "large": 16 << 20}
+
+
+def corpus_head(corpus, folder, max_bytes: int | None) -> Path:
+    """``corpus`` itself when it is no bigger than ``max_bytes`` (or that is None), else a
+    JSONL file in ``folder`` holding its first whole documents (cut at a line end) up to
+    ``max_bytes``, written once (atomically) and reused."""
+    corpus = Path(corpus)
+    if max_bytes is None or not corpus.is_file() or corpus.stat().st_size <= max_bytes:
+        return corpus
+    out = Path(folder) / f"{corpus.stem}-first-{max_bytes >> 20}MiB.jsonl"
+    if out.is_file():
+        return out
+    with open(corpus, "rb") as f:
+        head = f.read(max_bytes)
+    cut = head.rfind(b"\n") + 1
+    if cut == 0:  # a first document longer than the slice: keep it whole
+        return corpus
+    make_folder(out.parent, "the sweep's folder")
+    write_bytes_atomic(out, head[:cut])
+    return out
 
 
 @dataclass
@@ -112,12 +141,15 @@ def piece_sweep(corpus, tokenizer, out_dir, parts, *, engine: str = "dask", work
                 ) -> list[PiecePoint]:
     """Time preprocessing ``corpus`` cut into each of ``parts`` pieces, on the same workers.
 
-    The ``warmup`` runs come before the first piece count only: the same workers then stay
-    warm for the others. ``on_point(point)`` is called after each piece count (to plot it as
-    it comes); a progress bar follows the counts.
+    Above the ``tiny`` scale the sweep cuts the corpus's first :data:`SWEEP_BYTES` (its
+    documents, whole): the many runs then take minutes, not a quarter of an hour; each point's
+    ``piece_bytes`` are what it really cut. The ``warmup`` runs come before the first piece
+    count only: the same workers then stay warm for the others. ``on_point(point)`` is called
+    after each piece count (to plot it as it comes); a progress bar follows the counts.
     """
     points = []
     parts = list(parts)
+    corpus = corpus_head(corpus, Path(out_dir).parent, SWEEP_BYTES[resolve_scale()])
     with progress_bar(total=len(parts), desc="piece counts", unit="count") as bar:
         for i, n in enumerate(parts):
             bar.set_postfix_str(f"{n} pieces")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from iokit.blocks import BlockReader
+from iokit.corpus import resolve_scale
 from iokit.costs import (
     PipelineModel,
     ShardReadModel,
@@ -29,7 +30,7 @@ from iokit.lab.chunks import chunk_sweep, fit_sweep, powers_of_two
 from iokit.lab.compression import compare_reads
 from iokit.lab.epochs import sampling_rate
 from iokit.lab.plots import throughput_model_curve, timeline_gantt
-from iokit.lab.scale_out import read_by_rank, shards_for
+from iokit.lab.scale_out import PANEL_BYTES, corpus_head, read_by_rank, shards_for
 from iokit.lab.scaling import tokenize_point
 from iokit.lab.training import calibrate, run_training
 from iokit.storage import PRESETS, SimulatedStore, StoragePreset, get_preset, open_storage
@@ -490,9 +491,17 @@ def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8
     predicted by :class:`~iokit.costs.ShardReadModel` for equal shards (line).
 
     Shard sets are made once per count in ``root/shards-N`` (one piece of the corpus each).
+    Above the ``tiny`` scale they hold the corpus's first documents, up to
+    :data:`~iokit.lab.scale_out.PANEL_BYTES` (in ``root/first-<size>/shards-N``): nine shard
+    sets and nine simulated epochs of the whole corpus would take minutes per run.
     Controls: ``trainers`` (ranks reading at once) and ``storage`` (a simulated preset).
     """
     import ipywidgets as w
+
+    limit = PANEL_BYTES[resolve_scale()]
+    source = corpus_head(corpus, root, limit)
+    if source != Path(corpus):
+        root = Path(root) / f"first-{limit >> 20}MiB"
 
     controls = {
         "trainers": w.IntSlider(value=trainers, min=1, max=max_trainers, description="trainers",
@@ -510,7 +519,7 @@ def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8
         model = ShardReadModel.from_preset(preset)
         rows = []
         for n in shard_counts:
-            folder = shards_for(corpus, tokenizer, Path(root) / f"shards-{n}", n)
+            folder = shards_for(source, tokenizer, Path(root) / f"shards-{n}", n)
             got = read_by_rank(folder, ranks, SimulatedStore(preset),
                                window_tokens=window_tokens)
             if not plot.lines:  # the model curve, once the set's size is known

@@ -363,10 +363,9 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
     (processes or threads). Each point's runs alternate with runs of one worker, and its
     speedup compares the two (``repeat`` times; by default as many as suit the scale). Each
-    kind keeps its own line (and fit), so threads and processes
-    can be compared; a new run of a kind replaces that kind's line. After a run,
-    ``panel.results`` holds the points (2 workers and up) and ``panel.serial_fraction`` the
-    fitted serial fraction.
+    kind keeps its own line (and fit), so threads and processes can be compared; a new run of
+    a kind replaces that kind's line. After a run, ``panel.results`` holds the points (2
+    workers and up) and ``panel.serial_fraction`` the fitted serial fraction.
     """
     import ipywidgets as w
     from matplotlib.ticker import MaxNLocator

@@ -108,9 +108,11 @@ class EngineTiming:
 
 
 def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, client=None,
-                repeat: int | None = None, warmup: int = 1) -> EngineTiming:
+                repeat: int | None = None, warmup: int = 1, progress: bool = True
+                ) -> EngineTiming:
     """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs (by
-    default as many as suit the scale: :func:`iokit.lab.scaling.scale_repeat`).
+    default as many as suit the scale: :func:`iokit.lab.scaling.scale_repeat`), with a
+    progress bar over the runs unless ``progress`` is false.
 
     Each run's time is :attr:`ShardRun.seconds`: from the first task handed out to the set
     published, with the workers already running (a local pool is started and warmed before
@@ -118,9 +120,12 @@ def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, cl
     """
     runs = []
     repeat = scale_repeat(repeat)
-    for _ in range(warmup + repeat):
-        runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
-                                       workers=workers, client=client, progress=False))
+    with progress_bar(total=warmup + repeat, desc=engine, unit="run",
+                      disable=not progress) as bar:
+        for _ in range(warmup + repeat):
+            runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
+                                           workers=workers, client=client, progress=False))
+            bar.update()
     timed = runs[warmup:]
     nbytes = sum(p.nbytes for p in pieces)
     timing = Timing([r.seconds for r in timed], nbytes, f"{engine} ×{timed[-1].workers}")
@@ -155,7 +160,8 @@ def piece_sweep(corpus, tokenizer, out_dir, parts, *, engine: str = "dask", work
             bar.set_postfix_str(f"{n} pieces")
             pieces = plan_pieces(corpus, n)
             t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
-                            client=client, repeat=repeat, warmup=warmup if i == 0 else 0).timing
+                            client=client, repeat=repeat, warmup=warmup if i == 0 else 0,
+                            progress=False).timing
             points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
             bar.update()
             if on_point is not None:

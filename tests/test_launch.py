@@ -88,10 +88,11 @@ def test_make_lab_serves_a_page(tmp_path):
     port = _free_port()
     into = tmp_path / "mine"
     args = f"--port {port} --ServerApp.port_retries=0 --IdentityProvider.token=iokit-test"
-    dry = subprocess.run(["make", "-n", "lab", f"LAB_DIR={into}", f"LAB_ARGS={args}"],
-                         cwd=REPO, capture_output=True, text=True, check=True)
-    line = dry.stdout.strip().splitlines()[-1]
-    assert "iokit.app.launch" in line and f"--port {port}" in line
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "lab", f"LAB_DIR={into}",
+                          f"LAB_ARGS={args}"], cwd=REPO, capture_output=True, text=True,
+                         check=True)  # (under `make test` too, where make would say more)
+    (line,) = [s for s in dry.stdout.splitlines() if "iokit.app.launch" in s]
+    assert f"--port {port}" in line
     proc = subprocess.Popen(shlex.split(line), cwd=REPO, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""})

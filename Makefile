@@ -37,7 +37,7 @@ check: $(VENV)/.installed
 # Everything the kit made: the environment, all of data/ but its README (corpora, converted
 # copies, shards), reports, build files and caches. Never $(LAB_DIR)/: your notebooks stay.
 clean:
-	rm -rf $(VENV) reports build *.egg-info
+	rm -rf $(VENV) reports build *.egg-info .hypothesis .ruff_cache .pytest_cache
 	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 	find . -path ./$(LAB_DIR) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
 		-type d -prune -exec rm -rf {} +

@@ -16,7 +16,7 @@ def test_make_clean_keeps_only_what_is_not_generated(tmp_path):
             "data/scale-out-small/shards-8/shard-00000.bin", "data/shards-tiny-word/x.idx",
             "reports/report.html", ".venv/bin/python", "iokit/__pycache__/x.pyc",
             "notebooks/.ipynb_checkpoints/00_setup-checkpoint.ipynb", "build/lib/x.py",
-            "iokit.egg-info/PKG-INFO"]
+            "iokit.egg-info/PKG-INFO", ".hypothesis/examples/x", ".ruff_cache/x"]
     kept = ["data/README.md", "my-notebooks/00_setup.ipynb",
             "my-notebooks/.ipynb_checkpoints/00_setup-checkpoint.ipynb",
             "notebooks/00_setup.ipynb", "iokit/corpus.py"]

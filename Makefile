@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,bpe,dask
+LAB_DIR ?= my-notebooks
+LAB_ARGS ?=
 
-.PHONY: lab test lint clean
+.PHONY: lab test lint check clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "iokit needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
@@ -15,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $@
 
+# Your own copy of the notebooks in $(LAB_DIR)/ (made once, never overwritten; ignored by git),
+# then JupyterLab on it; as root it adds --allow-root, without a display --no-browser.
+# More JupyterLab options: make lab LAB_ARGS='--port 9999 --ip 0.0.0.0'
 lab: $(VENV)/.installed
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m iokit.app.launch --into $(LAB_DIR) $(LAB_ARGS)
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -26,5 +31,14 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
+check: $(VENV)/.installed
+	$(BIN)/iokit check
+
+# Everything the kit made: the environment, all of data/ but its README (corpora, converted
+# copies, shards), reports, build files and caches. Never $(LAB_DIR)/: your notebooks stay.
 clean:
-	rm -rf $(VENV) data/corpus-* data/shards-* reports
+	rm -rf $(VENV) reports build *.egg-info .hypothesis .ruff_cache .pytest_cache
+	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	find . -path ./$(LAB_DIR) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
+		-type d -prune -exec rm -rf {} +
+	@if [ -n "$$IOKIT_DATA" ]; then echo "left alone: IOKIT_DATA=$$IOKIT_DATA (remove what you no longer need there)"; fi

@@ -23,7 +23,8 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["tour", "--corpus", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such corpus" in capsys.readouterr().err
     assert main(["tour", "--corpus", str(tmp_path), "--storage", "floppy"]) == 2
-    assert "unknown storage preset 'floppy'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown storage 'floppy'" in err and "local, local-nvme" in err
 
 
 def test_python_dash_m_works_and_reports_errors_without_traceback(tmp_path):
@@ -60,12 +61,13 @@ def test_tour_takes_a_folder_of_text_files_or_another_text_field(tmp_path, monke
         converted.append([json.loads(line)["text"] for line in path.read_text().splitlines()])
     assert converted == [["Hello, world.", "Second one."]] * 2
     assert "converted" in capsys.readouterr().out
-    # The loops run on the converted copy; two sentences are too few tokens for a batch,
-    # and the tour says so in one line.
+    # Two sentences are too few tokens for a batch: the tour says so in one line, before
+    # any stage runs.
     assert main(["tour", "--corpus", str(mine), "--text-field", "content"]) == 2
     out, err = capsys.readouterr()
-    assert "done: chunked reads" in out
-    assert err.startswith("iokit: error: a batch needs") and "more data" in err
+    assert "done:" not in out and err.count("\n") == 1
+    assert err.startswith("iokit: error: ") and "need at least 4,112 tokens" in err
+    assert "about 9" in err and "bigger corpus" in err
 
 
 def test_shards_on_an_engine_and_from_a_folder_of_parts(tiny_corpus, tmp_path, capsys):

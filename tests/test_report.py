@@ -1,6 +1,7 @@
 """The whole-story commands: the tour runs the pipeline walk, the report writes its files."""
 
 import base64
+import html
 
 import pytest
 
@@ -75,3 +76,29 @@ def test_report_command_rejects_unknown_storage(capsys):
 def test_context_is_unchanged():
     ctx = Context("c", "w")
     assert ctx.storage == "local" and ctx.extra == {}
+
+
+def test_report_is_dated_stamped_and_captioned_in_words(story, tmp_path):
+    import re
+
+    from iokit.app.report import CAPTIONS, git_commit
+    from iokit.lab.machine import cpu_name
+
+    rows, extra = story
+    page = write_report(rows, extra, tmp_path / "stamped").read_text(encoding="utf-8")
+    assert re.search(r"Run on \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    commit = git_commit()
+    assert (commit or "not from a git checkout") in page
+    assert cpu_name() in page and "cores" in page
+    assert "white-space:nowrap" in page and "&nbsp;s</td>" in page
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == 3 and not any(c.endswith(".png") for c in captions)
+    assert set(captions) == {html.escape(c) for c in CAPTIONS.values()}
+
+
+def test_simulated_reads_are_compared_with_the_same_store(tiny_corpus, tmp_path):
+    from iokit.app.tour import stage_threaded_reads
+
+    row = stage_threaded_reads(Context(tiny_corpus, tmp_path))
+    assert row.speedup is not None  # not over the naive loop, which read the local disk
+    assert "speedup over one thread on the same store" in row.note

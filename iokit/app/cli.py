@@ -1,6 +1,7 @@
-"""The ``iokit`` command: make data, run the whole tour headless, benchmark.
+"""The ``iokit`` command: check the machine, make data, run the whole tour headless, benchmark.
 
-``iokit data [--scale S]`` makes the corpus; ``iokit tour`` runs every stage and prints a table;
+``iokit check`` says whether this machine is ready; ``iokit data [--scale S]`` makes the
+corpus; ``iokit tour`` runs every stage and prints a table;
 ``iokit shards`` pretokenizes it, one shard per piece, on a local pool or a dask cluster;
 ``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour and writes an
 HTML report with its figures and the machine description. Errors in the input or settings print
@@ -18,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from iokit.app.bench import run_bench
+from iokit.app.check import run_check, verdict
 from iokit.app.report import write_report
 from iokit.app.tour import format_table, run_tour
 from iokit.atomic import check_writable, output_folder
@@ -36,7 +38,7 @@ from iokit.parallel import capped_note, worker_count
 from iokit.progress import progress_enabled
 from iokit.shards import UINT16_IDS, choose_dtype
 from iokit.split import plan_pieces
-from iokit.storage import open_storage
+from iokit.storage import PRESETS, open_storage
 from iokit.tokenize import (
     DEFAULT_VOCAB_SIZES,
     TOKENIZERS,
@@ -95,7 +97,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_tour(args) -> int:
-    open_storage(args.storage)  # check the preset name before any work
+    open_storage(check_storage(args.storage))  # check the name before any work
     kind, size = _check_tokenizer(args)
     corpus = _corpus(args)
     print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.1f} MB), storage: {args.storage}")
@@ -178,7 +180,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    open_storage(args.storage)
+    open_storage(check_storage(args.storage))
     check_writable(args.out, "the report folder")
     kind, vocab_size = _check_tokenizer(args)
     corpus = _corpus(args)
@@ -193,14 +195,65 @@ def cmd_report(args) -> int:
     return 0
 
 
+DESCRIPTION = """\
+iokit: I/O for language-model training data, measured on this machine.
+
+Start with "iokit check" (is this machine ready?), then "iokit tour --scale tiny" (every
+technique in one table, about 15 seconds). Errors in your input or settings print one line
+and exit with code 2."""
+
+TOUR_HELP = """\
+Runs every stage of the kit on one corpus, in this order, and prints one table (time, MB/s,
+speedup over the first row):
+
+  the naive loop (one read call per byte, one write per document), then chunked reads and
+  batched writes; an epoch from text against one from pretokenized shards (word vocabulary
+  to .bin/.idx); the shards compressed in zstd blocks and an epoch from them; tokenizing and
+  pretokenizing with one process per core; 16 threads reading a simulated object store; the
+  same pretokenizing on a dask cluster (with the dask extra); and the pipeline, from a naive
+  loader to background workers, prefetching and compressed blocks, feeding a simulated
+  training loop.
+
+How long: about 15 s at tiny, 3 to 4 min at small, 40 min or more at large (on a 2-core
+laptop; the naive loop is most of it).
+
+What it writes: the table on screen, nothing else. Its scratch files (token files, shards) go
+to a temporary folder removed at the end. The generated corpus is made in data/ (or
+$IOKIT_DATA) if it is not there yet; your own corpus in another form is converted once into
+data/. For a page with figures, use "iokit report"."""
+
+STORAGES = ("local", *PRESETS)
+STORAGE_HELP = ("where the pipeline stages read from: local (this disk; the pipeline then "
+                "uses object-store, where loading matters) or a simulated store: "
+                + ", ".join(PRESETS) + " (default: local)")
+
+
+def check_storage(name: str) -> str:
+    """``name`` if it is local disk or a simulated preset, else the kit's error listing both."""
+    return check_choice("storage", name, STORAGES)
+
+
+def cmd_check(args) -> int:
+    items = run_check(args.scale)
+    for item in items:
+        print(item)
+    line = verdict(items)
+    print(line)
+    return 1 if line.startswith("not ready") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iokit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="iokit", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    scale_help = "tiny (~3 MB), small (~64 MB) or large (~1 GB); default: $IOKIT_SCALE, or small"
 
     def add_corpus_args(p):
-        p.add_argument("--scale", help="tiny, small or large (default: $IOKIT_SCALE or small)")
-        p.add_argument("--corpus", help="your own JSONL file or folder of .txt files")
-        p.add_argument("--text-field", default="text", help="JSONL field holding the text")
+        p.add_argument("--scale", help=scale_help)
+        p.add_argument("--corpus", help="your own corpus instead: a JSONL file, or a folder of "
+                       ".txt files (one document each)")
+        p.add_argument("--text-field", default="text",
+                       help="the JSON field that holds the text (default: text)")
 
     def add_tokenizer_args(p, what: str):
         p.add_argument("--tokenizer", default="word",
@@ -210,19 +263,33 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vocabulary size (default: 32768 for word, 8192 for bpe; above "
                        "65536 tokens are stored as uint32)")
 
-    p = sub.add_parser("data", help="make the generated corpus")
-    p.add_argument("--scale", help="tiny, small or large (default: $IOKIT_SCALE or small)")
+    p = sub.add_parser("check", help="is this machine ready? (a few seconds)",
+                       description="Checks Python, the packages and extras, cores, free disk "
+                       "for the chosen scale, a writable data folder and Chromium (for the "
+                       "browser tests). Prints one line each and a verdict; exit code 0 when "
+                       "ready, 1 when something must be fixed first.")
+    p.add_argument("--scale", help=scale_help + " (decides the disk space needed)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("data", help="make the generated corpus (kept, and reused next time)",
+                       description="Makes the generated corpus for a scale in data/ (or "
+                       "$IOKIT_DATA), the same bytes on every machine; reused when there.")
+    p.add_argument("--scale", help=scale_help)
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("tour", help="run every stage and print the table")
+    p = sub.add_parser("tour", help="run every stage and print one table (15 s at tiny, "
+                       "3-4 min at small)", description=TOUR_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_corpus_args(p)
-    p.add_argument("--storage", default="local",
-                   help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
+    p.add_argument("--storage", default="local", metavar="STORAGE", help=STORAGE_HELP)
     add_tokenizer_args(p, "the tour's epochs and shards use")
     p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("shards", help="pretokenize the corpus, one shard per piece, on an "
-                       "engine (serial, threads, processes, dask)")
+                       "engine (serial, threads, processes, dask)",
+                       description="Trains the word vocabulary, cuts the corpus into pieces "
+                       "and writes one token shard per piece on the chosen engine; the shard "
+                       "folder appears only when every piece succeeded.")
     add_corpus_args(p)
     p.add_argument("--parts", type=int, default=8,
                    help="pieces to cut one JSONL file into (a folder of .jsonl files: one each)")
@@ -233,21 +300,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the number of cores. Never more than the pieces, nor than "
                    "8 per core (at least 32): a cap is said when it applies")
     p.add_argument("--scheduler", help="a running dask scheduler's address, e.g. "
-                   "tcp://host:8786 (default: a LocalCluster on this machine)")
+                   "tcp://host:8786 (default: a new cluster on this machine)")
     p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
     add_tokenizer_args(p, "to train on the corpus")
     p.add_argument("--out", help="folder for the shards (default: data/shards-<name>-<engine>)")
     p.set_defaults(func=cmd_shards)
 
-    p = sub.add_parser("bench", help="print measured ratios, side by side in one run")
+    p = sub.add_parser("bench", help="print measured ratios, side by side in one run",
+                       description="Measures pairs of techniques side by side in one run and "
+                       "prints their ratios and the cost models' errors (2-3 min at small).")
     add_corpus_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="run the tour and write an HTML report with figures")
+    p = sub.add_parser("report", help="run the tour and write an HTML page with figures",
+                       description="Runs the tour (see: iokit tour --help) and writes "
+                       "report.html with its figures as PNG files and the machine it ran on.")
     add_corpus_args(p)
-    p.add_argument("--storage", default="local",
-                   help="local, or a simulated preset: local-nvme, hdd, network-fs, object-store")
-    p.add_argument("--out", default="reports", help="folder for report.html and its figures")
+    p.add_argument("--storage", default="local", metavar="STORAGE", help=STORAGE_HELP)
+    p.add_argument("--out", default="reports",
+                   help="folder for report.html and its figures (default: reports)")
     add_tokenizer_args(p, "the tour's epochs and shards use")
     p.set_defaults(func=cmd_report)
     return parser

@@ -8,8 +8,10 @@ as a PNG beside it, every file atomically.
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
+import subprocess
 from pathlib import Path
 
 from iokit.app.tour import Row
@@ -22,6 +24,33 @@ def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
+
+
+CAPTIONS = {  # each figure's file name, and what it shows in words
+    "stages.png": "How much faster each stage is (log scale). Blue: over the naive loop on "
+                  "local disk. Purple: over the baseline its note names (the naive loader, or "
+                  "one thread on the same simulated store).",
+    "timeline.png": "The naive loader and the full pipeline on one timeline: where the "
+                    "training loop waits for data, and where loading overlaps computing.",
+    "busy.png": "How busy the training loop is at each step of the walk: the cost model's "
+                "prediction against the measurement.",
+}
+
+
+def git_commit(folder=None) -> str | None:
+    """The short commit of the kit's checkout (with ``+changes`` when files differ from it),
+    or None outside a git checkout or without git."""
+    folder = folder or Path(__file__).resolve().parent
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True, text=True,
+                                        timeout=10)
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + (" +changes" if dirty else "")
 
 
 def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
@@ -38,8 +67,8 @@ def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
             color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
     ax.set_xscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the naive "
-                  "loader")
+    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the "
+                  "baseline in its note")
     ax.set_title("Every stage of the tour")
     figs["stages.png"] = _png(fig)
     plt.close(fig)
@@ -66,26 +95,31 @@ def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit r
     for name, data in figs.items():
         write_bytes_atomic(out / name, data)
     m = describe_machine()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = git_commit()
     base = rows[0].seconds if rows else 1.0
     e = html.escape
     table = "".join(
-        f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f} s</td><td>{r.rate:,.1f} {e(r.unit)}</td>"
-        f"<td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td></tr>" for r in rows)
+        f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f}&nbsp;s</td><td>{r.rate:,.1f}&nbsp;"
+        f"{e(r.unit)}</td><td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td>"
+        "</tr>" for r in rows)
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     images = "".join(
-        f'<figure><img alt="{e(n)}" src="data:image/png;base64,'
-        f'{base64.b64encode(d).decode()}"><figcaption>{e(n)}</figcaption></figure>'
-        for n, d in figs.items())
+        f'<figure><img alt="{e(CAPTIONS.get(n, n))}" src="data:image/png;base64,'
+        f'{base64.b64encode(d).decode()}"><figcaption>{e(CAPTIONS.get(n, n))}</figcaption>'
+        "</figure>" for n, d in figs.items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
-td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right}}img{{max-width:100%}}</style>
+td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:right;white-space:nowrap}}
+img{{max-width:100%}}</style>
 </head><body>
 <h1>{e(title)}</h1>
 <p>{e(about)}</p>
+<p class="stamp">Run on {e(when)}; iokit {e(commit or 'not from a git checkout')}.</p>
 <h2>Machine</h2>
-<p>Python {e(m['python'])} on {e(m['os'])}, {m['cores']} cores;
+<p>{e(m['cpu'])}, {m['cores']} cores; {e(m['os'])}; Python {e(m['python'])};
 cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
 <h2>Every stage, from the naive loop to the full pipeline</h2>
 <table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>

@@ -15,6 +15,29 @@ PACKAGES = ("numpy", "matplotlib", "ipywidgets", "zstandard", "nltk", "tqdm", "t
 OPTIONAL = {"tokenizers": "bpe", "dask": "dask"}
 
 
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS), or the
+    architecture when the OS does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out:
+            return out
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def describe_machine(data_dir=None) -> dict:
     """Python, OS, cores, free disk, package versions and whether cold reads are possible."""
     data_dir = data_dir or default_data_dir()
@@ -29,6 +52,7 @@ def describe_machine(data_dir=None) -> dict:
     return {
         "python": sys.version.split()[0],
         "os": f"{platform.system()} {platform.release()}",
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "free_disk_gb": shutil.disk_usage(probe).free / 1e9 if probe else None,
         "cold_reads": hasattr(os, "posix_fadvise"),

@@ -5,6 +5,8 @@ Every axis says what it shows and in which unit; sizes that span decades get log
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from iokit.costs import amdahl_speedup
@@ -57,6 +59,49 @@ def zipf_plot(word_counts, ax=None, exponent: float = 1.0):
     ax.set_title(f"Word frequencies: {len(counts):,} distinct words")
     ax.legend()
     return ax
+
+
+def seconds_label(t: float) -> str:
+    """A time in seconds as a bar label on a seconds axis: "0.0123 s", "4.56 s", "1,234 s"."""
+    return f"{t:,.0f} s" if t >= 1000 else f"{t:.3g} s"
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+# Where a label may go around its point (offset in points, from the point to the label's
+# lower-left or lower-right corner): right and up first, then below, to the left, further out.
+LABEL_OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (4, 11), (4, -18), (-4, 11), (-4, -18),
+                 (4, 19), (4, -26), (-4, 19), (-4, -26), (4, 27), (-4, 27)]
+
+
+def place_labels(ax, items, fontsize: float = 7) -> list:
+    """Annotate points so their labels overlap neither each other nor a marker: each label
+    takes the first offset in :data:`LABEL_OFFSETS` whose box is free (by hand, in the spirit
+    of adjustText). ``items`` are ``(x, y, text, color)``; returns the annotations."""
+    ax.autoscale_view()
+    px_per_pt = ax.figure.dpi / 72
+    where = [ax.transData.transform((x, y)) for x, y, *_ in items]
+    taken = [(px - 3 * px_per_pt, py - 3 * px_per_pt, px + 3 * px_per_pt, py + 3 * px_per_pt)
+             for px, py in where]  # the markers
+    notes = []
+    for i in sorted(range(len(items)), key=lambda i: tuple(where[i])):
+        x, y, text, color = items[i]
+        px, py = where[i]
+        w, h = len(text) * fontsize * 0.62 * px_per_pt, fontsize * 1.15 * px_per_pt
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx * px_per_pt - (w if dx < 0 else 0)
+            box = (left, py + dy * px_per_pt, left + w, py + dy * px_per_pt + h)
+            if not any(_overlaps(box, t) for t in taken):
+                break
+        else:
+            dx, dy = LABEL_OFFSETS[0]  # crowded everywhere: the usual place
+        taken.append(box)
+        notes.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy),
+                                 ha="left" if dx >= 0 else "right", fontsize=fontsize,
+                                 color=color))
+    return notes
 
 
 def _stacked_seconds(results, colors: dict, rest: str, ax=None):
@@ -128,7 +173,7 @@ def epoch_breakdown(results, ax=None):
     ax, totals = _stacked_seconds(results, {"read": "tab:blue", "tokenize": "tab:orange"},
                                   "other", ax)
     for i, t in enumerate(totals):
-        ax.text(t, i, f" {t * 1e3:,.3g} ms", va="center", fontsize="small")
+        ax.text(t, i, f" {seconds_label(t)}", va="center", fontsize="small")
     ax.set_xlim(0, totals.max() * 1.25)  # linear: stacked bars keep their proportions
     ax.set_xlabel("seconds per epoch")
     ax.legend(loc="lower right", fontsize="small")
@@ -184,18 +229,18 @@ def codec_pareto(results_by_data: dict, ax=None, speed: str = "decompress_mb_s")
     """
     ax = _axes(ax)
     markers = "osD^v"
+    labels = []
     for k, (label, results) in enumerate(results_by_data.items()):
         color = f"C{k}"
         xs = [getattr(r, speed) for r in results]
         ax.scatter(xs, [r.ratio for r in results], marker=markers[k % 5], color=color,
                    label=label, zorder=3)
-        for r, x in zip(results, xs):
-            ax.annotate(r.name, (x, r.ratio), textcoords="offset points", xytext=(4, 3),
-                        fontsize=7, color=color)
+        labels += [(x, r.ratio, r.name, color) for r, x in zip(results, xs)]
         front = pareto_front(results, speed)
         ax.plot([getattr(r, speed) for r in front], [r.ratio for r in front], "--",
                 color=color, lw=1, label=f"{label}: Pareto front")
     ax.set_xscale("log")
+    place_labels(ax, labels)  # after the scale is set: placement works in screen space
     what = "decompression" if speed.startswith("de") else "compression"
     return _finish(ax, f"{what} speed (MB/s of raw data, log scale)",
                    "compression ratio (raw / stored)")
@@ -251,8 +296,9 @@ def speedup_vs_workers(series: dict, ax=None, serial_fraction: float | None = No
     xs = np.linspace(1, top, 50)
     ax.plot(xs, xs, "k:", lw=1, label="ideal (speedup = workers)")
     if serial_fraction is not None:
-        ax.plot(xs, amdahl_speedup(xs, serial_fraction), "k--", lw=1,
-                label=f"Amdahl, serial fraction {serial_fraction:.2f}")
+        cores = os.cpu_count() or 1  # workers beyond the cores take turns on them
+        ax.plot(xs, amdahl_speedup(xs, serial_fraction, cores), "k--", lw=1,
+                label=f"Amdahl (capped at {cores} cores), serial fraction {serial_fraction:.2f}")
     ax.set_xlabel("workers")
     ax.set_ylabel("speedup over 1 worker (×)")
     ax.set_ylim(0, max(2.5, ax.get_ylim()[1]))
@@ -413,7 +459,9 @@ def piece_count_sweep(points, model, slots: int, ax=None):
     ax.plot(n, [model.predict(p.piece_bytes, slots) for p in points], "s--",
             label="model: start-up + waves × (piece / rate + overhead)")
     ax.set_xscale("log")
-    ax.set_xlabel("pieces (= shards) the corpus is cut into (log scale)")
+    total = sum(points[0].piece_bytes) if points else 0
+    ax.set_xlabel(f"pieces (= shards) {total / 1e6:,.1f} MB of documents are cut into "
+                  "(log scale)")
     ax.set_ylabel("seconds to preprocess")
     ax.legend(fontsize="small")
     return ax

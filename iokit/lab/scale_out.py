@@ -7,13 +7,21 @@
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
 * :func:`fit_cluster`, :func:`cluster_checks` — the cluster model fitted on runs of 1 and 2
   workers, checked on a piece-count sweep.
+* :func:`corpus_head` — the corpus's first documents, up to a size that suits the scale: the
+  piece-count sweep and the shard-count panel run many times over, so above ``tiny`` they take
+  a slice (the whole corpus at ``tiny``).
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
+* :func:`use_server_proxy` — under JupyterHub, dask's dashboard link goes through the Jupyter
+  server's proxy (jupyter-server-proxy), since ``127.0.0.1`` is the hub's machine, not yours.
+  Done when this module is imported, before the notebook starts its cluster.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,14 +29,72 @@ from pathlib import Path
 
 import numpy as np
 
+from iokit.atomic import make_folder, write_bytes_atomic
+from iokit.corpus import resolve_scale
 from iokit.costs import Check, ClusterModel
 from iokit.engines import ShardRun, pretokenize_pieces
 from iokit.errors import FormatError
+from iokit.lab.scaling import scale_repeat
+from iokit.progress import progress_bar
 from iokit.ranks import rank_windows
 from iokit.shards import open_shards
 from iokit.split import plan_pieces
 from iokit.storage import get_preset, open_storage
 from iokit.timing import Timeline, Timing, timeline_from
+
+DASK_LINK_KEY = "distributed.dashboard.link"
+DASK_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
+PROXY_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # dask fills in both from env
+
+
+def server_proxy_link(environ=None) -> str | None:
+    """dask's dashboard link template for a JupyterLab behind JupyterHub (the server's
+    ``/proxy/<port>/`` route, from the ``jupyter-server-proxy`` package in the ``dask`` extra),
+    or None when not under JupyterHub."""
+    environ = os.environ if environ is None else environ
+    return PROXY_LINK if environ.get("JUPYTERHUB_SERVICE_PREFIX") else None
+
+
+def use_server_proxy(environ=None) -> bool:
+    """Under JupyterHub, make ``client.dashboard_link`` go through the server's proxy, unless
+    the link was already configured; True when set. Works whether dask is imported yet or not."""
+    link = server_proxy_link(environ)
+    if link is None:
+        return False
+    os.environ.setdefault("DASK_DISTRIBUTED__DASHBOARD__LINK", link)  # read when dask loads
+    if "dask" in sys.modules:
+        import dask
+
+        if dask.config.get(DASK_LINK_KEY, DASK_DEFAULT_LINK) == DASK_DEFAULT_LINK:
+            dask.config.set({DASK_LINK_KEY: link})
+    return True
+
+
+use_server_proxy()
+
+
+SWEEP_BYTES = {"tiny": None, "small": 16 << 20, "large": 32 << 20}  # None: the whole corpus
+PANEL_BYTES = {"tiny": None, "small": 8 << 20, "large": 16 << 20}
+
+
+def corpus_head(corpus, folder, max_bytes: int | None) -> Path:
+    """``corpus`` itself when it is no bigger than ``max_bytes`` (or that is None), else a
+    JSONL file in ``folder`` holding its first whole documents (cut at a line end) up to
+    ``max_bytes``, written once (atomically) and reused."""
+    corpus = Path(corpus)
+    if max_bytes is None or not corpus.is_file() or corpus.stat().st_size <= max_bytes:
+        return corpus
+    out = Path(folder) / f"{corpus.stem}-first-{max_bytes >> 20}MiB.jsonl"
+    if out.is_file():
+        return out
+    with open(corpus, "rb") as f:
+        head = f.read(max_bytes)
+    cut = head.rfind(b"\n") + 1
+    if cut == 0:  # a first document longer than the slice: keep it whole
+        return corpus
+    make_folder(out.parent, "the sweep's folder")
+    write_bytes_atomic(out, head[:cut])
+    return out
 
 
 @dataclass
@@ -46,17 +112,24 @@ class EngineTiming:
 
 
 def time_engine(pieces, tokenizer, out_dir, *, engine: str, workers: int = 2, client=None,
-                repeat: int = 3, warmup: int = 1) -> EngineTiming:
-    """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs.
+                repeat: int | None = None, warmup: int = 1, progress: bool = True
+                ) -> EngineTiming:
+    """Preprocess ``pieces`` ``warmup + repeat`` times; time the last ``repeat`` runs (by
+    default as many as suit the scale: :func:`iokit.lab.scaling.scale_repeat`), with a
+    progress bar over the runs unless ``progress`` is false.
 
     Each run's time is :attr:`ShardRun.seconds`: from the first task handed out to the set
     published, with the workers already running (a local pool is started and warmed before
     its clock starts; a dask cluster is running already or started before).
     """
     runs = []
-    for _ in range(warmup + repeat):
-        runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
-                                       workers=workers, client=client, progress=False))
+    repeat = scale_repeat(repeat)
+    with progress_bar(total=warmup + repeat, desc=engine, unit="run",
+                      disable=not progress) as bar:
+        for _ in range(warmup + repeat):
+            runs.append(pretokenize_pieces(pieces, tokenizer, out_dir, engine=engine,
+                                           workers=workers, client=client, progress=False))
+            bar.update()
     timed = runs[warmup:]
     nbytes = sum(p.nbytes for p in pieces)
     timing = Timing([r.seconds for r in timed], nbytes, f"{engine} ×{timed[-1].workers}")
@@ -73,20 +146,30 @@ class PiecePoint:
 
 
 def piece_sweep(corpus, tokenizer, out_dir, parts, *, engine: str = "dask", workers: int = 2,
-                client=None, repeat: int = 3, warmup: int = 1, on_point=None
+                client=None, repeat: int | None = None, warmup: int = 1, on_point=None
                 ) -> list[PiecePoint]:
     """Time preprocessing ``corpus`` cut into each of ``parts`` pieces, on the same workers.
 
-    ``on_point(point)`` is called after each piece count (to plot it as it comes).
+    Above the ``tiny`` scale the sweep cuts the corpus's first :data:`SWEEP_BYTES` (its
+    documents, whole): the many runs then take minutes, not a quarter of an hour; each point's
+    ``piece_bytes`` are what it really cut. The ``warmup`` runs come before the first piece
+    count only: the same workers then stay warm for the others. ``on_point(point)`` is called
+    after each piece count (to plot it as it comes); a progress bar follows the counts.
     """
     points = []
-    for n in parts:
-        pieces = plan_pieces(corpus, n)
-        t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
-                        client=client, repeat=repeat, warmup=warmup).timing
-        points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
-        if on_point is not None:
-            on_point(points[-1])
+    parts = list(parts)
+    corpus = corpus_head(corpus, Path(out_dir).parent, SWEEP_BYTES[resolve_scale()])
+    with progress_bar(total=len(parts), desc="piece counts", unit="count") as bar:
+        for i, n in enumerate(parts):
+            bar.set_postfix_str(f"{n} pieces")
+            pieces = plan_pieces(corpus, n)
+            t = time_engine(pieces, tokenizer, out_dir, engine=engine, workers=workers,
+                            client=client, repeat=repeat, warmup=warmup if i == 0 else 0,
+                            progress=False).timing
+            points.append(PiecePoint(n, [p.nbytes for p in pieces], t))
+            bar.update()
+            if on_point is not None:
+                on_point(points[-1])
     return points
 
 

@@ -8,7 +8,9 @@ Two stages, two kinds of parallelism:
   read mostly waits, so threads overlap the waits.
 
 Every point is measured on a pool that is already running (its start-up is timed apart by
-:func:`pool_startup`), with warm-up and repeats; see :mod:`iokit.timing`.
+:func:`pool_startup`), with warm-up and repeats; see :mod:`iokit.timing`. Unless told, the
+number of repeats suits the scale (:func:`scale_repeat`): bigger corpora take longer per run
+and vary less between runs, so they need fewer.
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ import numpy as np
 
 from iokit import tasks
 from iokit.atomic import atomic_write
-from iokit.corpus import open_corpus
+from iokit.corpus import open_corpus, resolve_scale
 from iokit.costs import Check, GILThreadModel, amdahl_speedup, fit_serial_fraction
 from iokit.parallel import WorkerPool
+from iokit.progress import progress_bar
 from iokit.timing import MB, Timing, interleaved, measure
+
+SCALE_REPEATS = {"tiny": 3, "small": 2, "large": 2}  # timed runs per point, by corpus scale
+
+
+def scale_repeat(repeat: int | None = None) -> int:
+    """``repeat`` when given, else the timed runs per point for the scale in use."""
+    return repeat if repeat is not None else SCALE_REPEATS[resolve_scale()]
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,8 @@ def spans_bytes(spans) -> int:
 
 
 def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
-                   chunk_size: int = 16, *, start_method: str | None = None, repeat: int = 3,
-                   warmup: int = 1, pool: WorkerPool | None = None,
+                   chunk_size: int = 16, *, start_method: str | None = None,
+                   repeat: int | None = None, warmup: int = 1, pool: WorkerPool | None = None,
                    baseline: bool = False) -> ScalingPoint:
     """Time tokenizing the documents at ``spans`` with a pool of ``workers`` (items: documents).
 
@@ -93,6 +103,7 @@ def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
     is far steadier than a baseline measured once, earlier.
     """
     fn = partial(tasks.tokenize_span, str(open_corpus(path)))
+    repeat = scale_repeat(repeat)
     own = pool is None
     pool = pool or WorkerPool(workers, kind, start_method, preload=("iokit.tasks",))
     try:
@@ -113,18 +124,27 @@ def tokenize_point(path, spans, kind: str = "processes", workers: int = 1,
 
 def worker_sweep(path, spans, workers: Iterable[int], kind: str = "processes",
                  chunk_size: int = 16, **kwargs) -> Iterator[ScalingPoint]:
-    """:func:`tokenize_point` for each worker count, yielded as measured."""
-    for n in workers:
-        yield tokenize_point(path, spans, kind, n, chunk_size, **kwargs)
+    """:func:`tokenize_point` for each worker count, yielded as measured (with a progress
+    bar over the counts)."""
+    workers = list(workers)
+    with progress_bar(total=len(workers), desc=f"{kind}", unit="count") as bar:
+        for n in workers:
+            bar.set_postfix_str(f"{n} workers")
+            yield tokenize_point(path, spans, kind, n, chunk_size, **kwargs)
+            bar.update()
 
 
 def task_size_sweep(path, spans, task_sizes: Iterable[int], kind: str = "processes",
                     workers: int = 2, **kwargs) -> Iterator[ScalingPoint]:
     """:func:`tokenize_point` for each task size (documents per task, the pool's
     ``chunk_size``) on one running pool, yielded as measured."""
-    with WorkerPool(workers, kind, preload=("iokit.tasks",)) as pool:
+    task_sizes = list(task_sizes)
+    with WorkerPool(workers, kind, preload=("iokit.tasks",)) as pool, \
+            progress_bar(total=len(task_sizes), desc="task sizes", unit="size") as bar:
         for c in task_sizes:
+            bar.set_postfix_str(f"{c} per task")
             yield tokenize_point(path, spans, chunk_size=c, pool=pool, **kwargs)
+            bar.update()
 
 
 def read_point(store, path, workers: int, request_bytes: int = 1 << 20, requests: int = 32,

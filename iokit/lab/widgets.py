@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from iokit.blocks import BlockReader
+from iokit.corpus import resolve_scale
 from iokit.costs import (
     PipelineModel,
     ShardReadModel,
@@ -30,7 +31,7 @@ from iokit.lab.compare import format_speedup
 from iokit.lab.compression import compare_reads
 from iokit.lab.epochs import sampling_rate
 from iokit.lab.plots import throughput_model_curve, timeline_gantt
-from iokit.lab.scale_out import read_by_rank, shards_for
+from iokit.lab.scale_out import PANEL_BYTES, corpus_head, read_by_rank, shards_for
 from iokit.lab.scaling import tokenize_point
 from iokit.lab.training import calibrate, run_training
 from iokit.storage import PRESETS, SimulatedStore, StoragePreset, get_preset, open_storage
@@ -72,6 +73,14 @@ class LivePlot:
     def set_series(self, name: str, x, y, style: str = "--") -> None:
         self.line(name, style).set_data(list(x), list(y))
         self.redraw()
+
+    def remove(self, name: str) -> None:
+        """Take the series ``name`` off the plot and out of the legend."""
+        self.lines.pop(name).remove()
+        if self.lines:
+            self.ax.legend(loc="best", fontsize="small")
+        elif self.ax.get_legend() is not None:
+            self.ax.get_legend().remove()
 
     def data(self, name: str):
         """The (x, y) data of a series, as lists (for tests and summaries)."""
@@ -142,6 +151,7 @@ class Panel:
 
     def run(self) -> None:
         self.button.disabled = True
+        self.say("running…")  # the last run's status would describe other settings
         try:
             self.results.clear()
             self.run_fn(self)
@@ -348,15 +358,18 @@ def break_even_panel(paths: dict, profiles, lo_mb: float = 10, hi_mb: float = 10
 
 
 def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size: int = 16,
-                   repeat: int = 3) -> Panel:
+                   repeat: int | None = None) -> Panel:
     """Notebook 04's panel: tokenize with 1..n workers, plot the speedup, fit Amdahl's law.
 
     Controls: ``workers`` (a range), ``chunk size`` (documents per task) and ``kind``
     (processes or threads). Each point's runs alternate with runs of one worker, and its
-    speedup compares the two. After a run, ``panel.results`` holds the points (2 workers and
-    up) and ``panel.serial_fraction`` the fitted serial fraction.
+    speedup compares the two (``repeat`` times; by default as many as suit the scale). Each
+    kind keeps its own line (and fit), so threads and processes can be compared; a new run of
+    a kind replaces that kind's line. After a run, ``panel.results`` holds the points (2
+    workers and up) and ``panel.serial_fraction`` the fitted serial fraction.
     """
     import ipywidgets as w
+    from matplotlib.ticker import MaxNLocator
 
     sizes = sorted({1 << k for k in range(0, 11)} | {chunk_size})
     controls = {
@@ -368,15 +381,20 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
     }
     plot = LivePlot("workers", "speedup over 1 worker (×)", xscale="linear", yscale="linear",
                     title="Tokenization speedup against workers")
+    plot.ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # workers come whole
+    kind_of: dict = {}  # line name -> the kind it belongs to
 
     def run(panel: Panel) -> None:
         lo, hi = panel.value("workers")
         chunk, kind = panel.value("chunk"), panel.value("kind")
         label = f"{kind}, {chunk} docs per task"
-        for name in list(plot.lines):
-            if name != "ideal":
-                plot.lines.pop(name).remove()
-        plot.set_series("ideal", [1, hi], [1, hi], style="k:")
+        for name in [n for n, k in kind_of.items() if k == kind]:  # this kind's earlier run
+            plot.remove(name)
+            del kind_of[name]
+        kind_of[label] = kind
+        widest = max([hi, *(max(plot.data(n)[0], default=1) for n in kind_of if n != label)])
+        plot.set_series("ideal", [1, widest], [1, widest], style="k:")
+        panel.say(f"measuring {label}, {lo} to {hi} workers…")
         points = []
         if lo == 1:
             plot.add_point(label, 1, 1.0)
@@ -384,18 +402,26 @@ def parallel_panel(path, spans, max_workers: int = 8, workers=(1, 4), chunk_size
             p = tokenize_point(path, spans, kind, n, chunk, repeat=repeat, baseline=True)
             points.append(p)
             plot.add_point(label, n, p.speedup())
-            panel.say(f"{n} {kind}: {p.seconds * 1e3:,.0f} ms, "
+            panel.say(f"{label}: {n} workers {p.seconds * 1e3:,.0f} ms, "
                       f"{format_speedup(p.speedup(), 'one worker')} "
-                      f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)")
+                      f"({p.baseline_seconds * 1e3:,.0f} ms, timed in turn)…")
         panel.results[:] = points
-        if points:
-            s = fit_serial_fraction([1] + [p.workers for p in points],
-                                    [1.0] + [p.speedup() for p in points])
-            panel.serial_fraction = s
-            xs = np.linspace(1, hi, 50)
-            plot.set_series(f"Amdahl fit, serial fraction {s:.2f}", xs, amdahl_speedup(xs, s))
-            panel.say(f"{label}: fitted serial fraction {s:.2f} (Amdahl: at most "
-                      f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
+        if not points:
+            panel.say(f"{label}: only 1 worker, nothing to compare; choose a range that reaches "
+                      "2 workers or more")
+            return
+        cores = os.cpu_count() or 1  # beyond the cores, workers only take turns: not fitted
+        s = fit_serial_fraction([1] + [p.workers for p in points],
+                                [1.0] + [p.speedup() for p in points], cores=cores)
+        panel.serial_fraction = s
+        xs = np.linspace(1, hi, 50)
+        fit = f"Amdahl fit ({kind}), capped at {cores} cores, serial fraction {s:.2f}"
+        kind_of[fit] = kind
+        plot.set_series(fit, xs, amdahl_speedup(xs, s, cores))
+        best = max(points, key=lambda p: p.speedup())
+        panel.say(f"{label}: best {best.speedup():.2f}× with {best.workers} workers; fitted "
+                  f"serial fraction {s:.2f} (Amdahl: at most "
+                  f"{1 / s if s > 0 else float('inf'):.1f}× however many workers)")
 
     return Panel(controls, plot, run, description="Run")
 
@@ -467,9 +493,17 @@ def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8
     predicted by :class:`~iokit.costs.ShardReadModel` for equal shards (line).
 
     Shard sets are made once per count in ``root/shards-N`` (one piece of the corpus each).
+    Above the ``tiny`` scale they hold the corpus's first documents, up to
+    :data:`~iokit.lab.scale_out.PANEL_BYTES` (in ``root/first-<size>/shards-N``): nine shard
+    sets and nine simulated epochs of the whole corpus would take minutes per run.
     Controls: ``trainers`` (ranks reading at once) and ``storage`` (a simulated preset).
     """
     import ipywidgets as w
+
+    limit = PANEL_BYTES[resolve_scale()]
+    source = corpus_head(corpus, root, limit)
+    if source != Path(corpus):
+        root = Path(root) / f"first-{limit >> 20}MiB"
 
     controls = {
         "trainers": w.IntSlider(value=trainers, min=1, max=max_trainers, description="trainers",
@@ -487,7 +521,7 @@ def shard_count_panel(corpus, tokenizer, root, *, shard_counts=(1, 2, 3, 4, 6, 8
         model = ShardReadModel.from_preset(preset)
         rows = []
         for n in shard_counts:
-            folder = shards_for(corpus, tokenizer, Path(root) / f"shards-{n}", n)
+            folder = shards_for(source, tokenizer, Path(root) / f"shards-{n}", n)
             got = read_by_rank(folder, ranks, SimulatedStore(preset),
                                window_tokens=window_tokens)
             if not plot.lines:  # the model curve, once the set's size is known

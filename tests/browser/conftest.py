@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from iokit.app.check import find_chromium  # the one lookup; `iokit check` reports the same
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 
@@ -34,18 +36,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 HOW_TO_ENABLE = "install Chromium (apt-get install chromium) to run them"
-
-
-def find_chromium() -> str | None:
-    """Path of the system's Chromium (or only ``$IOKIT_CHROMIUM`` when set), or None."""
-    chosen = os.environ.get("IOKIT_CHROMIUM")
-    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"),
-                                          shutil.which("chromium-browser")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
 
 _skipped: list[str] = []
 

@@ -597,7 +597,7 @@ def _source(path: Path) -> tuple[str, list[Path], list[str]]:
         return (FORM_TXT_FILE if path.suffix.lower() == ".txt" else FORM_JSONL), [path], []
     if not path.exists():
         raise CorpusError(
-            f"{path}: no such corpus. Make the generated one with `iokit data` "
+            f"{path}: no such corpus. Make the generated one with \"iokit data\" "
             "(or iokit.ensure_corpus()), or give the path of your own JSONL file, .txt file or "
             "folder of .txt files.")
     raise CorpusError(f"{path}: not a regular file or folder; give a JSONL file, a .txt file "

@@ -84,5 +84,5 @@ def setup_check(data_dir=None) -> dict:
         elif name in OPTIONAL:
             print(f"  {name:<11} not installed (optional: pip install -e '.[{OPTIONAL[name]}]')")
         else:
-            print(f"  {name:<11} MISSING: run `make lab` (or pip install -e .) to install it")
+            print(f"  {name:<11} MISSING: run \"make lab\" (or pip install -e .) to install it")
     return info

@@ -70,6 +70,13 @@ def format_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def format_error(err: float | None) -> str:
+    """A relative error (predicted − measured) / measured as a signed percentage: +25 %, −8 %."""
+    if err is None:
+        return ""
+    return f"{'+' if err >= 0 else '−'}{abs(err) * 100:,.0f} %"
+
+
 def format_bytes(n: float) -> str:
     """1 B, 4 KiB, 16 MiB: binary units, as chunk sizes are chosen."""
     if n != n or n in (float("inf"), float("-inf")):

@@ -62,7 +62,7 @@ from iokit.ranks import rank_balance
 from iokit.shards import open_shards, pretokenize
 from iokit.split import plan_pieces
 from iokit.storage import SimulatedStore
-from iokit.timing import Timing, interleaved, measure, stopwatch
+from iokit.timing import Timing, format_error, interleaved, measure, stopwatch
 from iokit.tokenize import WordTokenizer
 
 
@@ -308,7 +308,7 @@ def model_error_lines(checks) -> list[Ratio]:
         worst = max(checks, key=lambda c: abs(c.rel_error))
         out.append(Ratio("model error median |relative| over all checks",
                          median_abs_error(checks), "relative",
-                         f"{len(checks)} checks; worst {worst.name} {worst.rel_error:+.0%}"))
+                         f"{len(checks)} checks; worst {worst.name} {format_error(worst.rel_error)}"))
     return out
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from iokit.errors import ParameterError, check_choice
-from iokit.timing import Timing, format_seconds
+from iokit.timing import Timing, format_error, format_seconds
 
 UNITS = ("s", "MB/s", "×", "fraction", "choice")
 GOOD, FAIR = 0.10, 0.25  # |relative error| for "good" and "fair"
@@ -154,13 +154,6 @@ def format_speedup(ratio: float, than: str = "") -> str:
     if ratio <= 0:
         return "no progress"
     return f"{format_value(1 / ratio, '×')} the time" + (f" of {than}" if than else "")
-
-
-def format_error(err: float | None) -> str:
-    """A relative error as a signed percentage: +25 %, −8 %."""
-    if err is None:
-        return ""
-    return f"{'+' if err >= 0 else '−'}{abs(err) * 100:,.0f} %"
 
 
 def _spread(c: Comparison) -> str:

@@ -308,7 +308,8 @@ def model_error_lines(checks) -> list[Ratio]:
         worst = max(checks, key=lambda c: abs(c.rel_error))
         out.append(Ratio("model error median |relative| over all checks",
                          median_abs_error(checks), "relative",
-                         f"{len(checks)} checks; worst {worst.name} {format_error(worst.rel_error)}"))
+                         f"{len(checks)} checks; worst {worst.name} "
+                         f"{format_error(worst.rel_error)}"))
     return out
 
 

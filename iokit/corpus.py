@@ -840,6 +840,38 @@ def standard_corpus(path, text_field: str = "text", data_dir=None) -> Path:
 # --------------------------------------------------------------------------- statistics
 
 
+def write_head(corpus, out, max_bytes: int) -> tuple[int, int]:
+    """Write the first whole documents (JSONL lines) of ``corpus`` to ``out``, up to
+    ``max_bytes`` but at least the first one, atomically; return ``(bytes, documents)``."""
+    got = docs = 0
+    with open(corpus, "rb") as src, atomic_write(out) as dst:
+        for line in src:
+            if docs and got + len(line) > max_bytes:
+                break
+            dst.write(line)
+            got += len(line)
+            docs += 1
+    return got, docs
+
+
+def corpus_head(corpus, folder, max_bytes: int | None) -> Path:
+    """``corpus`` itself when it is no bigger than ``max_bytes`` (or that is None), else a
+    JSONL file in ``folder`` holding its first whole documents up to ``max_bytes``, made once
+    and reused. Its name carries a key of the corpus's path, size and modification time, so a
+    changed or different corpus of the same name never reuses another's head."""
+    corpus = Path(corpus)
+    if max_bytes is None or not corpus.is_file() or corpus.stat().st_size <= max_bytes:
+        return corpus
+    st = corpus.stat()
+    key = hashlib.sha256(f"{corpus.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+                         ).hexdigest()[:12]
+    out = Path(folder) / f"{corpus.stem}-first-{max_bytes >> 20}MiB-{key}.jsonl"
+    if not out.is_file():
+        make_folder(out.parent, "the folder for the corpus's first part")
+        write_head(corpus, out, max_bytes)
+    return out
+
+
 @dataclass
 class CorpusStats:
     """What a corpus looks like: sizes, document lengths, word frequencies, compressibility."""

@@ -20,7 +20,7 @@ import zstandard
 from iokit import tasks
 from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.codecs import get_codec
-from iokit.corpus import iter_documents, open_corpus
+from iokit.corpus import corpus_head, iter_documents, open_corpus
 from iokit.costs import Check, ThreadedReadModel, median_abs_error
 from iokit.engines import (
     close_cluster,
@@ -318,22 +318,6 @@ def _sample_bytes(corpus: Path, tiny: int, most: int) -> int:
     return int(min(most, max(tiny, corpus.stat().st_size // 8)))
 
 
-def _head(corpus: Path, folder: Path, nbytes: int) -> Path:
-    """The corpus' first lines, up to ``nbytes``, as a file in ``folder`` (the corpus itself
-    when it is no larger)."""
-    if corpus.stat().st_size <= nbytes:
-        return corpus
-    folder.mkdir(parents=True, exist_ok=True)
-    out, got = folder / "head.jsonl", 0
-    with open(corpus, "rb") as src, open(out, "wb") as dst:
-        for line in src:
-            dst.write(line)
-            got += len(line)
-            if got >= nbytes:
-                break
-    return out
-
-
 ROUNDS = 3  # calibration and check runs taken in turn, so a busy moment hits both alike
 
 
@@ -432,7 +416,7 @@ def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
         require_dask()
     except Exception:  # the dask extra is not installed: nothing to check
         return []
-    text = _head(corpus, workdir / "cm-head", 16 << 20)
+    text = corpus_head(corpus, workdir / "cm-head", 16 << 20)
     tok = WordTokenizer.train(d.text for d in iter_documents(text))
     pieces = plan_pieces(text, 8)
     times: dict = {}

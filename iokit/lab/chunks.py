@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iokit.corpus import write_head
 from iokit.costs import Check, LoopCostModel, RequestCostModel, fit_request_model
 from iokit.errors import check_positive
 from iokit.storage import LocalDisk, drop_cache, resident_fraction
@@ -151,13 +152,7 @@ def calibrate_loop(corpus, tokenize=None, *, folder=None, sample_bytes: int = 2 
     want = max(1, min(sample_bytes, size // 4))
     with tempfile.TemporaryDirectory(dir=folder, prefix="iokit-calibrate-") as tmp:
         sample = Path(tmp) / "sample.jsonl"
-        got = 0
-        with open(corpus, "rb") as src, open(sample, "wb") as dst:
-            for line in src:
-                dst.write(line)
-                got += len(line)
-                if got >= want:
-                    break
+        got, _ = write_head(corpus, sample, want)
         runs = {"naive": [], "chunked": []}
         for _ in range(repeat):
             runs["naive"].append(naive_loop(sample, Path(tmp) / "out-naive", tokenize))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iokit.corpus import iter_documents, open_corpus
+from iokit.corpus import iter_documents, open_corpus, write_head
 from iokit.costs import Check, EpochCostModel, fit_sampling_model, token_itemsize
 from iokit.shards import DEFAULT_MAX_SHARD_BYTES, ShardSet, choose_dtype, open_shards
 from iokit.storage import drop_cache, resident_fraction
@@ -173,21 +173,6 @@ def copy_rate(nbytes: int, repeat: int = 7, number: int = 50) -> Timing:
     return t
 
 
-def _sample_corpus(corpus, folder, want: int) -> tuple[Path, int, int]:
-    """The first lines of ``corpus`` up to ``want`` bytes, copied to ``folder``: (path, bytes,
-    documents)."""
-    sample = Path(folder) / "sample.jsonl"
-    got = docs = 0
-    with open(corpus, "rb") as src, open(sample, "wb") as dst:
-        for line in src:
-            dst.write(line)
-            got += len(line)
-            docs += 1
-            if got >= want:
-                break
-    return sample, got, docs
-
-
 def predict_epochs(corpus, tokenizer, sample_docs: int | None = None, *,
                    sample_bytes: int = 2 << 20, max_shard_bytes: int | None = None,
                    repeat: int = 3):
@@ -212,9 +197,11 @@ def predict_epochs(corpus, tokenizer, sample_docs: int | None = None, *,
     text_bytes = corpus.stat().st_size
     want = max(1, min(sample_bytes, text_bytes // 4))
     if sample_docs is not None:
-        want = sum(len(line) for line in itertools.islice(open(corpus, "rb"), sample_docs))
+        with open(corpus, "rb") as f:
+            want = sum(len(line) for line in itertools.islice(f, sample_docs))
     with tempfile.TemporaryDirectory(dir=corpus.parent, prefix="iokit-epochs-") as tmp:
-        sample, got, docs = _sample_corpus(corpus, tmp, want)
+        sample = Path(tmp) / "sample.jsonl"
+        got, docs = write_head(corpus, sample, want)
         runs = []
         measure(lambda: runs.append(raw_epoch(sample, tokenizer)), repeat=repeat)
         parse_s = float(np.median([r.stage_seconds.get("read", 0.0) for r in runs[1:]]))

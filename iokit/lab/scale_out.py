@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iokit.atomic import make_folder, write_bytes_atomic
-from iokit.corpus import resolve_scale
+from iokit.corpus import corpus_head, resolve_scale
 from iokit.costs import Check, ClusterModel
 from iokit.engines import ShardRun, pretokenize_pieces
 from iokit.errors import FormatError
@@ -75,26 +74,6 @@ use_server_proxy()
 
 SWEEP_BYTES = {"tiny": None, "small": 16 << 20, "large": 32 << 20}  # None: the whole corpus
 PANEL_BYTES = {"tiny": None, "small": 8 << 20, "large": 16 << 20}
-
-
-def corpus_head(corpus, folder, max_bytes: int | None) -> Path:
-    """``corpus`` itself when it is no bigger than ``max_bytes`` (or that is None), else a
-    JSONL file in ``folder`` holding its first whole documents (cut at a line end) up to
-    ``max_bytes``, written once (atomically) and reused."""
-    corpus = Path(corpus)
-    if max_bytes is None or not corpus.is_file() or corpus.stat().st_size <= max_bytes:
-        return corpus
-    out = Path(folder) / f"{corpus.stem}-first-{max_bytes >> 20}MiB.jsonl"
-    if out.is_file():
-        return out
-    with open(corpus, "rb") as f:
-        head = f.read(max_bytes)
-    cut = head.rfind(b"\n") + 1
-    if cut == 0:  # a first document longer than the slice: keep it whole
-        return corpus
-    make_folder(out.parent, "the sweep's folder")
-    write_bytes_atomic(out, head[:cut])
-    return out
 
 
 @dataclass

@@ -182,14 +182,16 @@ def pipeline_walk(folder, *, storage: str = "object-store", step_s: float = 0.00
     return rows
 
 
-def format_walk(rows: list[WalkRow]) -> str:
-    """The walk as a plain-text table: technique, busy (model), steps/s, speedup, removes."""
-    lines = [f"{'technique':<44} {'busy':>5} {'model':>6} {'steps/s':>8} {'speedup':>8}  "
+def format_walk(rows: list[WalkRow], model: bool = True) -> str:
+    """The walk as a plain-text table: technique, busy (and the model's, unless ``model`` is
+    false: :func:`walk_checks` then shows it), steps/s, speedup, removes."""
+    head = f" {'model':>6}" if model else ""
+    lines = [f"{'technique':<44} {'busy':>5}{head} {'steps/s':>8} {'speedup':>8}  "
              "bottleneck removed"]
     for r in rows:
-        lines.append(f"{r.step.technique:<44} {r.run.busy_fraction:>5.0%} "
-                     f"{r.predicted_busy:>6.0%} {r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  "
-                     f"{r.step.removes}")
+        predicted = f" {r.predicted_busy:>6.0%}" if model else ""
+        lines.append(f"{r.step.technique:<44} {r.run.busy_fraction:>5.0%}{predicted} "
+                     f"{r.run.steps_per_s:>8,.1f} {r.speedup:>7.1f}×  {r.step.removes}")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from iokit.errors import ParameterError
 from iokit.shards import choose_dtype
 from iokit.storage import get_preset
-from iokit.timing import MB, format_bytes, format_error, format_seconds
+from iokit.timing import MB, format_bytes, format_error, format_seconds, format_value
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ class Check:
 
     def __str__(self) -> str:
         return (f"{self.name} ({self.kind}): calibrated on {self.calibrated_on}; checked on "
-                f"{self.checked_on}: predicted {self.predicted:.4g} {self.unit}, measured "
-                f"{self.measured:.4g} {self.unit} ({format_error(self.rel_error)})")
+                f"{self.checked_on}: predicted {format_value(self.predicted, self.unit)}, measured "
+                f"{format_value(self.measured, self.unit)} ({format_error(self.rel_error)})")
 
 
 def median_abs_error(checks) -> float:

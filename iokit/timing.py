@@ -70,6 +70,22 @@ def format_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def format_value(value, unit: str) -> str:
+    """A value in its unit: 1.43 s, 12.5 MB/s, 1.74×, 90 % (a fraction), zstd:3 (a choice)."""
+    if value is None:
+        return "—"
+    if unit == "choice" or isinstance(value, str):
+        return str(value)
+    if unit == "s":
+        return format_seconds(float(value))
+    if unit in ("MB/s", "tok/s"):
+        return f"{value:,.1f} {unit}"
+    if unit == "×":
+        return f"{value:,.2f}×" if value < 10 else f"{value:,.1f}×" if value < 100 else \
+            f"{value:,.0f}×"
+    return f"{value * 100:.0f} %"
+
+
 def format_error(err: float | None) -> str:
     """A relative error (predicted − measured) / measured as a signed percentage: +25 %, −8 %."""
     if err is None:

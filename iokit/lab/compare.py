@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from iokit.errors import ParameterError, check_choice
-from iokit.timing import Timing, format_error, format_seconds
+from iokit.timing import Timing, format_error, format_value
 
 UNITS = ("s", "MB/s", "×", "fraction", "choice")
 GOOD, FAIR = 0.10, 0.25  # |relative error| for "good" and "fair"
@@ -128,22 +128,6 @@ def compare(name: str, measured, model=None, guess=None, *, unit: str = "s",
         measured, runs = value, len(t.seconds)
     return Comparison(name, measured, unit, low, high, runs or 1, model, guess, misses,
                       tuple(ties), note)
-
-
-def format_value(value, unit: str) -> str:
-    """A value in its unit: 1.43 s, 12.5 MB/s, 1.74×, 90 %, zstd:3."""
-    if value is None:
-        return "—"
-    if unit == "choice" or isinstance(value, str):
-        return str(value)
-    if unit == "s":
-        return format_seconds(float(value))
-    if unit == "MB/s":
-        return f"{value:,.1f} MB/s"
-    if unit == "×":
-        return f"{value:,.2f}×" if value < 10 else f"{value:,.1f}×" if value < 100 else \
-            f"{value:,.0f}×"
-    return f"{value * 100:.0f} %"
 
 
 def format_speedup(ratio: float, than: str = "") -> str:

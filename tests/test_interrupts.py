@@ -149,6 +149,7 @@ def test_keyboard_interrupt_from_the_tokenizer_mid_shards(tmp_path):
 # ------------------------------------------------------------------ vocabulary + shards
 
 
+@pytest.mark.filterwarnings("ignore::iokit.tokenize.TokenizerWarning")  # tiny on purpose
 @pytest.mark.parametrize("seed", SEEDS)
 def test_interrupted_pretokenize_and_vocabulary_saving(seed, tmp_path, monkeypatch):
     corpus = tmp_path / "c.jsonl"

@@ -99,6 +99,7 @@ def test_a_bomb_does_not_raise_the_peak_rss_of_a_reader(tmp_path):
     assert grew < 32 << 20
 
 
+@pytest.mark.filterwarnings("ignore::iokit.tokenize.TokenizerWarning")  # tiny on purpose
 def test_a_huge_document_is_tokenized_in_bounded_memory(tmp_path):
     rng = np.random.default_rng(0)
     words = np.array([f"w{i}" for i in range(3000)] + ["the", "of", ",", "."])

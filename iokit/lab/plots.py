@@ -341,12 +341,16 @@ STAGE_COLORS = {"read": "tab:blue", "decompress": "tab:orange", "batch": "tab:gr
                 "transfer": "tab:olive"}
 
 
-def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = None):
+def timeline_gantt(timeline, ax=None, title: str = "", t_max: float | None = None,
+                   rows=()):
     """A Gantt chart of a :class:`~iokit.timing.Timeline`: one row per worker (the training
-    loop on top), one bar per span, coloured by stage (read, decompress, batch, train, wait)."""
+    loop on top), one bar per span, coloured by stage (read, decompress, batch, train, wait).
+    ``rows`` names workers to show even when they did nothing (an idle worker is an empty row,
+    not a missing one)."""
     ax = _axes(ax, figsize=(8, 3))
     spans = list(timeline.spans)
-    workers = sorted({s.worker for s in spans}, key=lambda w: (w != "trainer", w != "loop", w))
+    workers = sorted({s.worker for s in spans} | set(rows),
+                     key=lambda w: (w != "trainer", w != "loop", w))
     t0 = min((s.start for s in spans), default=0.0)
     seen = set()
     for row, w in enumerate(workers):

@@ -31,6 +31,11 @@ class ParameterError(IokitError, ValueError):
     """A setting is out of range or unknown (chunk size, scale, preset, codec, ...)."""
 
 
+class PositionError(ParameterError, IndexError):
+    """A document or token position outside what a shard set holds (an IndexError too, so a
+    shard set still behaves as a sequence)."""
+
+
 class WorkerDiedError(IokitError):
     """A worker process ended abruptly (killed, out of memory, crashed) while it had work."""
 

@@ -67,7 +67,14 @@ from iokit.blocks import (
 )
 from iokit.codecs import get_codec
 from iokit.corpus import iter_documents, open_corpus
-from iokit.errors import FormatError, ParameterError, check_positive, check_size, read_kit_file
+from iokit.errors import (
+    FormatError,
+    ParameterError,
+    PositionError,
+    check_positive,
+    check_size,
+    read_kit_file,
+)
 from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
@@ -401,6 +408,8 @@ class Shard:
         return self.source.read(start, stop)
 
     def document(self, i: int) -> np.ndarray:
+        """The tokens of document ``i`` of this shard (negative counts from the end)."""
+        i = document_position(self.bin_path, i, self.n_docs)
         return self.read(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def compute_checksum(self) -> int:
@@ -420,16 +429,30 @@ class Shard:
                 "write the shards again.")
 
 
+def document_position(where, i, n_docs: int) -> int:
+    """Document ``i`` as a position in ``0..n_docs - 1`` (negative counts from the end), else
+    the kit's PositionError naming ``where``: every document reader answers alike."""
+    try:
+        i = operator.index(i)
+    except TypeError:
+        raise PositionError(f"{where}: a document number must be a whole number, got "
+                            f"{i!r}.") from None
+    if not -n_docs <= i < n_docs:
+        raise PositionError(f"document {i} out of range: {where} holds {n_docs:,} documents; "
+                            f"give 0 to {n_docs - 1:,} (or -1 for the last).")
+    return i % n_docs
+
+
 def check_range(where, start, stop, n_tokens: int) -> tuple[int, int]:
     """``(start, stop)`` as ints if ``0 <= start <= stop <= n_tokens``, else a ParameterError
     naming ``where``: every token reader answers an out-of-range read the same way."""
     try:
         start, stop = operator.index(start), operator.index(stop)
     except TypeError:
-        raise ParameterError(f"{where}: token positions must be whole numbers, got "
+        raise PositionError(f"{where}: token positions must be whole numbers, got "
                              f"{start!r}, {stop!r}.") from None
     if not 0 <= start <= stop <= n_tokens:
-        raise ParameterError(
+        raise PositionError(
             f"{where}: cannot read tokens {start:,}:{stop:,}; it holds {n_tokens:,} tokens, so "
             f"a read needs 0 <= start <= stop <= {n_tokens:,}.")
     return start, stop
@@ -604,10 +627,7 @@ class ShardSet:
 
     def document(self, i: int) -> np.ndarray:
         """The tokens of document ``i`` (counting across shards)."""
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"document {i} out of range: {self.folder} holds {n:,} documents")
-        i %= n
+        i = document_position(self.folder, i, len(self))
         s = int(np.searchsorted(self.doc_starts, i, side="right")) - 1
         return self.shards[s].document(i - int(self.doc_starts[s]))
 

@@ -40,6 +40,7 @@ from iokit.errors import (
     FormatError,
     IokitError,
     ParameterError,
+    PositionError,
     StorageError,
     WorkerDiedError,
 )
@@ -855,6 +856,35 @@ def s_read_backwards(tmp, mp):
     return partial(_read_range, _shards(tmp, codec="zstd:3"), 50, 10)
 
 
+def _document(folder, i, one_shard=False):
+    if one_shard:
+        s = open_shard(folder / "shard-00000.bin")
+        return s.document(i)
+    with open_shards(folder) as s:
+        return s.document(i)
+
+
+def s_document_past_the_end(tmp, mp):
+    return partial(_document, _shards(tmp), 10_000)
+
+
+def s_document_too_negative_compressed(tmp, mp):
+    return partial(_document, _shards(tmp, codec="zstd:3"), -10_000)
+
+
+def s_one_shard_document_past_the_end(tmp, mp):
+    return partial(_document, _shards(tmp), 10_000, one_shard=True)
+
+
+def s_one_shard_document_too_negative(tmp, mp):
+    # once wrapped around silently to a read from the end to the start
+    return partial(_document, _shards(tmp), -10_000, one_shard=True)
+
+
+def s_document_not_a_number(tmp, mp):
+    return partial(_document, _shards(tmp), 1.5)
+
+
 def s_read_one_shard_out_of_range(tmp, mp):
     folder = _shards(tmp)
 
@@ -1071,6 +1101,16 @@ CASES = [
          (r"{tmp}/shards/shard-00000\.bin", r"cannot read tokens")),
     Case("read with a fractional position", s_read_not_a_number, ParameterError,
          (r"{tmp}/shards", r"whole numbers")),
+    Case("document past the end of a shard set", s_document_past_the_end, PositionError,
+         (r"{tmp}/shards", r"document 10000 out of range", r"give 0 to")),
+    Case("document before the start, compressed", s_document_too_negative_compressed,
+         PositionError, (r"{tmp}/zshards", r"document -10000 out of range")),
+    Case("one shard's document past its end", s_one_shard_document_past_the_end, PositionError,
+         (r"{tmp}/shards/shard-00000\.bin", r"document 10000 out of range")),
+    Case("one shard's document before its start", s_one_shard_document_too_negative,
+         PositionError, (r"{tmp}/shards/shard-00000\.bin", r"document -10000 out of range")),
+    Case("document number that is not whole", s_document_not_a_number, PositionError,
+         (r"{tmp}/shards", r"whole number")),
 ]
 
 

@@ -394,3 +394,18 @@ def test_blank_lines_are_accepted_by_shards_and_tour_alike(tmp_path, capsys):
         assert len(s) == 300
     rows, _ = run_tour(p, stages=[stage_naive, stage_chunked])
     assert rows[1].note == "output identical to naive"
+
+
+def test_show_corpus_prints_what_was_read_and_returns_the_copy(tmp_path, monkeypatch, capsys):
+    from iokit.lab.own_data import show_corpus
+
+    monkeypatch.setenv("IOKIT_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"\xef\xbb\xbfone line\r\nand another\r\n")
+    (folder / "b.txt").write_text("a second document", encoding="utf-8")
+    path = show_corpus(folder)
+    shown = capsys.readouterr().out
+    docs = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert docs == ["one line\nand another\n", "a second document"]
+    assert "2 documents" in shown

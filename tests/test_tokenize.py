@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -319,3 +321,24 @@ def test_the_command_line_checks_the_tokenizer_before_any_work(tmp_path, capsys)
     assert main(["tour", "--scale", "tiny", "--vocab-size", "0"]) == 2
     assert "--vocab-size must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_fast_pattern_is_nltks_own():
+    from nltk.tokenize import WordPunctTokenizer
+
+    from iokit.tokenize import WORD_PUNCT_FLAGS, WORD_PUNCT_PATTERN
+
+    nltk_tok = WordPunctTokenizer()
+    assert (WORD_PUNCT_PATTERN, WORD_PUNCT_FLAGS) == (nltk_tok._pattern, nltk_tok._flags)
+
+
+def test_encoding_never_imports_nltk():
+    # A worker that encodes with the fast path must not pay for importing nltk.
+    code = ("import sys\n"
+            "from iokit.tokenize import WordTokenizer, fast_word_tokenize\n"
+            "tok = WordTokenizer.train(['a b, c.'] * 3, vocab_size=16, progress=False)\n"
+            "tok.encode('a b, c.'); fast_word_tokenize('x y')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nltk'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

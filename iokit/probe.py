@@ -47,7 +47,7 @@ from iokit.timing import Timeline, format_seconds
 
 BUSY_ENOUGH = 0.9  # a loop busy this much of the time is not input-bound
 CPU_SHARE = 0.5  # a batch whose solo time is at least this share CPU is CPU-bound
-STRETCHED = 1.5  # a stage whose spans take this many times their CPU seconds is time-shared
+STEP_STRETCHED = 1.2  # a step taking this many times its own time waited for the GIL or a core
 
 
 # --------------------------------------------------------------------------- the decision guide
@@ -139,15 +139,16 @@ class Signals:
 
     @property
     def busy(self) -> float:
-        """The step's time / wall time: with a known step time, that one (a step stretched
-        by waiting for the GIL or a core is not computing)."""
-        compute = self.steps * self.nominal_step_s if self.nominal_step_s is not None \
+        """Time in the step / wall time; with a known step time and steps stretched by more
+        than :data:`STEP_STRETCHED` (they waited for the GIL or a core), the step's own time:
+        waiting inside a step is not computing."""
+        compute = self.steps * self.nominal_step_s if self.stretch >= STEP_STRETCHED \
             else self.compute_s
         return min(compute / self.seconds, 1.0) if self.seconds > 0 else 0.0
 
     @property
     def step_s(self) -> float:
-        if self.nominal_step_s is not None:
+        if self.stretch >= STEP_STRETCHED:
             return self.nominal_step_s
         return self.compute_s / self.steps if self.steps else 0.0
 
@@ -239,7 +240,7 @@ def diagnose(sig: Signals) -> Verdict:
         after = 1 / period if period else model_busy / S if S > 0 else 0.0
         return after / before if before > 0 else math.inf
 
-    if sig.stretch >= 1.2:
+    if sig.stretch >= STEP_STRETCHED:
         evidence.append(f"each step took {sig.stretch:.1f}× its own {_ms(S)}: it waited for "
                         "the GIL or a core")
     stage = dict(sig.stage_s)
@@ -549,9 +550,10 @@ def load_target(target: str, args: tuple = ()):
     obj = module
     for part in name.split("."):
         if not hasattr(obj, part):
+            names = [k for k, v in vars(module).items() if not k.startswith("_")
+                     and not isinstance(v, type(sys))]  # modules it imported are not its own
             raise ParameterError(f"{where} has no {name!r}; it defines "
-                                 + ", ".join(k for k in vars(module) if not k.startswith("_"))
-                                 + ".")
+                                 + (", ".join(names) or "nothing to probe") + ".")
         obj = getattr(obj, part)
     if callable(obj) and not hasattr(obj, "__iter__"):
         obj = obj(*args)

@@ -188,6 +188,7 @@ class Verdict:
     predicted_busy: float | None = None
     predicted_speedup: float | None = None  # steps per second, after / before
     settings: dict = field(default_factory=dict)  # loader settings the advice asks for
+    model: PipelineModel | None = None  # the pipeline model behind the forecast, if any
 
     @property
     def rule(self) -> Rule:
@@ -263,7 +264,7 @@ def diagnose(sig: Signals) -> Verdict:
                            f"keep at least L / S = {L / S:.1f} batches in flight: "
                            f"workers = prefetch = {need}", m.busy_fraction(),
                            gain(m.busy_fraction(), m.period_s),
-                           {"workers": need, "prefetch": need})
+                           {"workers": need, "prefetch": need}, m)
         # CPU-bound: which CPU work, and can more workers run it?
         solo = stage[slowest]
         ran = sig.run_stage_s.get(slowest, solo)
@@ -271,28 +272,33 @@ def diagnose(sig: Signals) -> Verdict:
                         f"the run ({ran / solo if solo else 1:.1f}× alone); the loader used "
                         f"{sig.loader_cores:.2f} of {cores} cores")
         workers = sig.workers or 0
+        # thread workers whose CPU work kept less than about 1.5 cores busy: it holds the GIL
+        # (or other programs hold the cores), so the forecast gives them one core
+        usable = 1 if sig.kind == "threads" and sig.loader_cores < 1.5 else cores
+        if usable < cores:
+            evidence.append(f"thread workers on about one core: forecasts with {usable} core")
         if workers > cores:
-            m = _model(stage, S, cores, max(sig.prefetch or cores, cores), cores)
+            m = _model(stage, S, cores, max(sig.prefetch or cores, cores), usable)
             return Verdict("oversubscribed", evidence,
                            f"{workers} workers take turns on {cores} cores: use {cores}, as "
                            "fast; to go faster, cut the CPU per batch (02, 03) or add cores",
                            m.busy_fraction(), gain(m.busy_fraction(), m.period_s),
-                           {"workers": cores, "prefetch": m.prefetch})
+                           {"workers": cores, "prefetch": m.prefetch}, m)
         if sig.bytes_per_token and sig.itemsize:
             bpt, isz = sig.bytes_per_token, sig.itemsize
             evidence.append(f"{bpt:.2f} bytes fetched per token; a stored ID takes {isz}")
             scale = isz / bpt
-            m = _model(stage, S, max(workers, 1), max(sig.prefetch or 1, 1), cores,
+            m = _model(stage, S, max(workers, 1), max(sig.prefetch or 1, 1), usable,
                        scale_read=scale, drop=("decompress",))
             if bpt > 1.2 * isz:
                 return Verdict("tokenize", evidence,
                                "tokenize once, before training, and read token IDs",
-                               m.busy_fraction(), gain(m.busy_fraction(), m.period_s))
+                               m.busy_fraction(), gain(m.busy_fraction(), m.period_s), {}, m)
             if bpt < 0.95 * isz:
                 return Verdict("decompress", evidence,
                                f"read plain shards ({1 / scale:.2f}× the bytes, no "
                                "decompression) or a faster codec", m.busy_fraction(),
-                               gain(m.busy_fraction(), m.period_s))
+                               gain(m.busy_fraction(), m.period_s), {}, m)
     # no stage information (any iterable), or CPU-bound on plain IDs
     loader_cores = sig.loader_cores
     evidence.append(f"CPU: the loader kept {loader_cores:.2f} of {cores} cores busy "

@@ -510,6 +510,11 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 # and the accelerator is busy b = S / P = min(1, (1/P_loader) / (1/S)). Over N steps the first
 # batch's L cannot be hidden: b_N = N·S / (L + N·P). The smallest depth that keeps the loop
 # busy is d = ceil(L / S), with at least as many workers.
+#
+# Notebook 08 adds the GIL. A step whose Python side holds it for g·S, fed by thread workers
+# that hold it C_py per batch, gets two more limits: the two Pythons take turns (P ≥ g·S +
+# C_py), and the step waits for the workers' Python (P ≥ S + C_py); the step's Python also
+# takes a core (C + g·S) / cores. Process workers have their own GIL: only the cores count.
 
 
 @dataclass(frozen=True)

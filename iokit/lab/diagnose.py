@@ -346,6 +346,11 @@ class GilRun:
         return self.run.steps_per_s
 
     @property
+    def worker_kind(self) -> str:
+        """"thread" or "process", as in "thread workers"."""
+        return "thread" if self.kind == "threads" else "process"
+
+    @property
     def step_wall_s(self) -> float:
         """The mean wall time of a step: stretched beyond ``step_s`` when it waited for the GIL."""
         return float(np.mean(self.run.compute_s))
@@ -369,8 +374,9 @@ def gil_runs(lab: Lab, vocab_path, *, step_s: float = 0.010, shares=(0.0, 0.5),
     out = []
     for share in shares:
         step = simulated_step(step_s, share)
-        alone = measure(step, repeat=15, warmup=2).median  # the step alone, on this machine now
         for kind in ("threads", "processes"):
+            # the step alone, just before the run: what it takes on this machine now
+            alone = measure(step, repeat=15, warmup=2).median
             model = PipelineModel(read, dec, bat, alone, workers=workers,
                                   prefetch=2 * workers, cores=cores,
                                   step_gil_s=alone - (1 - share) * step_s if share else 0.0,
@@ -391,8 +397,8 @@ def gil_runs(lab: Lab, vocab_path, *, step_s: float = 0.010, shares=(0.0, 0.5),
 
 def gil_checks(runs: list[GilRun]) -> list[Check]:
     """Steps per second of each GIL run against the pipeline model with its GIL term."""
-    return [Check(f"seconds per step, {r.kind} workers, step {r.gil_share:.0%} GIL",
+    return [Check(f"seconds per step, {r.worker_kind} workers, step {r.gil_share:.0%} GIL",
                   "the tokenize stage's CPU, one batch at a time; the step's GIL share",
-                  f"{r.run.steps} steps, {r.kind} workers",
+                  f"{r.run.steps} steps, {r.worker_kind} workers",
                   1 / r.model.steps_per_s(r.run.steps),
                   1 / r.steps_per_s) for r in runs]

@@ -543,7 +543,8 @@ def gil_steps(runs, ax=None):
     for i, kind in enumerate(kinds):
         rs = [next(r for r in runs if r.kind == kind and r.gil_share == g) for g in shares]
         x = np.arange(len(shares)) + (i - 0.5) * width
-        ax.bar(x, [r.steps_per_s for r in rs], width, label=f"{kind} workers, measured",
+        ax.bar(x, [r.steps_per_s for r in rs], width,
+               label=f"{'thread' if kind == 'threads' else 'process'} workers, measured",
                color="tab:blue" if kind == "threads" else "tab:green")
         ax.plot(x, [r.model.steps_per_s(r.run.steps) for r in rs], "k_", ms=22, mew=2,
                 label="pipeline model" if i == 0 else None)

@@ -248,3 +248,26 @@ def test_process_loader_makes_the_thread_loaders_batches(lab, tmp_path):
         b = [b.x for b in procs]
         assert {s.stage for s in procs.timeline.spans} == {"tokenize"}
     assert len(a) == len(b) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_probe_on_the_kits_loader_has_its_stages(lab):
+    from iokit.loader import open_loader
+
+    with open_loader(lab.folder, storage="local", workers=2, prefetch=2, limit=30) as loader:
+        report = probe(loader, step_s=0.001, steps=20)
+    s = report.signals
+    assert (s.workers, s.prefetch, s.kind) == (2, 2, "threads")
+    assert set(s.run_stage_s) == {"read", "decompress", "batch"}
+    assert "stages" in str(report) and "the kit's loader" in str(report)
+    assert {sp.worker for sp in report.timeline.spans} >= {"trainer", "worker-0"}
+
+
+def test_probe_cli_on_the_kits_loader(tiny_corpus):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "IOKIT_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "iokit", "probe", "--corpus", str(tiny_corpus),
+                           "--storage", "local", "--workers", "2", "--prefetch", "2",
+                           "--steps", "20", "--step-ms", "1"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "the kit's loader on local (2 workers, prefetch 2)" in proc.stdout
+    assert "stages" in proc.stdout

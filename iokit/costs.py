@@ -510,6 +510,11 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 # and the accelerator is busy b = S / P = min(1, (1/P_loader) / (1/S)). Over N steps the first
 # batch's L cannot be hidden: b_N = N·S / (L + N·P). The smallest depth that keeps the loop
 # busy is d = ceil(L / S), with at least as many workers.
+#
+# Notebook 08 adds the GIL. A step whose Python side holds it for g·S, fed by thread workers
+# that hold it C_py per batch, gets two more limits: the two Pythons take turns (P ≥ g·S +
+# C_py), and the step waits for the workers' Python (P ≥ S + C_py); the step's Python also
+# takes a core (C + g·S) / cores. Process workers have their own GIL: only the cores count.
 
 
 @dataclass(frozen=True)
@@ -523,6 +528,12 @@ class PipelineModel:
     workers: int = 1
     prefetch: int = 1
     cores: int = 2
+    # The GIL (notebook 08): a step whose Python side holds the GIL for ``step_gil_s`` of its
+    # ``step_s``, and loader workers that hold it ``loader_gil_s`` per batch (pure-Python
+    # decoding, tokenizing). Thread workers share the loop's GIL; process workers have their own.
+    step_gil_s: float = 0.0
+    loader_gil_s: float = 0.0
+    kind: str = "threads"  # or "processes"
 
     @property
     def load_s(self) -> float:
@@ -535,11 +546,28 @@ class PipelineModel:
         if self.workers == 0:
             return {"serial: loading and computing take turns": s + load}
         cpu = self.decompress_s + self.batch_s
-        return {"none: the loop's own step time": s,
-                ("serial: loading and computing take turns" if self.prefetch == 0 else
-                 "prefetch depth"): (s + load) / (self.prefetch + 1),
-                "workers (storage latency)": load / self.workers,
-                "cpu": cpu / self.cores}
+        limits = {"none: the loop's own step time": s,
+                  ("serial: loading and computing take turns" if self.prefetch == 0 else
+                   "prefetch depth"): (s + load) / (self.prefetch + 1),
+                  "workers (storage latency)": load / self.workers,
+                  "cpu": (cpu + self.step_gil_s) / self.cores}
+        limits.update(self._gil_limits())
+        return limits
+
+    def _gil_limits(self) -> dict[str, float]:
+        """The GIL's terms, for thread workers (process workers hold their own GIL: none).
+
+        One lock: per batch, the step's Python (``g·S``) and the workers' (``C_py``) take
+        turns, so ``P ≥ g·S + C_py``. And a step that needs the GIL at all waits for it
+        whenever a worker holds it (a worker lets go at the end of its Python work, or at the
+        switch interval): in steady state each batch's Python lands inside a step, so
+        ``P ≥ S + C_py``. A step with no Python (a sleep) waits only for its wake-up: left out.
+        """
+        g_s, c_py, s = self.step_gil_s, self.loader_gil_s, self.step_s
+        if self.kind != "threads" or g_s <= 0 or c_py <= 0:
+            return {}
+        return {"the GIL: the step's Python and the workers' take turns": g_s + c_py,
+                "the GIL: the step waits for the workers' Python": s + c_py}
 
     @property
     def period_s(self) -> float:
@@ -566,6 +594,15 @@ class PipelineModel:
         if steps is None:
             return self.step_s / p if p > 0 else 1.0
         return steps * self.step_s / (self.load_s + steps * p)
+
+    def steps_per_s(self, steps: int | None = None) -> float:
+        """Predicted training steps per second (over ``steps`` steps, with the first batch's
+        wait; None: steady state). Where a step is stretched (the GIL), the busy fraction
+        counts the stretch as computing: steps per second does not."""
+        p = self.period_s
+        if steps is None:
+            return 1 / p if p > 0 else math.inf
+        return steps / (self.load_s + steps * p)
 
     def min_prefetch(self) -> int:
         """The smallest prefetch depth that keeps the loop busy (enough workers): ceil(L/S)."""

@@ -21,7 +21,7 @@ from iokit import tasks
 from iokit.blocks import DEFAULT_BLOCK_BYTES
 from iokit.codecs import get_codec
 from iokit.corpus import corpus_head, iter_documents, open_corpus
-from iokit.costs import Check, ThreadedReadModel, median_abs_error
+from iokit.costs import Check, PipelineModel, ThreadedReadModel, median_abs_error
 from iokit.engines import (
     close_cluster,
     require_dask,
@@ -55,7 +55,7 @@ from iokit.lab.scaling import (
     thread_checks,
     worker_sweep,
 )
-from iokit.lab.training import WALK, pipeline_walk, walk_checks
+from iokit.lab.training import WALK, calibrate, pipeline_walk, walk_checks
 from iokit.parallel import WorkerPool
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import rank_balance
@@ -451,8 +451,39 @@ def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
     return cluster_checks(model, sweep, 2, "serial, dask 1 and 2 workers, 8 pieces")
 
 
+def check_probe(corpus: Path, workdir: Path) -> list[Check]:
+    """The probe's busy fraction on the kit's loader (8 workers, prefetch 8, object store,
+    5 ms steps) against the pipeline model calibrated one batch at a time; and notebook 08's
+    GIL term: steps with half their time holding the GIL, over thread and process workers that
+    tokenize in the loop."""
+    from iokit.lab.diagnose import Lab, gil_checks, gil_runs
+    from iokit.loader import open_loader
+    from iokit.probe import probe
+
+    folder = workdir / "models-shards"
+    tok = WordTokenizer.train((d.text for d in iter_documents(corpus)), progress=False)
+    if not (folder / "shard-00000.idx").exists():
+        pretokenize(corpus, tok, folder)
+    steps, rounds = 60, []
+    for _ in range(ROUNDS):
+        stage_s = calibrate(folder, storage="object-store", seed=0)
+        model = PipelineModel(*stage_s, 0.005, workers=8, prefetch=8, cores=os.cpu_count() or 1)
+        with open_loader(folder, storage="object-store", workers=8, prefetch=8, seed=0,
+                         limit=steps) as loader:
+            report = probe(loader, step_s=0.005, steps=steps, warmup=0)
+        rounds.append([Check("probe busy, the kit's loader (8 workers, object store)",
+                             "stage times of 10 batches loaded one at a time",
+                             f"the probe, {report.signals.steps} steps of 5 ms",
+                             model.busy_fraction(report.signals.steps), report.busy_fraction,
+                             unit="fraction")])
+    checks = _median_checks(rounds)
+    vocab = tok.save(workdir / "probe-vocab.json")
+    lab = Lab(corpus, tok, folder, workdir)
+    return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5,), steps=60))
+
+
 MODEL_CHECKS = [check_loop, check_epochs, check_codecs, check_parallel, check_pipeline,
-                check_cluster]
+                check_cluster, check_probe]
 
 
 def bench_models(corpus: Path, workdir: Path) -> list[Ratio]:

@@ -4,8 +4,10 @@
 corpus; ``iokit tour`` runs every stage and prints a table;
 ``iokit shards`` pretokenizes it, one shard per piece, on a local pool or a dask cluster;
 ``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour and writes an
-HTML report with its figures and the machine description. Errors in the input or settings print
-one line on stderr and exit with code 2; anything else is a bug and keeps its traceback.
+HTML report with its figures and the machine description; ``iokit probe script.py:make_loader``
+runs a training step over any loader and says whether it is input-bound, why, and what to do.
+Errors in the input or settings print one line on stderr and exit with code 2; anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from iokit.engines import ENGINES, connect_scheduler, pretokenize_pieces
 from iokit.errors import IokitError, ParameterError, StopSignal, check_choice, check_positive
 from iokit.parallel import capped_note, worker_count
 from iokit.progress import progress_enabled
-from iokit.shards import UINT16_IDS, choose_dtype
+from iokit.shards import UINT16_IDS, choose_dtype, pretokenize
 from iokit.split import plan_pieces
 from iokit.storage import PRESETS, open_storage
 from iokit.tokenize import (
     DEFAULT_VOCAB_SIZES,
     TOKENIZERS,
     TokenizerWarning,
+    WordTokenizer,
     require_tokenizers,
     train_tokenizer,
 )
@@ -179,6 +182,47 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from iokit.probe import load_target, probe, simulated_step
+
+    step = simulated_step(args.step_ms / 1e3, args.gil_share)
+    steps = check_positive("--steps", args.steps, hint="Use e.g. 200.")
+    if args.target:
+        batches = load_target(args.target)
+        print(probe(batches, step, steps=steps, warmup=args.warmup, what=args.target))
+        return 0
+    # no target: the kit's own loader, on the scale's corpus pretokenized in a scratch folder
+    import tempfile
+
+    from iokit.loader import open_loader
+
+    open_storage(check_storage(args.storage))
+    corpus = _corpus(args)
+    with tempfile.TemporaryDirectory(prefix="iokit-probe-") as tmp:
+        folder = Path(tmp) / "shards"
+        pretokenize(corpus, WordTokenizer.train((d.text for d in iter_documents(corpus)),
+                                                progress=False), folder)
+        with open_loader(folder, storage=args.storage, workers=args.workers,
+                         prefetch=args.prefetch, limit=steps + args.warmup) as loader:
+            print(probe(loader, step, steps=steps, warmup=args.warmup,
+                        what=f"the kit's loader on {args.storage} ({args.workers} workers, "
+                        f"prefetch {args.prefetch})"))
+    return 0
+
+
+PROBE_HELP = """\
+Runs a training step over any iterable of batches and reports: batches/s delivered, time
+waiting for data, the busy fraction, whether the run is input-bound and by how much, the CPU
+the loader used (this process and its worker processes), the per-stage spans where the loader
+is the kit's own; then the bottleneck the decision guide finds, the technique that removes it
+(and the notebook that measures it) and the pipeline model's forecast.
+
+TARGET is path/to/script.py:name, where name is a function returning an iterable of batches
+(a generator, a PyTorch DataLoader, a tf.data or Hugging Face iterator) or the iterable
+itself. The script is imported (code under if __name__ == "__main__" does not run) and needs
+no change. Without TARGET, the kit's own loader is probed on the scale's corpus."""
+
+
 def cmd_report(args) -> int:
     open_storage(check_storage(args.storage))
     check_writable(args.out, "the report folder")
@@ -311,6 +355,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "prints their ratios and the cost models' errors (2-3 min at small).")
     add_corpus_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("probe", help="is a loader keeping the training loop busy? why not, "
+                       "and what would help", description=PROBE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", nargs="?", help="path/to/script.py:make_loader (default: the "
+                   "kit's own loader)")
+    p.add_argument("--step-ms", type=float, default=5.0,
+                   help="the simulated training step, in milliseconds (default: 5)")
+    p.add_argument("--gil-share", type=float, default=0.0,
+                   help="share of the step that is pure Python holding the GIL, 0 to 1 "
+                   "(default: 0, a step on the accelerator)")
+    p.add_argument("--steps", type=int, default=200, help="steps to run (default: 200)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="batches taken first and not counted (default: 2)")
+    add_corpus_args(p)
+    p.add_argument("--storage", default="object-store", metavar="STORAGE",
+                   help="without TARGET: where the kit's loader reads from (default: "
+                   "object-store)")
+    p.add_argument("--workers", type=int, default=8, help="without TARGET: loader workers")
+    p.add_argument("--prefetch", type=int, default=8, help="without TARGET: prefetch depth")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("report", help="run the tour and write an HTML page with figures",
                        description="Runs the tour (see: iokit tour --help) and writes "

@@ -289,3 +289,40 @@ def shards_of_rank(answer, n_shards: int, world_size: int, rank: int) -> bool:
     return _report(answer == expected,
                    "rank r takes order[r::world_size]: n // world_size each, and one more "
                    "for the first n % world_size ranks.")
+
+
+# --------------------------------------------------------------------------- notebook 08
+
+VERDICTS = ("none", "serial", "latency", "tokenize", "decompress", "oversubscribed", "gil",
+            "cpu")
+
+
+def which_bottleneck(answer, signals) -> bool:
+    """08-1: which bottleneck do these measurements show (a key of the decision guide)?"""
+    from iokit.probe import diagnose
+
+    v = diagnose(signals)
+    return _report(answer == v.key,
+                   "walk the decision guide from the top: is the loop busy? is the slowest "
+                   "stage waiting or computing? more workers than cores? bytes per token "
+                   "against the ID width? Choose from exercises.VERDICTS.")
+
+
+def torch_batches_in_flight(answer, num_workers: int, prefetch_factor: int) -> bool:
+    """08-2: batches a PyTorch DataLoader may have loaded ahead, in the kit's terms (a total
+    prefetch depth)."""
+    return _report(answer == num_workers * prefetch_factor,
+                   "prefetch_factor counts batches per worker; the kit's prefetch depth "
+                   "counts them in all.")
+
+
+def gil_step_seconds(answer, step_s: float, step_gil_s: float, loader_gil_s: float) -> bool:
+    """08-3: seconds per step by the pipeline model with its GIL term, thread workers that
+    have time to keep up otherwise."""
+    from iokit.costs import PipelineModel
+
+    m = PipelineModel(0.0, loader_gil_s, 0.0, step_s, workers=8, prefetch=8, cores=64,
+                      step_gil_s=step_gil_s, loader_gil_s=loader_gil_s)
+    return _report(close(answer, m.period_s, 0.02),
+                   "one GIL: the step waits for the workers' Python (S + C_py), and the two "
+                   "Pythons take turns (g·S + C_py); the larger wins.")

@@ -488,3 +488,69 @@ def cluster_forecast(model, total_bytes: float, machines, pieces, cores: int = 2
     ax.set_title(f"preprocessing {total_bytes / 1e12:,.1f} TB with the measured costs")
     ax.legend(fontsize="small")
     return ax
+
+
+# --------------------------------------------------------------------------- notebook 08
+
+
+def icicle(tree, ax=None, title: str = "", min_label_share: float = 0.04):
+    """An icicle chart of a call tree (:class:`iokit.lab.profiling.Frame`): the top function
+    spans the whole width, each row below splits a function's time among the functions it
+    called (the gap under a bar is time in the function itself). Read it at a glance: the
+    widest bars deepest down are where the time goes."""
+    import matplotlib as mpl
+
+    frames = list(tree.walk())
+    depth = max(d for d, _ in frames) + 1
+    ax = _axes(ax, figsize=(9, 0.5 + 0.38 * depth))
+    total = tree.seconds or 1.0
+    cmap = mpl.colormaps["tab20"]
+    colors: dict[str, object] = {}
+
+    def draw(node, x0: float, d: int) -> None:
+        module = node.name.split(".")[0].split(" ")[0]
+        color = colors.setdefault(module, cmap(len(colors) % 20))
+        ax.barh(d, node.seconds, left=x0, height=0.9, color=color, edgecolor="white",
+                linewidth=0.5)
+        if node.seconds >= min_label_share * total:
+            width = node.seconds / total
+            label = node.name if len(node.name) <= 90 * width else \
+                node.name[:max(int(90 * width) - 1, 1)] + "…"
+            ax.text(x0 + node.seconds / 2, d, label, ha="center", va="center", fontsize=7,
+                    clip_on=True)
+        x = x0
+        for c in node.children:
+            draw(c, x, d + 1)
+            x += c.seconds
+
+    draw(tree, 0.0, 0)
+    ax.set_ylim(depth - 0.5, -0.5)
+    ax.set_xlim(0, total)
+    ax.set_yticks(range(depth), [str(i) for i in range(depth)])
+    ax.set_ylabel("call depth")
+    ax.set_xlabel("seconds (width = time in the function and what it called)")
+    ax.set_title(title or f"Where {seconds_label(total)} went")
+    return ax
+
+
+def gil_steps(runs, ax=None):
+    """Steps per second of a training loop fed by thread or process workers, for each share
+    of the step that holds the GIL: measured bars and the pipeline model's marks."""
+    ax = _axes(ax, figsize=(7, 3.5))
+    shares = sorted({r.gil_share for r in runs})
+    kinds = ["threads", "processes"]
+    width = 0.38
+    for i, kind in enumerate(kinds):
+        rs = [next(r for r in runs if r.kind == kind and r.gil_share == g) for g in shares]
+        x = np.arange(len(shares)) + (i - 0.5) * width
+        ax.bar(x, [r.steps_per_s for r in rs], width,
+               label=f"{'thread' if kind == 'threads' else 'process'} workers, measured",
+               color="tab:blue" if kind == "threads" else "tab:green")
+        ax.plot(x, [r.model.steps_per_s(r.run.steps) for r in rs], "k_", ms=22, mew=2,
+                label="pipeline model" if i == 0 else None)
+    ax.set_xticks(range(len(shares)), [f"{g:.0%} of the step\nholds the GIL" for g in shares])
+    ax.set_ylabel("training steps per second")
+    ax.set_title("A step that holds the GIL, fed by thread or process workers")
+    ax.legend(fontsize="small", loc="lower left")
+    ax.grid(True, axis="y", alpha=0.3)
+    return ax

@@ -9,7 +9,6 @@ one after another on the same shards; :func:`prefetch_sweep` varies the prefetch
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from iokit.costs import Check, PipelineModel
 from iokit.errors import ParameterError
 from iokit.loader import Loader, open_loader
+from iokit.probe import simulated_step
 from iokit.timing import Timeline
 
 # --------------------------------------------------------------------------- the training loop
@@ -58,15 +58,20 @@ class TrainRun:
                 f"busy {self.busy_fraction:.0%}, {self.steps_per_s:,.1f} steps/s")
 
 
-def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
+def train(loader: Loader, step_s: float, steps: int | None = None, gil_share: float = 0.0
+          ) -> TrainRun:
     """Run a simulated training loop: each step takes a batch and computes for ``step_s``.
 
     The computation is a sleep, standing in for the accelerator (it holds no GIL, as a GPU
-    kernel would not). Per step it records the wait for the batch and the compute time, and
-    puts ``wait`` and ``train`` spans on the loader's timeline (worker ``trainer``).
+    kernel would not); with ``gil_share`` > 0 that share of each step is pure Python holding
+    the GIL instead (the Python side of a real step: dispatch, the optimizer, logging), which
+    thread workers doing Python work compete for (:func:`iokit.probe.simulated_step`). Per step
+    it records the wait for the batch and the compute time, and puts ``wait`` and ``train``
+    spans on the loader's timeline (worker ``trainer``).
     """
     if not step_s >= 0:
         raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
+    step = simulated_step(step_s, gil_share)
     tl = loader.timeline
     waits, computes = [], []
     start = tl.now()
@@ -80,7 +85,7 @@ def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
                 break
             tl.add("wait", t0, t1, "trainer")
             _ = batch.x.shape  # the accelerator would copy the batch here
-            time.sleep(step_s)
+            step(batch)
             t2 = tl.now()
             tl.add("train", t1, t2, "trainer")
             waits.append(t1 - t0)
@@ -90,15 +95,15 @@ def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
             it.close()
     settings = {"workers": loader.workers, "prefetch": loader.prefetch,
                 "batch_size": loader.batch_size, "block_size": loader.block_size,
-                "codec": getattr(loader.source, "codec", "none")}
+                "codec": getattr(loader.source, "codec", "none"), "gil_share": gil_share}
     return TrainRun(waits, computes, tl.now() - start, tl, step_s, settings)
 
 
-def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40, **loader_kwargs
-                 ) -> TrainRun:
+def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40,
+                 gil_share: float = 0.0, **loader_kwargs) -> TrainRun:
     """Open a loader on ``folder`` (see :func:`open_loader`), train ``steps`` steps, close."""
     with open_loader(folder, **loader_kwargs) as loader:
-        run = train(loader, step_s, steps)
+        run = train(loader, step_s, steps, gil_share)
     run.settings["storage"] = loader_kwargs.get("storage", "local")
     return run
 

@@ -10,7 +10,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from iokit.costs import ClusterModel, CodecProfile, EpochCostModel, RequestCostModel

@@ -2,9 +2,10 @@
 the kit from them with every index disabled, then ``iokit check`` passes.
 
 The wheelhouse is built once for the session for the base dependencies only (``EXTRAS=``): the
-full set (dev, bpe, dask) downloads several hundred MB and takes minutes to install, while the
+full set (dev, bpe, dask) is about 190 MB and takes minutes to install, while the
 recipe is the same. Building it needs PyPI; the install that follows runs with
-``PIP_NO_INDEX=1`` and a proxy that refuses every connection. About 1-2 minutes in all (longer
+``PIP_NO_INDEX=1``, pip's configuration files ignored (they may name other folders of wheels)
+and a proxy that refuses every connection. About 1-2 minutes in all (longer
 with a cold pip cache); leave it out with ``-m "not network"``.
 """
 
@@ -54,6 +55,7 @@ def test_a_fresh_environment_installs_offline_and_is_ready(wheelhouse, tmp_path)
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "IOKIT_"))}
     env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PIP_CONFIG_FILE=os.devnull,  # no find-links or index from pip's config files
                HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
                http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
                IOKIT_DATA=str(tmp_path / "data"), IOKIT_SCALE="tiny")

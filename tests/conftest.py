@@ -9,6 +9,11 @@ from iokit.corpus import generate_corpus
 os.environ.setdefault("IOKIT_PROGRESS", "0")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "network: downloads packages from PyPI (make wheelhouse); "
+                            "leave out with -m 'not network'")
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """The tiny generated corpus (about 3 MB), in a temporary folder."""

@@ -158,3 +158,14 @@ def test_committed_outputs_show_no_machine_paths():
                 for m in MACHINE_PATH.finditer("\n".join(texts)):
                     found.append(f"{nb.name} cell {i}: {m.group(0)[:80]}")
     assert not found, "absolute machine paths in committed outputs:\n" + "\n".join(found)
+
+
+def test_the_chinese_edition_is_copied_beside_the_english(tmp_path):
+    ref, mine = tmp_path / "notebooks", tmp_path / "mine"
+    (ref / "zh").mkdir(parents=True)
+    _notebook(ref / "00_a.ipynb", "English")
+    _notebook(ref / "zh" / "00_a.ipynb", "中文")
+    copied = launch.copy_notebooks(mine, ref)
+    assert sorted(p.relative_to(mine).as_posix() for p in copied) == ["00_a.ipynb", "zh/00_a.ipynb"]
+    assert json.loads((mine / "zh" / "00_a.ipynb").read_text())["metadata"]["note"] == "中文"
+    assert launch.copy_notebooks(mine, ref) == []

@@ -1,7 +1,8 @@
 """What ``make lab`` runs: the learner's own copy of the notebooks, then JupyterLab on it.
 
 The committed notebooks in ``notebooks/`` stay the reference (the tests compare against their
-outputs). The first run copies them into ``my-notebooks/`` (ignored by git); later runs copy
+outputs). The first run copies them into ``my-notebooks/`` (ignored by git), the Chinese
+edition into ``my-notebooks/zh/``; later runs copy
 only notebooks that are new there, never over a learner's copy. JupyterLab then opens that
 folder, with ``--allow-root`` when running as root (containers, cloud machines) and
 ``--no-browser`` when there is no display to open one on; it prints the address either way.
@@ -20,19 +21,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "notebooks"
 LEARNER_FOLDER = "my-notebooks"
-COPIED = ("*.ipynb", "sanitize.cfg")  # the notebooks, and nbval's masks to check a copy
+# the notebooks, nbval's masks to check a copy, and the Chinese edition (in zh/)
+COPIED = ("*.ipynb", "sanitize.cfg", "zh/*.ipynb")
 
 
 def copy_notebooks(into, reference=REFERENCE) -> list[Path]:
-    """Copy the reference notebooks into ``into``, skipping every file already there; return
-    the files copied (none on a second run)."""
+    """Copy the reference notebooks into ``into`` (the Chinese ones into ``into/zh``), skipping
+    every file already there; return the files copied (none on a second run)."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     copied = []
     for pattern in COPIED:
         for src in sorted(Path(reference).glob(pattern)):
-            dst = into / src.name
+            dst = into / src.relative_to(reference)
             if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
                 copied.append(dst)
     return copied

@@ -1,7 +1,8 @@
 """Answer checks for the notebooks' exercises.
 
 Each check prints whether the answer is right (and a hint when it is not) and returns a bool,
-so a learner gets feedback in place and the notebooks' solution cells double as tests.
+so a learner gets feedback in place. The solutions are in :mod:`iokit.lab.solutions`, shown
+only on request; a test runs each of them against its check.
 """
 
 from __future__ import annotations

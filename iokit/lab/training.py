@@ -67,6 +67,8 @@ def train(loader: Loader, step_s: float, steps: int | None = None) -> TrainRun:
     """
     if not step_s >= 0:
         raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
+    if loader.timeline is None:  # a loader records its stages only when given a timeline
+        loader.timeline = Timeline()
     tl = loader.timeline
     waits, computes = [], []
     start = tl.now()

@@ -66,7 +66,6 @@ from iokit.timing import Timeline
 STAGES = ("read", "decompress", "batch")
 JOIN_TIMEOUT_S = 10.0
 QUICK_BATCH_S = 200e-6  # a batch made faster than this: the loop makes it itself
-SLOW_IN_A_ROW = 3  # the loop's own batches slower than that in a row wake the workers
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
 STATE_VERSION = 1
@@ -437,6 +436,7 @@ class Loader:
         self.shuffle, self.seed = shuffle, int(seed)
         self.limit = None if limit is None else check_positive("limit", limit)
         self.timeline = timeline
+        self._tokens = hasattr(source, "tokens")
         self.epoch = 0
         self._threads: list[threading.Thread] = []
         self._resume_at = 0  # where the next epoch starts (a restored state's position)
@@ -452,8 +452,7 @@ class Loader:
         """Make batch ``index``: read, decompress, batch (each a span on the timeline, if any)."""
         src, tl = self.source, self.timeline
         if tl is None:  # nothing recorded: the source's quickest way to the tokens
-            tokens = src.tokens(index) if hasattr(src, "tokens") else \
-                src.decode(index, src.fetch(index))
+            tokens = src.tokens(index) if self._tokens else src.decode(index, src.fetch(index))
             w = tokens.reshape(self.batch_size, self.block_size + 1).astype(np.int64)
             return w[:, :-1], w[:, 1:]
         t0 = perf_counter()
@@ -550,37 +549,42 @@ class Loader:
             t.start()
         load, cursor, size, ready, values, lock = self.load, self._cursor, run.size, \
             run.ready, run.values, run.lock
+        p, n = start, run.n
         try:
-            for p in range(start, run.n):
+            while p < n:
                 run.asked = p + 1  # the loop wants batch p: the window moves on by one place
                 if run.sleeping and run.awake:
                     run.wake(all_=False)
                 i = p % size
                 if not ready[i].acquire(blocking=False):  # not made yet
-                    mine = False
-                    if not run.awake:  # quick batches: the loop makes p itself, if unclaimed
+                    mine = p
+                    if not run.awake:  # quick batches: the loop makes the next ones itself
                         with lock:
-                            if run.next == p:
-                                run.next, mine = p + 1, True
-                    if mine:
-                        k, t0 = order[p], perf_counter()
-                        try:
-                            x, y = load(k, "loop")
-                        except BaseException as exc:  # the kit's error, as a worker's
-                            raise _loader_error(exc, "loop", k, p) from exc
-                        run.slow = run.slow + 1 if perf_counter() - t0 > QUICK_BATCH_S else 0
-                        if run.slow >= SLOW_IN_A_ROW:  # slow again (not noise): workers take over
+                            if run.next == p:  # (unless a worker has claimed p)
+                                run.next = mine = min(p + CLAIM_MOST, n)
+                    if mine > p:  # its own run of positions, made as the inline loop does
+                        spent, first = 0.0, p
+                        while p < mine:
+                            k, t0 = order[p], perf_counter()
+                            try:
+                                x, y = load(k, "loop")
+                            except BaseException as exc:  # the kit's error, as a worker's
+                                raise _loader_error(exc, "loop", k, p) from exc
+                            spent += perf_counter() - t0
+                            p += 1
+                            cursor[1] = p
+                            yield Batch(p - 1, k, x, y, "loop")
+                        if spent > QUICK_BATCH_S * (p - first):  # slow now: workers take over
                             run.wake()
-                        cursor[1] = p + 1
-                        yield Batch(p, k, x, y, "loop")
                         continue
                     ready[i].acquire()  # wait for the worker that claimed it
                 value, values[i] = values[i], None
                 if value.__class__ is LoaderError:
                     raise value
                 x, y, worker = value
-                cursor[1] = p + 1
-                yield Batch(p, order[p], x, y, worker)
+                p += 1
+                cursor[1] = p
+                yield Batch(p - 1, order[p - 1], x, y, worker)
         finally:
             self._stop(run)
 
@@ -659,7 +663,6 @@ class _Run:
         self.failed = self.n  # the first position that failed
         self.stop = False
         self.awake = True  # false: batches are quick, the loop makes them itself
-        self.slow = 0  # the loop's own batches in a row that were slow
         self.values: list = [None] * self.size
         self.ready = [threading.Lock() for _ in range(self.size)]
         for lock in self.ready:
@@ -670,7 +673,7 @@ class _Run:
         own batches became slow: the workers make them again)."""
         with self.cond:
             if all_:
-                self.awake, self.slow = True, 0
+                self.awake = True
                 self.cond.notify_all()
             else:
                 self.cond.notify()

@@ -1,9 +1,9 @@
 """The pipeline: background workers read, decompress and batch shards while the model trains.
 
 A training step should never wait for data. :class:`Loader` hands batches to a training loop
-through a bounded prefetch queue, filled by ``workers`` background threads; each worker makes
-one batch at a time in three stages, every one recorded as a span in a :class:`~iokit.timing.
-Timeline`::
+through a bounded prefetch queue, filled by ``workers`` background threads; each batch is made
+in three stages, each recorded as a span on a :class:`~iokit.timing.Timeline` when the loader
+has one (without one, nothing is recorded and nothing paid)::
 
     read        fetch the batch's bytes from storage (local disk or a simulated store)
     decompress  turn stored bytes into token IDs (a no-op for plain shards)
@@ -23,6 +23,25 @@ The knobs:
 * ``prefetch`` — how many batches the loader may make ahead of the one the loop asks for (0:
   load only on demand, no overlap). At most ``min(workers, prefetch + 1)`` batches are in the
   making at once: by Little's law the loader delivers at most that many per batch-load time.
+
+The hand-off: workers claim the next positions of the epoch's order off one counter (each
+batch made by exactly one worker, so each worker reads a disjoint share of the windows) and
+put each batch in its position's slot; the loop takes slot after slot, waking only when the
+one it waits for is filled, and a worker sleeps only when the prefetch window is full. Small
+batches are claimed several per wake-up. Batches quicker to make than a hand-off between
+threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
+workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline);
+when its batches turn slow (storage), the workers take over again. Nothing of this changes
+which batches arrive or in what order.
+
+**Resuming mid-epoch.** :meth:`Loader.state` is where the loader is: the epoch, the batches
+of it already handed to the loop, the seed (every order is drawn from ``default_rng([seed,
+epoch])``, so that is the whole random state) and a fingerprint of the shard set and the plan.
+Saved as JSON after a training step, it lets a new process (``open_loader(..., resume=state)``
+or :meth:`Loader.restore`) yield exactly the batches the interrupted run had not handed over,
+in the same order, with any number of workers, for all shards or a rank's share. A state from
+another shard set or another plan (batch shape, shuffle, seed, rank) is refused with a
+:class:`~iokit.errors.ResumeError` saying what differs.
 
 Shutdown is clean whatever happens: leaving the ``for`` loop early, an exception in the loop,
 or an error in a worker stops and joins every worker thread before control returns. A worker's
@@ -439,6 +458,7 @@ class Loader:
         self._tokens = hasattr(source, "tokens")
         self.epoch = 0
         self._threads: list[threading.Thread] = []
+        self._run: _Run | None = None  # the hand-off of the epoch under way
         self._resume_at = 0  # where the next epoch starts (a restored state's position)
         self._cursor: list | None = None  # [epoch, batches handed over, batches in it]
 
@@ -540,7 +560,7 @@ class Loader:
             yield Batch(p, k, x, y, "loop")
 
     def _background(self, order: list, start: int) -> Iterator[Batch]:
-        run = _Run(order, start, self.prefetch)
+        run = self._run = _Run(order, start, self.prefetch)
         self._threads = [
             threading.Thread(target=self._work, args=(run, f"worker-{w}"),
                              name=f"iokit-loader-{w}", daemon=True)
@@ -589,6 +609,8 @@ class Loader:
             self._stop(run)
 
     def _work(self, run: _Run, worker: str) -> None:
+        """One worker: claim the next positions while the prefetch window has room, make those
+        batches outside any lock, and put each in its position's slot."""
         load, order = self.load, run.order
         several = False  # were this worker's last batches small enough to claim several?
         while True:
@@ -628,7 +650,10 @@ class Loader:
                               f"{JOIN_TIMEOUT_S:g} s; a storage read may be stuck.")
 
     def close(self) -> None:
-        """Release the source (workers stop when an epoch ends or the loop leaves)."""
+        """Stop the workers of an epoch left unfinished, and release the source (workers stop
+        by themselves when an epoch ends or the loop leaves)."""
+        if self._threads and self._run is not None:
+            self._stop(self._run)
         self.source.close()
 
     def __enter__(self) -> Loader:

@@ -31,8 +31,9 @@ one it waits for is filled, and a worker sleeps only when the prefetch window is
 batches are claimed several per wake-up. Batches quicker to make than a hand-off between
 threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
 workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline);
-when its batches turn slow (storage), the workers take over again. Nothing of this changes
-which batches arrive or in what order.
+when its batches turn slow (storage), the workers take over again. The next epoch starts as the
+last one ended (its threads started only when needed). Nothing of this changes which batches
+arrive or in what order.
 
 **Resuming mid-epoch.** :meth:`Loader.state` is where the loader is: the epoch, the batches
 of it already handed to the loop, the seed (every order is drawn from ``default_rng([seed,
@@ -84,7 +85,7 @@ from iokit.timing import Timeline
 
 STAGES = ("read", "decompress", "batch")
 JOIN_TIMEOUT_S = 10.0
-QUICK_BATCH_S = 200e-6  # a batch made faster than this: the loop makes it itself
+QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
 STATE_VERSION = 1
@@ -459,6 +460,7 @@ class Loader:
         self.epoch = 0
         self._threads: list[threading.Thread] = []
         self._run: _Run | None = None  # the hand-off of the epoch under way
+        self._quick = False  # did the last epoch end with the loop making its batches itself?
         self._resume_at = 0  # where the next epoch starts (a restored state's position)
         self._cursor: list | None = None  # [epoch, batches handed over, batches in it]
 
@@ -561,12 +563,11 @@ class Loader:
 
     def _background(self, order: list, start: int) -> Iterator[Batch]:
         run = self._run = _Run(order, start, self.prefetch)
-        self._threads = [
-            threading.Thread(target=self._work, args=(run, f"worker-{w}"),
-                             name=f"iokit-loader-{w}", daemon=True)
-            for w in range(self.workers)]
-        for t in self._threads:
-            t.start()
+        # An epoch starts as the last one ended: with workers making the batches, or (quick
+        # batches) with the loop making them and no thread started until they turn slow.
+        run.awake = not self._quick
+        if run.awake:
+            self._start_workers(run)
         load, cursor, size, ready, values, lock = self.load, self._cursor, run.size, \
             run.ready, run.values, run.lock
         p, n = start, run.n
@@ -595,6 +596,8 @@ class Loader:
                             cursor[1] = p
                             yield Batch(p - 1, k, x, y, "loop")
                         if spent > QUICK_BATCH_S * (p - first):  # slow now: workers take over
+                            if not self._threads:
+                                self._start_workers(run)
                             run.wake()
                         continue
                     ready[i].acquire()  # wait for the worker that claimed it
@@ -606,7 +609,16 @@ class Loader:
                 cursor[1] = p
                 yield Batch(p - 1, order[p - 1], x, y, worker)
         finally:
+            self._quick = not run.awake
             self._stop(run)
+
+    def _start_workers(self, run: _Run) -> None:
+        self._threads = [
+            threading.Thread(target=self._work, args=(run, f"worker-{w}"),
+                             name=f"iokit-loader-{w}", daemon=True)
+            for w in range(self.workers)]
+        for t in self._threads:
+            t.start()
 
     def _work(self, run: _Run, worker: str) -> None:
         """One worker: claim the next positions while the prefetch window has room, make those

@@ -589,8 +589,8 @@ class Loader:
                             k, t0 = order[p], perf_counter()
                             try:
                                 x, y = load(k, "loop")
-                            except BaseException as exc:  # the kit's error, as a worker's
-                                raise _loader_error(exc, "loop", k, p) from exc
+                            except Exception as exc:  # the kit's error, as a worker's (Ctrl-C
+                                raise _loader_error(exc, "loop", k, p) from exc  # stays one)
                             spent += perf_counter() - t0
                             p += 1
                             cursor[1] = p

@@ -257,3 +257,24 @@ def test_corrupt_block_reaches_the_loop_naming_the_block(plain_shards, tmp_path)
             list(loader)
     assert "checksum" in str(info.value) and n > 1
     assert loader_threads() == []
+
+
+def test_quick_batches_are_made_by_the_loop_and_slow_ones_by_workers():
+    # Batches far quicker to make than a hand-off between threads: after the first epoch the
+    # workers stand down, the loop makes its batches itself and no thread is started.
+    quick = Loader(FakeSource(n=40), batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=3)
+    first = list(quick)
+    assert [b.index for b in first] == list(range(40))
+    makers, threads = set(), set()
+    for b in quick:
+        makers.add(b.worker)
+        threads.update(t.name for t in loader_threads())
+    assert makers == {"loop"} and threads == set()
+    # Batches that wait on storage (2 ms each): the workers make every one
+    slow = Loader(FakeSource(n=12, read_s=0.002), batch_size=BATCH, block_size=BLOCK,
+                  workers=2, prefetch=3)
+    for _ in range(2):
+        got = list(slow)
+        assert [b.index for b in got] == list(range(12))
+        assert {b.worker for b in got} <= {"worker-0", "worker-1"}
+    assert loader_threads() == []

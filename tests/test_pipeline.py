@@ -278,3 +278,17 @@ def test_quick_batches_are_made_by_the_loop_and_slow_ones_by_workers():
         assert [b.index for b in got] == list(range(12))
         assert {b.worker for b in got} <= {"worker-0", "worker-1"}
     assert loader_threads() == []
+
+
+def test_bench_compares_the_loader_with_a_bare_loop(tmp_path):
+    from iokit.app.bench import bench_loader
+
+    rng = np.random.default_rng(2)
+    write_shards([rng.integers(0, 1000, size=40_000) for _ in range(4)],
+                 tmp_path / "shards-word", vocab_size=1000, max_shard_bytes=100_000)
+    lines = bench_loader(tmp_path / "unused.jsonl", tmp_path, batches_per_run=40)
+    names = [r.name for r in lines]
+    for shape in ("16×256", "64×1024"):
+        assert f"loader inline / bare loop, same batches ({shape}, warm)" in names
+        assert f"loader 2 workers / loader inline ({shape}, warm)" in names
+    assert len(lines) == 6 and all(r.value > 0 for r in lines)

@@ -287,7 +287,7 @@ def bare_batches(folder, batch_size: int, block_size: int, order, passes: int = 
     return run
 
 
-def bench_loader(corpus: Path, workdir: Path) -> list[Ratio]:
+def bench_loader(corpus: Path, workdir: Path, batches_per_run: int = 2000) -> list[Ratio]:
     """The loader over warm local shards against a bare loop over the same batches in the same
     order, inline (``workers=0``) and with 2 worker threads (prefetch 4), at two batch shapes;
     and the workers against inline. Runs alternate, medians of 7."""
@@ -300,7 +300,7 @@ def bench_loader(corpus: Path, workdir: Path) -> list[Ratio]:
                                   block_size=block, shuffle=True, seed=0) for w in (0, 2)}
         try:
             n = loaders[0].n_batches
-            passes = max(1, 2000 // n)  # enough batches per run to outlast a scheduler hiccup
+            passes = max(1, batches_per_run // n)  # runs that outlast a scheduler hiccup
             order = epoch_order(n, shuffle=True, seed=0, epoch=0).tolist()
 
             def epochs(loader, passes=passes):

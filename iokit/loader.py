@@ -30,8 +30,9 @@ put each batch in its position's slot; the loop takes slot after slot, waking on
 one it waits for is filled, and a worker sleeps only when the prefetch window is full. Small
 batches are claimed several per wake-up. Batches quicker to make than a hand-off between
 threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
-workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline);
-when its batches turn slow (storage), the workers take over again. The next epoch starts as the
+workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline),
+as they do when the loop waits for them twice as long as it took to make its own; when its
+batches turn slow (storage), the workers take over again. The next epoch starts as the
 last one ended (its threads started only when needed). Nothing of this changes which batches
 arrive or in what order.
 
@@ -88,6 +89,7 @@ JOIN_TIMEOUT_S = 10.0
 QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
+WAIT_WINDOW = 16  # batches from workers over which the loop's wait for them is averaged
 STATE_VERSION = 1
 
 
@@ -461,6 +463,7 @@ class Loader:
         self._threads: list[threading.Thread] = []
         self._run: _Run | None = None  # the hand-off of the epoch under way
         self._quick = False  # did the last epoch end with the loop making its batches itself?
+        self._own_s = float("inf")  # seconds per batch the loop took, last it made its own
         self._resume_at = 0  # where the next epoch starts (a restored state's position)
         self._cursor: list | None = None  # [epoch, batches handed over, batches in it]
 
@@ -571,6 +574,8 @@ class Loader:
         load, cursor, size, ready, values, lock = self.load, self._cursor, run.size, \
             run.ready, run.values, run.lock
         p, n = start, run.n
+        own_s = self._own_s  # seconds the loop took to make a batch itself, last it did
+        handed, waited = 0, 0.0  # batches from workers, and the loop's wait for them
         try:
             while p < n:
                 run.asked = p + 1  # the loop wants batch p: the window moves on by one place
@@ -584,23 +589,33 @@ class Loader:
                             if run.next == p:  # (unless a worker has claimed p)
                                 run.next = mine = min(p + CLAIM_MOST, n)
                     if mine > p:  # its own run of positions, made as the inline loop does
-                        spent, first = 0.0, p
+                        took = []
                         while p < mine:
                             k, t0 = order[p], perf_counter()
                             try:
                                 x, y = load(k, "loop")
                             except Exception as exc:  # the kit's error, as a worker's (Ctrl-C
                                 raise _loader_error(exc, "loop", k, p) from exc  # stays one)
-                            spent += perf_counter() - t0
+                            took.append(perf_counter() - t0)
                             p += 1
                             cursor[1] = p
                             yield Batch(p - 1, k, x, y, "loop")
-                        if spent > QUICK_BATCH_S * (p - first):  # slow now: workers take over
+                        # the median: a batch or two held up (a busy machine) is no reason
+                        own_s = self._own_s = sorted(took)[len(took) // 2]
+                        if own_s > QUICK_BATCH_S:  # slow now: workers take over
                             if not self._threads:
                                 self._start_workers(run)
                             run.wake()
                         continue
+                    t0 = perf_counter()
                     ready[i].acquire()  # wait for the worker that claimed it
+                    waited += perf_counter() - t0
+                handed += 1
+                if handed == WAIT_WINDOW:  # do the workers keep the loop waiting longer
+                    if run.awake and own_s < QUICK_BATCH_S and \
+                            waited > WAIT_WINDOW * 2 * own_s:  # than making them itself?
+                        run.awake = False
+                    handed, waited = 0, 0.0
                 value, values[i] = values[i], None
                 if value.__class__ is LoaderError:
                     raise value
@@ -629,17 +644,19 @@ class Loader:
             p, stop = run.claim(CLAIM_MOST if several else 1)
             if p is None:
                 return
-            made, t0 = [], perf_counter()
+            made, took = [], []
             for q in range(p, stop):
                 if q > run.failed or run.stop:  # after a failed batch, none is started
                     break
+                t0 = perf_counter()
                 try:
                     made.append((q, (*load(order[q], worker), worker)))
                 except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
                     run.failed = min(run.failed, q)
                     made.append((q, _loader_error(exc, worker, order[q], q)))
                     break
-            per_batch = (perf_counter() - t0) / max(len(made), 1)
+                took.append(perf_counter() - t0)
+            per_batch = sorted(took)[len(took) // 2] if took else 0.0  # the median
             several = per_batch < SMALL_BATCH_S
             if per_batch < QUICK_BATCH_S:  # a hand-off costs about as much: the loop makes them
                 run.awake = False

@@ -498,7 +498,7 @@ class Loader:
         src = describe() if describe else {"source": type(self.source).__name__,
                                            "n_batches": self.source.n_batches}
         return {**src, "batch_size": self.batch_size, "block_size": self.block_size,
-                "shuffle": self.shuffle, "seed": self.seed}
+                "shuffle": self.shuffle, "seed": self.seed if self.shuffle else None}
 
     def state(self) -> LoaderState:
         """Where the loader is: the epoch under way (or next) and the batches of it already

@@ -430,12 +430,13 @@ class Loader:
     block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
     ``state()`` says where it is; ``restore(state)`` (in a new process, say) carries on from
     there. ``timeline``: a :class:`~iokit.timing.Timeline` to record each batch's stages on
-    (None: nothing is recorded, and nothing is paid for it).
+    (None: nothing is recorded, and nothing is paid for it). ``adaptive=False`` keeps the
+    workers making every batch, even those quicker to make than to hand over.
     """
 
     def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
                  prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
-                 timeline: Timeline | None = None):
+                 timeline: Timeline | None = None, adaptive: bool = True):
         self.source = source
         self.batch_size = check_positive("batch_size", batch_size)
         self.block_size = check_positive("block_size", block_size)
@@ -458,6 +459,7 @@ class Loader:
         self.shuffle, self.seed = shuffle, int(seed)
         self.limit = None if limit is None else check_positive("limit", limit)
         self.timeline = timeline
+        self.adaptive = bool(adaptive)  # may the loop make quick batches itself?
         self._tokens = hasattr(source, "tokens")
         self.epoch = 0
         self._threads: list[threading.Thread] = []
@@ -568,7 +570,7 @@ class Loader:
         run = self._run = _Run(order, start, self.prefetch)
         # An epoch starts as the last one ended: with workers making the batches, or (quick
         # batches) with the loop making them and no thread started until they turn slow.
-        run.awake = not self._quick
+        run.awake = not (self.adaptive and self._quick)
         if run.awake:
             self._start_workers(run)
         load, cursor, size, ready, values, lock = self.load, self._cursor, run.size, \
@@ -612,7 +614,7 @@ class Loader:
                     waited += perf_counter() - t0
                 handed += 1
                 if handed == WAIT_WINDOW:  # do the workers keep the loop waiting longer
-                    if run.awake and own_s < QUICK_BATCH_S and \
+                    if run.awake and self.adaptive and own_s < QUICK_BATCH_S and \
                             waited > WAIT_WINDOW * 2 * own_s:  # than making them itself?
                         run.awake = False
                     handed, waited = 0, 0.0
@@ -658,8 +660,8 @@ class Loader:
                 took.append(perf_counter() - t0)
             per_batch = sorted(took)[len(took) // 2] if took else 0.0  # the median
             several = per_batch < SMALL_BATCH_S
-            if per_batch < QUICK_BATCH_S:  # a hand-off costs about as much: the loop makes them
-                run.awake = False
+            if per_batch < QUICK_BATCH_S and self.adaptive:  # a hand-off costs about as much:
+                run.awake = False  # the loop makes them
             for q, value in made:  # hand over by position: order never depends on timing
                 run.values[q % run.size] = value
                 run.ready[q % run.size].release()
@@ -765,7 +767,7 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
                 shuffle: bool = True, seed: int = 0, limit: int | None = None,
                 codec_block_bytes: int | None = None, timeline: Timeline | None = None,
                 workdir=None, rank: int | None = None, world_size: int = 1,
-                resume=None) -> Loader:
+                resume=None, adaptive: bool = True) -> Loader:
     """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
 
     With ``rank`` (0 to ``world_size - 1``) it loads only that rank's share of every epoch
@@ -778,6 +780,7 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     (default: beside the shard folder) with one block per batch unless ``codec_block_bytes``
     says otherwise. ``resume``: a :class:`LoaderState` (or its dict or JSON) saved by an
     interrupted run with the same shards and settings; the loader carries on from there.
+    ``adaptive``: see :class:`Loader`.
     """
     tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
                                                                         block_size) + 1)
@@ -809,7 +812,7 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     try:
         loader = Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
                         prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit,
-                        timeline=timeline)
+                        timeline=timeline, adaptive=adaptive)
         if resume is not None:
             loader.restore(resume)
     except BaseException:

@@ -270,6 +270,11 @@ def test_quick_batches_are_made_by_the_loop_and_slow_ones_by_workers():
         makers.add(b.worker)
         threads.update(t.name for t in loader_threads())
     assert makers == {"loop"} and threads == set()
+    # unless told to keep the workers at it
+    fixed = Loader(FakeSource(n=40), batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=3,
+                   adaptive=False)
+    for _ in range(2):
+        assert {b.worker for b in fixed} <= {"worker-0", "worker-1"}
     # Batches that wait on storage (2 ms each): the workers make every one
     slow = Loader(FakeSource(n=12, read_s=0.002), batch_size=BATCH, block_size=BLOCK,
                   workers=2, prefetch=3)

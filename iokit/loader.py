@@ -660,8 +660,8 @@ class Loader:
                 took.append(perf_counter() - t0)
             per_batch = sorted(took)[len(took) // 2] if took else 0.0  # the median
             several = per_batch < SMALL_BATCH_S
-            if per_batch < QUICK_BATCH_S and self.adaptive:  # a hand-off costs about as much:
-                run.awake = False  # the loop makes them
+            if self.adaptive and per_batch < QUICK_BATCH_S:  # as quick as a hand-off:
+                run.awake = False  # the loop makes them itself from now on
             for q, value in made:  # hand over by position: order never depends on timing
                 run.values[q % run.size] = value
                 run.ready[q % run.size].release()

@@ -44,6 +44,11 @@ class LoaderError(IokitError):
     """A loader worker failed; the message names the worker and the batch."""
 
 
+class ResumeError(ParameterError):
+    """A saved loader state that does not fit the loader restoring it (another shard set,
+    another epoch plan) or is malformed; the message says what differs and what to do."""
+
+
 class StopSignal(KeyboardInterrupt):
     """SIGTERM (what ``timeout``, Slurm and Kubernetes send to stop a job), raised where the
     program is, as Ctrl-C is: every clean-up that runs for an interrupt runs for it too."""

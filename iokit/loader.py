@@ -1,9 +1,9 @@
 """The pipeline: background workers read, decompress and batch shards while the model trains.
 
 A training step should never wait for data. :class:`Loader` hands batches to a training loop
-through a bounded prefetch queue, filled by ``workers`` background threads; each worker makes
-one batch at a time in three stages, every one recorded as a span in a :class:`~iokit.timing.
-Timeline`::
+through a bounded prefetch queue, filled by ``workers`` background threads; each batch is made
+in three stages, each recorded as a span on a :class:`~iokit.timing.Timeline` when the loader
+has one (without one, nothing is recorded and nothing paid)::
 
     read        fetch the batch's bytes from storage (local disk or a simulated store)
     decompress  turn stored bytes into token IDs (a no-op for plain shards)
@@ -24,6 +24,27 @@ The knobs:
   load only on demand, no overlap). At most ``min(workers, prefetch + 1)`` batches are in the
   making at once: by Little's law the loader delivers at most that many per batch-load time.
 
+The hand-off: workers claim the next positions of the epoch's order off one counter (each
+batch made by exactly one worker, so each worker reads a disjoint share of the windows) and
+put each batch in its position's slot; the loop takes slot after slot, waking only when the
+one it waits for is filled, and a worker sleeps only when the prefetch window is full. Small
+batches are claimed several per wake-up. Batches quicker to make than a hand-off between
+threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
+workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline),
+as they do when the loop waits for them twice as long as it took to make its own; when its
+batches turn slow (storage), the workers take over again. The next epoch starts as the
+last one ended (its threads started only when needed). Nothing of this changes which batches
+arrive or in what order.
+
+**Resuming mid-epoch.** :meth:`Loader.state` is where the loader is: the epoch, the batches
+of it already handed to the loop, the seed (every order is drawn from ``default_rng([seed,
+epoch])``, so that is the whole random state) and a fingerprint of the shard set and the plan.
+Saved as JSON after a training step, it lets a new process (``open_loader(..., resume=state)``
+or :meth:`Loader.restore`) yield exactly the batches the interrupted run had not handed over,
+in the same order, with any number of workers, for all shards or a rank's share. A state from
+another shard set or another plan (batch shape, shuffle, seed, rank) is refused with a
+:class:`~iokit.errors.ResumeError` saying what differs.
+
 Shutdown is clean whatever happens: leaving the ``for`` loop early, an exception in the loop,
 or an error in a worker stops and joins every worker thread before control returns. A worker's
 exception reaches the loop as :class:`LoaderError` naming the worker and the batch, with the
@@ -33,17 +54,29 @@ in the order: every batch before it still arrives, none after it is started.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
+import os
 import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 
 from iokit.blocks import BlockReader
-from iokit.errors import LoaderError, ParameterError, check_positive, check_size
+from iokit.errors import (
+    FormatError,
+    LoaderError,
+    ParameterError,
+    ResumeError,
+    StorageError,
+    check_positive,
+    check_size,
+)
 from iokit.parallel import MAX_WORKERS
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import RankReader
@@ -53,9 +86,71 @@ from iokit.timing import Timeline
 
 STAGES = ("read", "decompress", "batch")
 JOIN_TIMEOUT_S = 10.0
+QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
+SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
+CLAIM_MOST = 8  # the most positions a worker claims at once
+WAIT_WINDOW = 16  # batches from workers over which the loop's wait for them is averaged
+STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- batch sources
+
+
+class _ShardFiles:
+    """Reads of a shard set's ``.bin`` files: through a simulated store, or from the local disk
+    with each file opened once (lazily, by whichever thread reads it first) and read with
+    ``os.pread`` (safe from any thread) until :meth:`close`."""
+
+    def __init__(self, shards, storage):
+        self.shards = shards
+        self.storage = storage if storage is not None else LocalDisk()
+        self.local = isinstance(self.storage, LocalDisk)
+        self._paths = [s.bin_path for s in shards.shards]
+        self._fds: list = [None] * len(self._paths)
+        self._open_lock = threading.Lock()
+
+    def _fd(self, s: int) -> int:
+        with self._open_lock:
+            if self._fds[s] is None:
+                try:
+                    self._fds[s] = os.open(self._paths[s], os.O_RDONLY)
+                except OSError as exc:
+                    raise StorageError(f"{self._paths[s]}: cannot open the shard "
+                                       f"({exc.strerror}); check that the shard set is still "
+                                       "there.") from None
+            return self._fds[s]
+
+    def read(self, s: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of shard ``s``; a short read is a FormatError."""
+        if not self.local:
+            data = self.storage.read(self._paths[s], offset, size)
+        else:
+            fd = self._fds[s]
+            data = os.pread(fd if fd is not None else self._fd(s), size, offset)
+        if len(data) != size:
+            raise FormatError(f"{self._paths[s]}: {size:,} bytes at offset {offset:,} asked, "
+                              f"{len(data):,} read: the file is shorter than its index says; "
+                              "write the shards again.")
+        return data
+
+    def close(self) -> None:
+        with self._open_lock:
+            for i, fd in enumerate(self._fds):
+                if fd is not None:
+                    os.close(fd)
+                    self._fds[i] = None
+        if hasattr(self.storage, "close"):
+            self.storage.close()
+
+
+def shard_set_digest(shards) -> str:
+    """A short fingerprint of a shard set's contents: dtype, and every shard's token count and
+    checksum (the folder's name and place do not count)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.dtype(shards.dtype).str.encode())
+    for s in shards.shards:
+        h.update(int(s.n_tokens).to_bytes(8, "little") + int(s.checksum).to_bytes(8, "little"))
+    return h.hexdigest()
 
 
 class ShardBatches:
@@ -64,59 +159,84 @@ class ShardBatches:
     ``fetch(k)`` is the I/O (stage ``read``): one request per plain shard piece the batch
     touches (usually one), or one per compressed block. ``decode(k, payload)`` turns those bytes
     into token IDs (stage ``decompress``: check and decompress the blocks and keep the batch's
-    tokens; nothing to do for plain shards). Any object with ``n_batches``,
-    ``tokens_per_batch``, ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
+    tokens; nothing to do for plain shards). The batch's pieces are planned once, in ``fetch``,
+    and travel with the payload. Any object with ``n_batches``, ``tokens_per_batch``,
+    ``fetch``, ``decode`` and ``close`` can feed a :class:`Loader`.
     """
 
     def __init__(self, shards, tokens_per_batch: int, storage=None):
         self.shards = shards
         self.dtype = shards.dtype
         self.tokens_per_batch = check_positive("tokens per batch", tokens_per_batch)
-        self.storage = storage if storage is not None else LocalDisk()
+        self.files = _ShardFiles(shards, storage)
+        self.storage = self.files.storage
         self.n_batches = shards.n_tokens // self.tokens_per_batch
         if self.n_batches == 0:
             raise ParameterError(
                 f"a batch needs {self.tokens_per_batch:,} tokens, but the shards in "
                 f"{shards.folder} hold {shards.n_tokens:,}; use a smaller batch_size or "
                 "block_size, or more data.")
-        self.readers = {}  # shard number -> BlockReader over this storage (compressed shards)
+        self._starts = [int(x) for x in shards.starts]
+        self.readers = {}  # shard number -> BlockReader (compressed shards)
         for i, shard in enumerate(shards.shards):
-            if getattr(shard, "blocks", None) is not None:
+            if getattr(shard, "blocks", None) is not None:  # local: the reader's own open file
                 self.readers[i] = BlockReader(shard.bin_path, shard.blocks, 0,
-                                              storage=self.storage)
+                                              storage=None if self.files.local else self.storage)
         codecs = {r.table.codec for r in self.readers.values()}
         self.codec = ", ".join(sorted(codecs)) if codecs else "none"
 
-    def _pieces(self, k: int):
+    def describe(self) -> dict:
+        """What fixes this source's batches (for a resume state's fingerprint)."""
+        return {"source": "stream", "shards": shard_set_digest(self.shards),
+                "tokens_per_batch": self.tokens_per_batch}
+
+    def _pieces(self, k: int) -> list:
         """(shard number, first token, end token) of each shard piece batch ``k`` covers."""
-        start, stop = k * self.tokens_per_batch, (k + 1) * self.tokens_per_batch
-        starts = self.shards.starts
-        s = int(np.searchsorted(starts, start, side="right")) - 1
+        start = k * self.tokens_per_batch
+        stop = start + self.tokens_per_batch
+        starts = self._starts
+        s = bisect.bisect_right(starts, start) - 1
+        if stop <= starts[s + 1]:  # the usual case: the batch lies in one shard
+            return [(s, start - starts[s], stop - starts[s])]
+        pieces = []
         while start < stop:
-            base, end = int(starts[s]), min(stop, int(starts[s + 1]))
+            base, end = starts[s], min(stop, starts[s + 1])
             if end > start:
-                yield s, start - base, end - base
+                pieces.append((s, start - base, end - base))
             start = max(start, end)
             s += 1
+        return pieces
+
+    def tokens(self, k: int) -> np.ndarray:
+        """The token IDs of batch ``k`` (``decode(k, fetch(k))``, quicker for one plain piece)."""
+        start = k * self.tokens_per_batch
+        starts = self._starts
+        s = bisect.bisect_right(starts, start) - 1
+        if s not in self.readers and start + self.tokens_per_batch <= starts[s + 1]:
+            isz = self.dtype.itemsize
+            return np.frombuffer(self.files.read(s, (start - starts[s]) * isz,
+                                                 self.tokens_per_batch * isz), self.dtype)
+        return self.decode(k, self.fetch(k))
 
     def fetch(self, k: int) -> list:
+        """``[(piece, stored bytes)]`` for batch ``k``: plain bytes, or the compressed blocks."""
         isz = self.dtype.itemsize
         payload = []
-        for s, a, b in self._pieces(k):
+        for piece in self._pieces(k):
+            s, a, b = piece
             reader = self.readers.get(s)
             if reader is None:
-                path = self.shards.shards[s].bin_path
-                payload.append(self.storage.read(path, a * isz, (b - a) * isz))
+                payload.append((piece, self.files.read(s, a * isz, (b - a) * isz)))
             else:
                 bs = reader.table.block_bytes
-                payload.append([reader.fetch(i) for i in range(a * isz // bs,
-                                                                 ((b * isz) - 1) // bs + 1)])
+                payload.append((piece, [reader.fetch(i) for i in
+                                        range(a * isz // bs, ((b * isz) - 1) // bs + 1)]))
         return payload
 
     def decode(self, k: int, payload: list) -> np.ndarray:
         isz = self.dtype.itemsize
         parts = []
-        for (s, a, b), data in zip(self._pieces(k), payload):
+        for (s, a, b), data in payload:
             reader = self.readers.get(s)
             if reader is not None:
                 bs = reader.table.block_bytes
@@ -129,8 +249,7 @@ class ShardBatches:
     def close(self) -> None:
         for r in self.readers.values():
             r.close()
-        if hasattr(self.storage, "close"):
-            self.storage.close()
+        self.files.close()
         self.shards.close()
 
 
@@ -143,7 +262,8 @@ class RankBatches:
     storage request. Only full windows make batches and a last partial batch is dropped (as
     :meth:`iokit.ranks.RankReader.batches`). The share changes every epoch:
     :class:`Loader` calls :meth:`set_epoch` before each one (as ``DistributedSampler`` needs
-    ``set_epoch`` in PyTorch). Plain (uncompressed) shards only.
+    ``set_epoch`` in PyTorch). Within the rank, the loader's workers split the batches between
+    them (each batch, so each window, made by exactly one worker). Plain shards only.
     """
 
     def __init__(self, shards, rank: int, world_size: int, *, batch_size: int,
@@ -157,7 +277,8 @@ class RankBatches:
             self.shards, self.dtype = shards, shards.dtype
             self.batch_size = check_positive("batch_size", batch_size)
             self.tokens_per_batch = self.batch_size * (block_size + 1)
-            self.storage = storage if storage is not None else LocalDisk()
+            self.files = _ShardFiles(shards, storage)
+            self.storage = self.files.storage
             self.set_epoch(0)
             if self.n_batches == 0:
                 raise ParameterError(
@@ -169,6 +290,13 @@ class RankBatches:
             shards.close()
             raise
 
+    def describe(self) -> dict:
+        """What fixes this source's batches (for a resume state's fingerprint)."""
+        r = self.reader
+        return {"source": "rank", "shards": shard_set_digest(self.shards), "rank": r.rank,
+                "world_size": r.world_size, "rank_seed": r.seed,
+                "tokens_per_batch": self.tokens_per_batch}
+
     def set_epoch(self, epoch: int) -> None:
         """Plan epoch ``epoch``: this rank's full windows, in its order."""
         self.epoch = epoch
@@ -176,17 +304,93 @@ class RankBatches:
         self.windows = [w for w in self.reader.plan(epoch) if len(w) == width]
         self.n_batches = len(self.windows) // self.batch_size
 
+    def batch_windows(self, k: int) -> list:
+        """The windows (:class:`iokit.ranks.Window`) batch ``k`` of this epoch is made of."""
+        return self.windows[k * self.batch_size:(k + 1) * self.batch_size]
+
     def fetch(self, k: int) -> list:
         isz = self.dtype.itemsize
-        shards = self.shards.shards
-        return [self.storage.read(shards[w.shard].bin_path, w.start * isz, len(w) * isz)
+        read = self.files.read
+        return [read(w.shard, w.start * isz, (w.stop - w.start) * isz)
                 for w in self.windows[k * self.batch_size:(k + 1) * self.batch_size]]
 
     def decode(self, k: int, payload: list) -> np.ndarray:
         return np.frombuffer(b"".join(payload), dtype=self.dtype)
 
     def close(self) -> None:
+        self.files.close()
         self.shards.close()
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+@dataclass(frozen=True)
+class LoaderState:
+    """Where a loader is: ``position`` batches of epoch ``epoch`` already handed to the loop.
+
+    The random state is ``seed`` itself: every epoch's order is drawn afresh from
+    ``default_rng([seed, epoch])``, so no generator needs saving. ``plan`` holds what fixes the
+    batches (the shard set's fingerprint, the batch shape, shuffle and seed, a rank's place);
+    ``fingerprint`` is a digest of it, checked when a loader restores the state. Save it with
+    :meth:`to_json` (or :meth:`to_dict`), read it back with :meth:`from_json`.
+    """
+
+    epoch: int
+    position: int
+    seed: int
+    shuffle: bool
+    plan: dict
+    fingerprint: str
+    version: int = STATE_VERSION
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "epoch": self.epoch, "position": self.position,
+                "seed": self.seed, "shuffle": self.shuffle, "plan": dict(self.plan),
+                "fingerprint": self.fingerprint}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d) -> LoaderState:
+        """A state from :meth:`to_dict`'s form; a malformed one is a :class:`ResumeError`."""
+        if not isinstance(d, dict):
+            raise ResumeError(f"a loader state is a dict (from LoaderState.to_dict), got "
+                              f"{type(d).__name__}; save the state with loader.state().")
+        missing = [k for k in ("version", "epoch", "position", "seed", "shuffle", "plan",
+                               "fingerprint") if k not in d]
+        if missing:
+            raise ResumeError(f"the loader state lacks {', '.join(missing)}; save the state "
+                              "with loader.state().to_json(), not by hand.")
+        if d["version"] != STATE_VERSION:
+            raise ResumeError(f"loader state version {d['version']!r}, this kit reads version "
+                              f"{STATE_VERSION}; start the epoch afresh.")
+        for key in ("epoch", "position", "seed"):
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ResumeError(f"the loader state's {key} must be a whole number >= 0, got "
+                                  f"{v!r}; save the state with loader.state().")
+        if not isinstance(d["plan"], dict) or not isinstance(d["fingerprint"], str) or \
+                _digest(d["plan"]) != d["fingerprint"]:
+            raise ResumeError("the loader state's plan does not match its fingerprint (edited "
+                              "or damaged); use a state saved by loader.state(), or start the "
+                              "epoch afresh.")
+        return cls(d["epoch"], d["position"], d["seed"], bool(d["shuffle"]), dict(d["plan"]),
+                   d["fingerprint"], d["version"])
+
+    @classmethod
+    def from_json(cls, text) -> LoaderState:
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ResumeError(f"the loader state is not JSON ({exc}); save it with "
+                              "loader.state().to_json().") from None
+        return cls.from_dict(d)
+
+
+def _digest(plan: dict) -> str:
+    return hashlib.blake2b(json.dumps(plan, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
 # --------------------------------------------------------------------------- the loader
@@ -194,12 +398,14 @@ class RankBatches:
 
 @dataclass
 class Batch:
-    """One batch: its place in the epoch's order, which batch of the stream it is, x and y."""
+    """One batch: its place in the epoch's order, which batch of the stream it is, x and y,
+    and who made it (``worker-0``, ..., or ``loop`` when the training loop made it itself)."""
 
     position: int
     index: int
     x: np.ndarray
     y: np.ndarray
+    worker: str = ""
 
 
 def epoch_order(n_batches: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0
@@ -222,11 +428,15 @@ class Loader:
 
     ``for batch in loader`` runs one epoch (``loader.epoch`` counts them). Use it in a ``with``
     block, or just iterate: leaving the loop (``break``, an exception) stops the workers too.
+    ``state()`` says where it is; ``restore(state)`` (in a new process, say) carries on from
+    there. ``timeline``: a :class:`~iokit.timing.Timeline` to record each batch's stages on
+    (None: nothing is recorded, and nothing is paid for it). ``adaptive=False`` keeps the
+    workers making every batch, even those quicker to make than to hand over.
     """
 
     def __init__(self, source, *, batch_size: int, block_size: int, workers: int = 2,
                  prefetch: int = 4, shuffle: bool = False, seed: int = 0, limit: int | None = None,
-                 timeline: Timeline | None = None):
+                 timeline: Timeline | None = None, adaptive: bool = True):
         self.source = source
         self.batch_size = check_positive("batch_size", batch_size)
         self.block_size = check_positive("block_size", block_size)
@@ -243,12 +453,21 @@ class Loader:
         # the batches in flight (x and y, int64) must fit in memory: checked before any is made
         check_size("batches in flight (prefetch + 1)", prefetch + 1,
                    item_bytes=16 * self.batch_size * (self.block_size + 1))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ParameterError(f"seed must be a whole number >= 0, got {seed!r}.")
         self.workers, self.prefetch = min(workers, MAX_WORKERS), prefetch  # as WorkerPool caps
-        self.shuffle, self.seed = shuffle, seed
+        self.shuffle, self.seed = shuffle, int(seed)
         self.limit = None if limit is None else check_positive("limit", limit)
-        self.timeline = timeline if timeline is not None else Timeline()
+        self.timeline = timeline
+        self.adaptive = bool(adaptive)  # may the loop make quick batches itself?
+        self._tokens = hasattr(source, "tokens")
         self.epoch = 0
         self._threads: list[threading.Thread] = []
+        self._run: _Run | None = None  # the hand-off of the epoch under way
+        self._quick = False  # did the last epoch end with the loop making its batches itself?
+        self._own_s = float("inf")  # seconds per batch the loop took, last it made its own
+        self._resume_at = 0  # where the next epoch starts (a restored state's position)
+        self._cursor: list | None = None  # [epoch, batches handed over, batches in it]
 
     @property
     def n_batches(self) -> int:
@@ -257,81 +476,202 @@ class Loader:
         return n if self.limit is None else min(n, self.limit)
 
     def load(self, index: int, worker: str) -> tuple[np.ndarray, np.ndarray]:
-        """Make batch ``index``: read, decompress, batch, each recorded on the timeline."""
-        tl = self.timeline
-        with tl.span("read", worker):
-            payload = self.source.fetch(index)
-        with tl.span("decompress", worker):
-            tokens = self.source.decode(index, payload)
-        with tl.span("batch", worker):
-            return make_batch(tokens, self.batch_size, self.block_size)
+        """Make batch ``index``: read, decompress, batch (each a span on the timeline, if any)."""
+        src, tl = self.source, self.timeline
+        if tl is None:  # nothing recorded: the source's quickest way to the tokens
+            tokens = src.tokens(index) if self._tokens else src.decode(index, src.fetch(index))
+            w = tokens.reshape(self.batch_size, self.block_size + 1).astype(np.int64)
+            return w[:, :-1], w[:, 1:]
+        t0 = perf_counter()
+        payload = src.fetch(index)
+        t1 = perf_counter()
+        tokens = src.decode(index, payload)
+        t2 = perf_counter()
+        batch = make_batch(tokens, self.batch_size, self.block_size)
+        tl.add_stamps(worker, STAGES, (t0, t1, t2, perf_counter()))
+        return batch
+
+    # ------------------------------------------------------------------ where it is
+
+    def plan(self) -> dict:
+        """What fixes the sequence of batches: the source (shard set, rank), batch shape,
+        shuffle and seed. Not the worker count or prefetch depth: those never change it."""
+        describe = getattr(self.source, "describe", None)
+        src = describe() if describe else {"source": type(self.source).__name__,
+                                           "n_batches": self.source.n_batches}
+        return {**src, "batch_size": self.batch_size, "block_size": self.block_size,
+                "shuffle": self.shuffle, "seed": self.seed if self.shuffle else None}
+
+    def state(self) -> LoaderState:
+        """Where the loader is: the epoch under way (or next) and the batches of it already
+        handed to the loop. Save it after a training step; :meth:`restore` it to go on."""
+        if self._cursor is None:
+            epoch, position = self.epoch, self._resume_at
+        else:
+            epoch, position, n = self._cursor
+            if position >= n:  # every batch of that epoch was handed over
+                epoch, position = epoch + 1, 0
+        plan = self.plan()
+        return LoaderState(epoch, position, self.seed, self.shuffle, plan, _digest(plan))
+
+    def restore(self, state) -> None:
+        """Carry on from ``state`` (a :class:`LoaderState`, its dict or its JSON): the next
+        ``for batch in loader`` yields the rest of that epoch, the batches the saved run had
+        not handed over yet, in the same order, whatever the worker count."""
+        if isinstance(state, str):
+            state = LoaderState.from_json(state)
+        elif isinstance(state, dict):
+            state = LoaderState.from_dict(state)
+        elif not isinstance(state, LoaderState):
+            raise ResumeError(f"restore takes a LoaderState (or its dict or JSON), got "
+                              f"{type(state).__name__}.")
+        plan = self.plan()
+        if state.fingerprint != _digest(plan):
+            keys = sorted(set(plan) | set(state.plan))
+            diff = "; ".join(f"{k}: saved {state.plan.get(k)!r}, here {plan.get(k)!r}"
+                             for k in keys if plan.get(k) != state.plan.get(k))
+            what = "another shard set" if plan.get("shards") != state.plan.get("shards") \
+                else "another epoch plan"
+            raise ResumeError(
+                f"this loader state (fingerprint {state.fingerprint}) was saved by a loader "
+                f"over {what} ({diff}); open the loader on the shards and with the settings "
+                "of the run that saved it, or start the epoch afresh without restoring.")
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(state.epoch)
+        if state.position > self.n_batches:
+            raise ResumeError(f"the loader state is at batch {state.position:,} of epoch "
+                              f"{state.epoch}, which has {self.n_batches:,}; it was saved "
+                              "with another limit, or edited: start the epoch afresh.")
+        self.epoch, self._resume_at, self._cursor = state.epoch, state.position, None
+
+    # ------------------------------------------------------------------ one epoch
 
     def __iter__(self) -> Iterator[Batch]:
         if hasattr(self.source, "set_epoch"):  # a source whose batches change every epoch
             self.source.set_epoch(self.epoch)
         order = epoch_order(self.source.n_batches, shuffle=self.shuffle, seed=self.seed,
-                            epoch=self.epoch)[:self.n_batches]
+                            epoch=self.epoch)[:self.n_batches].tolist()
+        start, self._resume_at = min(self._resume_at, len(order)), 0
+        self._cursor = [self.epoch, start, len(order)]
         self.epoch += 1
         if self.workers == 0:
-            return self._inline(order)
-        return self._background(order)
+            return self._inline(order, start)
+        return self._background(order, start)
 
-    def _inline(self, order) -> Iterator[Batch]:
-        for p, k in enumerate(order.tolist()):
-            yield Batch(p, k, *self.load(k, "loop"))
+    def _inline(self, order: list, start: int) -> Iterator[Batch]:
+        load, cursor = self.load, self._cursor
+        for p in range(start, len(order)):
+            k = order[p]
+            x, y = load(k, "loop")
+            cursor[1] = p + 1
+            yield Batch(p, k, x, y, "loop")
 
-    def _background(self, order) -> Iterator[Batch]:
-        n = len(order)
-        state = _Shared(threading.Condition())
+    def _background(self, order: list, start: int) -> Iterator[Batch]:
+        run = self._run = _Run(order, start, self.prefetch)
+        # An epoch starts as the last one ended: with workers making the batches, or (quick
+        # batches) with the loop making them and no thread started until they turn slow.
+        run.awake = not (self.adaptive and self._quick)
+        if run.awake:
+            self._start_workers(run)
+        load, cursor, size, ready, values, lock = self.load, self._cursor, run.size, \
+            run.ready, run.values, run.lock
+        p, n = start, run.n
+        own_s = self._own_s  # seconds the loop took to make a batch itself, last it did
+        handed, waited = 0, 0.0  # batches from workers, and the loop's wait for them
+        try:
+            while p < n:
+                run.asked = p + 1  # the loop wants batch p: the window moves on by one place
+                if run.sleeping and run.awake:
+                    run.wake(all_=False)
+                i = p % size
+                if not ready[i].acquire(blocking=False):  # not made yet
+                    mine = p
+                    if not run.awake:  # quick batches: the loop makes the next ones itself
+                        with lock:
+                            if run.next == p:  # (unless a worker has claimed p)
+                                run.next = mine = min(p + CLAIM_MOST, n)
+                    if mine > p:  # its own run of positions, made as the inline loop does
+                        took = []
+                        while p < mine:
+                            k, t0 = order[p], perf_counter()
+                            try:
+                                x, y = load(k, "loop")
+                            except Exception as exc:  # the kit's error, as a worker's (Ctrl-C
+                                raise _loader_error(exc, "loop", k, p) from exc  # stays one)
+                            took.append(perf_counter() - t0)
+                            p += 1
+                            cursor[1] = p
+                            yield Batch(p - 1, k, x, y, "loop")
+                        # the median: a batch or two held up (a busy machine) is no reason
+                        own_s = self._own_s = sorted(took)[len(took) // 2]
+                        if own_s > QUICK_BATCH_S:  # slow now: workers take over
+                            if not self._threads:
+                                self._start_workers(run)
+                            run.wake()
+                        continue
+                    t0 = perf_counter()
+                    ready[i].acquire()  # wait for the worker that claimed it
+                    waited += perf_counter() - t0
+                handed += 1
+                if handed == WAIT_WINDOW:  # do the workers keep the loop waiting longer
+                    if run.awake and self.adaptive and own_s < QUICK_BATCH_S and \
+                            waited > WAIT_WINDOW * 2 * own_s:  # than making them itself?
+                        run.awake = False
+                    handed, waited = 0, 0.0
+                value, values[i] = values[i], None
+                if value.__class__ is LoaderError:
+                    raise value
+                x, y, worker = value
+                p += 1
+                cursor[1] = p
+                yield Batch(p - 1, order[p - 1], x, y, worker)
+        finally:
+            self._quick = not run.awake
+            self._stop(run)
+
+    def _start_workers(self, run: _Run) -> None:
         self._threads = [
-            threading.Thread(target=self._work, args=(state, order, f"worker-{w}"),
+            threading.Thread(target=self._work, args=(run, f"worker-{w}"),
                              name=f"iokit-loader-{w}", daemon=True)
             for w in range(self.workers)]
         for t in self._threads:
             t.start()
-        try:
-            for p in range(n):
-                with state.cond:
-                    state.asked = p + 1  # the loop wants batch p now
-                    state.cond.notify_all()
-                    while p not in state.ready and p not in state.errors and \
-                            not (state.errors and p >= state.next):
-                        state.cond.wait()
-                    if p not in state.ready:  # this batch failed, or will never be made
-                        raise state.errors.get(p) or state.errors[min(state.errors)]
-                    x, y = state.ready.pop(p)
-                    state.cond.notify_all()
-                yield Batch(p, int(order[p]), x, y)
-        finally:
-            self._stop(state)
 
-    def _work(self, state: _Shared, order, worker: str) -> None:
-        n = len(order)
+    def _work(self, run: _Run, worker: str) -> None:
+        """One worker: claim the next positions while the prefetch window has room, make those
+        batches outside any lock, and put each in its position's slot."""
+        load, order = self.load, run.order
+        several = False  # were this worker's last batches small enough to claim several?
         while True:
-            with state.cond:
-                while not state.stop and state.next < n and \
-                        state.next >= state.asked + self.prefetch:
-                    state.cond.wait()
-                if state.stop or state.errors or state.next >= n:
-                    return
-                p = state.next
-                state.next += 1
-            try:
-                batch = self.load(int(order[p]), worker)
-            except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
-                with state.cond:  # batches before it still arrive; none after it is started
-                    state.errors[p] = _loader_error(exc, worker, int(order[p]), p)
-                    state.cond.notify_all()
+            p, stop = run.claim(CLAIM_MOST if several else 1)
+            if p is None:
                 return
-            with state.cond:
-                state.ready[p] = batch
-                state.cond.notify_all()
+            made, took = [], []
+            for q in range(p, stop):
+                if q > run.failed or run.stop:  # after a failed batch, none is started
+                    break
+                t0 = perf_counter()
+                try:
+                    made.append((q, (*load(order[q], worker), worker)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
+                    run.failed = min(run.failed, q)
+                    made.append((q, _loader_error(exc, worker, order[q], q)))
+                    break
+                took.append(perf_counter() - t0)
+            per_batch = sorted(took)[len(took) // 2] if took else 0.0  # the median
+            several = per_batch < SMALL_BATCH_S
+            if self.adaptive and per_batch < QUICK_BATCH_S:  # as quick as a hand-off:
+                run.awake = False  # the loop makes them itself from now on
+            for q, value in made:  # hand over by position: order never depends on timing
+                run.values[q % run.size] = value
+                run.ready[q % run.size].release()
+            if made and made[-1][1].__class__ is LoaderError:
+                return
 
-    def _stop(self, state: _Shared) -> None:
-        with state.cond:
-            state.stop = True
-            state.ready.clear()
-            state.cond.notify_all()
+    def _stop(self, run: _Run) -> None:
+        with run.cond:
+            run.stop = True
+            run.cond.notify_all()  # every worker waiting for a place
         for t in self._threads:
             t.join(JOIN_TIMEOUT_S)
         alive = [t.name for t in self._threads if t.is_alive()]
@@ -341,7 +681,10 @@ class Loader:
                               f"{JOIN_TIMEOUT_S:g} s; a storage read may be stuck.")
 
     def close(self) -> None:
-        """Release the source (workers stop when an epoch ends or the loop leaves)."""
+        """Stop the workers of an epoch left unfinished, and release the source (workers stop
+        by themselves when an epoch ends or the loop leaves)."""
+        if self._threads and self._run is not None:
+            self._stop(self._run)
         self.source.close()
 
     def __enter__(self) -> Loader:
@@ -351,17 +694,59 @@ class Loader:
         self.close()
 
 
-@dataclass
-class _Shared:
-    """What the loop and the workers share, guarded by ``cond``."""
+class _Run:
+    """One epoch's hand-off between the workers and the loop.
 
-    cond: threading.Condition
-    next: int = 0  # the next position a worker will take
-    asked: int = 0  # positions the loop has asked for (including the one it waits for)
-    ready: dict = field(default_factory=dict)  # position -> (x, y)
-    stop: bool = False
-    errors: dict = field(default_factory=dict)  # position -> LoaderError
+    The prefetch window: positions below ``asked + prefetch`` may be claimed, where ``asked``
+    counts the positions the loop has asked for. Workers claim the next positions under
+    ``cond`` (one, or several at once while batches are small) and sleep on it only when the
+    window is full; the loop moves the window on and wakes one sleeping worker, and none when
+    no worker sleeps. Position ``p`` goes through slot ``p % (prefetch + 1)``: ``values``
+    holds what was made, and ``ready`` (a lock, held while the slot is empty) is released by
+    the worker that filled it, which wakes the loop only when it waits for that very slot.
+    While batches are quicker to make than to hand over (``awake`` false), workers sleep and
+    the loop makes its batches itself.
+    """
 
+    def __init__(self, order: list, start: int, prefetch: int):
+        self.order, self.n, self.prefetch = order, len(order), prefetch
+        self.size = prefetch + 1
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.next = start  # the next position to claim (under ``cond``)
+        self.asked = start  # positions the loop has asked for, plus ``start``
+        self.sleeping = 0  # workers waiting in ``cond``
+        self.failed = self.n  # the first position that failed
+        self.stop = False
+        self.awake = True  # false: batches are quick, the loop makes them itself
+        self.values: list = [None] * self.size
+        self.ready = [threading.Lock() for _ in range(self.size)]
+        for lock in self.ready:
+            lock.acquire()  # empty
+
+    def wake(self, all_: bool = True) -> None:
+        """Wake one sleeping worker (the window moved on by one place), or all (the loop's
+        own batches became slow: the workers make them again)."""
+        with self.cond:
+            if all_:
+                self.awake = True
+                self.cond.notify_all()
+            else:
+                self.cond.notify()
+
+    def claim(self, most: int) -> tuple[int | None, int]:
+        """The next positions (at most ``most``) for a worker, or (None, 0) when it is done."""
+        with self.cond:
+            while not self.stop and self.next < self.n and (
+                    not self.awake or self.next >= self.asked + self.prefetch):
+                self.sleeping += 1
+                self.cond.wait()
+                self.sleeping -= 1
+            if self.stop or self.next >= self.n:
+                return None, 0
+            p = self.next
+            self.next = min(p + most, self.asked + self.prefetch, self.n)
+            return p, self.next
 
 def _loader_error(exc: BaseException, worker: str, index: int, position: int) -> LoaderError:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -381,7 +766,8 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
                 prefetch: int = 4, batch_size: int = 16, block_size: int = 256,
                 shuffle: bool = True, seed: int = 0, limit: int | None = None,
                 codec_block_bytes: int | None = None, timeline: Timeline | None = None,
-                workdir=None, rank: int | None = None, world_size: int = 1) -> Loader:
+                workdir=None, rank: int | None = None, world_size: int = 1,
+                resume=None, adaptive: bool = True) -> Loader:
     """A :class:`Loader` over the shards in ``folder``, read from ``storage``.
 
     With ``rank`` (0 to ``world_size - 1``) it loads only that rank's share of every epoch
@@ -392,7 +778,9 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
     ``"none"`` reads the shards as they are (plain or block-compressed); a codec name
     (``"zstd:3"``) reads a block-compressed copy of plain shards, made once in ``workdir``
     (default: beside the shard folder) with one block per batch unless ``codec_block_bytes``
-    says otherwise.
+    says otherwise. ``resume``: a :class:`LoaderState` (or its dict or JSON) saved by an
+    interrupted run with the same shards and settings; the loader carries on from there.
+    ``adaptive``: see :class:`Loader`.
     """
     tokens = check_positive("batch_size", batch_size) * (check_positive("block_size",
                                                                         block_size) + 1)
@@ -418,8 +806,16 @@ def open_loader(folder, *, storage: str = "local", codec: str = "none", workers:
             raise ParameterError("reading by rank takes plain shards; leave codec='none'.")
         source = RankBatches(open_shards(folder), rank, world_size, batch_size=batch_size,
                              block_size=block_size, storage=open_storage(storage), seed=seed)
-        return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
-                      prefetch=prefetch, shuffle=False, limit=limit, timeline=timeline)
-    source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
-    return Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
-                  prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit, timeline=timeline)
+        shuffle = False
+    else:
+        source = ShardBatches(open_shards(folder), tokens, open_storage(storage))
+    try:
+        loader = Loader(source, batch_size=batch_size, block_size=block_size, workers=workers,
+                        prefetch=prefetch, shuffle=shuffle, seed=seed, limit=limit,
+                        timeline=timeline, adaptive=adaptive)
+        if resume is not None:
+            loader.restore(resume)
+    except BaseException:
+        source.close()
+        raise
+    return loader

@@ -207,6 +207,14 @@ class Timeline:
         with self._lock:
             self.spans.append(Span(stage, worker, start, end))
 
+    def add_stamps(self, worker: str, stages, stamps) -> None:
+        """Record consecutive spans under one lock: stage ``stages[i]`` from ``stamps[i]`` to
+        ``stamps[i + 1]``, the stamps read from ``time.perf_counter()`` as the work went on."""
+        o = self.origin
+        spans = [Span(st, worker, a - o, b - o) for st, a, b in zip(stages, stamps, stamps[1:])]
+        with self._lock:
+            self.spans.extend(spans)
+
     @contextmanager
     def span(self, stage: str, worker: str | None = None):
         """Record the time spent inside the ``with`` block as one span of ``stage``."""

@@ -257,3 +257,43 @@ def test_corrupt_block_reaches_the_loop_naming_the_block(plain_shards, tmp_path)
             list(loader)
     assert "checksum" in str(info.value) and n > 1
     assert loader_threads() == []
+
+
+def test_quick_batches_are_made_by_the_loop_and_slow_ones_by_workers():
+    # Batches far quicker to make than a hand-off between threads: after the first epoch the
+    # workers stand down, the loop makes its batches itself and no thread is started.
+    quick = Loader(FakeSource(n=40), batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=3)
+    first = list(quick)
+    assert [b.index for b in first] == list(range(40))
+    makers, threads = set(), set()
+    for b in quick:
+        makers.add(b.worker)
+        threads.update(t.name for t in loader_threads())
+    assert makers == {"loop"} and threads == set()
+    # unless told to keep the workers at it
+    fixed = Loader(FakeSource(n=40), batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=3,
+                   adaptive=False)
+    for _ in range(2):
+        assert {b.worker for b in fixed} <= {"worker-0", "worker-1"}
+    # Batches that wait on storage (2 ms each): the workers make every one
+    slow = Loader(FakeSource(n=12, read_s=0.002), batch_size=BATCH, block_size=BLOCK,
+                  workers=2, prefetch=3)
+    for _ in range(2):
+        got = list(slow)
+        assert [b.index for b in got] == list(range(12))
+        assert {b.worker for b in got} <= {"worker-0", "worker-1"}
+    assert loader_threads() == []
+
+
+def test_bench_compares_the_loader_with_a_bare_loop(tmp_path):
+    from iokit.app.bench import bench_loader
+
+    rng = np.random.default_rng(2)
+    write_shards([rng.integers(0, 1000, size=40_000) for _ in range(4)],
+                 tmp_path / "shards-word", vocab_size=1000, max_shard_bytes=100_000)
+    lines = bench_loader(tmp_path / "unused.jsonl", tmp_path, batches_per_run=40)
+    names = [r.name for r in lines]
+    for shape in ("16×256", "64×1024"):
+        assert f"loader inline / bare loop, same batches ({shape}, warm)" in names
+        assert f"loader 2 workers / loader inline ({shape}, warm)" in names
+    assert len(lines) == 6 and all(r.value > 0 for r in lines)

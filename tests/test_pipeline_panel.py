@@ -23,7 +23,7 @@ def test_pipeline_panel_redraws_when_a_control_changes(shards):
     panel = pipeline_panel(shards, storage="local", workers=2, prefetch=2, steps=8)
     panel.run()
     rows = [t.get_text() for t in panel.plot.ax.get_yticklabels()]
-    assert rows == ["trainer", "worker-0", "worker-1"]
+    assert rows == ["trainer", "loop", "worker-0", "worker-1"]
     assert "busy" in panel.status.value
     panel.controls["workers"].value = 0
     panel.controls["storage"].value = "hdd"

@@ -7,6 +7,7 @@ settings they were not calibrated on (``model error ...`` lines, :func:`bench_mo
 
 from __future__ import annotations
 
+import bisect
 import os
 import tempfile
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from iokit.lab.scaling import (
     worker_sweep,
 )
 from iokit.lab.training import WALK, calibrate, pipeline_walk, walk_checks
+from iokit.loader import epoch_order, open_loader
 from iokit.parallel import WorkerPool
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import rank_balance
@@ -247,6 +249,90 @@ def bench_pipeline(corpus: Path, workdir: Path) -> list[Ratio]:
 
 
 BENCHES.append(bench_pipeline)
+
+
+# --------------------------------------------------------------------------- the loader itself
+
+LOADER_SHAPES = ((16, 256), (64, 1024))  # (batch_size, block_size)
+
+
+def bare_batches(folder, batch_size: int, block_size: int, order, passes: int = 1):
+    """The loader's yardstick: a function making the same batches in the same ``order`` with
+    nothing else (``os.pread`` from files opened once, cut into windows, cast to int64): no
+    threads, no checks, no timeline."""
+    with open_shards(folder) as s:
+        paths, starts, dtype = [sh.bin_path for sh in s.shards], s.starts.tolist(), s.dtype
+    tokens, isz = batch_size * (block_size + 1), dtype.itemsize
+
+    def run():
+        fds = [os.open(p, os.O_RDONLY) for p in paths]
+        try:
+            for _ in range(passes):
+                for k in order:
+                    a = k * tokens
+                    s = bisect.bisect_right(starts, a) - 1
+                    if a + tokens <= starts[s + 1]:
+                        buf = os.pread(fds[s], tokens * isz, (a - starts[s]) * isz)
+                    else:  # a batch across shards
+                        buf = b"".join(
+                            os.pread(fds[j], (min(a + tokens, starts[j + 1]) - max(a, starts[j]))
+                                     * isz, (max(a, starts[j]) - starts[j]) * isz)
+                            for j in range(s, bisect.bisect_left(starts, a + tokens)))
+                    w = np.frombuffer(buf, dtype).reshape(batch_size, block_size + 1)
+                    w = w.astype(np.int64)
+                    _x, _y = w[:, :-1], w[:, 1:]
+        finally:
+            for fd in fds:
+                os.close(fd)
+    return run
+
+
+def bench_loader(corpus: Path, workdir: Path, batches_per_run: int = 2000) -> list[Ratio]:
+    """The loader over warm local shards against a bare loop over the same batches in the same
+    order, inline (``workers=0``) and with 2 worker threads (prefetch 4), at two batch shapes;
+    and the workers against inline. Runs alternate, medians of 7."""
+    folder = workdir / "shards-word"
+    if not (folder / "shard-00000.idx").exists():
+        pretokenize(corpus, WordTokenizer.train(d.text for d in iter_documents(corpus)), folder)
+    out = []
+    for batch, block in LOADER_SHAPES:
+        loaders = {w: open_loader(folder, workers=w, prefetch=4, batch_size=batch,
+                                  block_size=block, shuffle=True, seed=0) for w in (0, 2)}
+        try:
+            n = loaders[0].n_batches
+            passes = max(1, batches_per_run // n)  # runs that outlast a scheduler hiccup
+            order = epoch_order(n, shuffle=True, seed=0, epoch=0).tolist()
+
+            def epochs(loader, passes=passes):
+                def run():
+                    for _ in range(passes):
+                        loader.epoch = 0  # the same batches, in the same order, every pass
+                        for _b in loader:
+                            pass
+                return run
+
+            bare, inline, threads = interleaved(
+                bare_batches(folder, batch, block, order, passes), epochs(loaders[0]),
+                epochs(loaders[2]), repeat=7, warmup=1)
+        finally:
+            for loader in loaders.values():
+                loader.close()
+        per = f"{n * passes:,} batches per run"
+        out += [
+            Ratio(f"loader inline / bare loop, same batches ({batch}×{block}, warm)",
+                  bare.median / inline.median, "fraction",
+                  f"bare {bare.median * 1e3:.1f} ms, loader {inline.median * 1e3:.1f} ms; {per}"),
+            Ratio(f"loader 2 workers / bare loop, same batches ({batch}×{block})",
+                  bare.median / threads.median, "fraction",
+                  f"2 worker threads, prefetch 4: {threads.median * 1e3:.1f} ms; {per}"),
+            Ratio(f"loader 2 workers / loader inline ({batch}×{block}, warm)",
+                  inline.median / threads.median, "×",
+                  f"speed with 2 worker threads over workers=0; {per}"),
+        ]
+    return out
+
+
+BENCHES.append(bench_loader)
 
 
 # --------------------------------------------------------------------------- scaling out

@@ -4,12 +4,21 @@
 wait for data and the compute time: their ratio is the busy fraction a learner predicts with
 :class:`~iokit.costs.PipelineModel`. :func:`pipeline_walk` runs the techniques of notebook 05
 one after another on the same shards; :func:`prefetch_sweep` varies the prefetch depth.
+:func:`run_until_killed` trains in a child process that checkpoints the loader's state and is
+killed mid-epoch, for notebook 05's resume.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +81,8 @@ def train(loader: Loader, step_s: float, steps: int | None = None, gil_share: fl
     if not step_s >= 0:
         raise ParameterError(f"step time must be >= 0 seconds, got {step_s!r}.")
     step = simulated_step(step_s, gil_share)
+    if loader.timeline is None:  # a loader records its stages only when given a timeline
+        loader.timeline = Timeline()
     tl = loader.timeline
     waits, computes = [], []
     start = tl.now()
@@ -225,3 +236,58 @@ def walk_checks(rows: list[WalkRow]) -> list[Check]:
                   "stage times of 10 batches loaded one at a time",
                   f"{r.run.steps} steps, {r.step.settings}", r.predicted_busy,
                   r.run.busy_fraction, unit="fraction") for r in rows]
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+_CHILD = """
+import json, os, sys, time
+from iokit.atomic import write_bytes_atomic
+from iokit.lab.training import batch_digest
+from iokit.loader import open_loader
+
+folder, state_path, log_path, settings, batches, parent = sys.argv[1:7]
+with open_loader(folder, **json.loads(settings)) as loader, open(log_path, "w") as log:
+    for i, b in enumerate(loader, 1):
+        log.write(batch_digest(b) + "\\n")
+        log.flush()
+        # a training step would run here; then the checkpoint, written whole or not at all
+        write_bytes_atomic(state_path, loader.state().to_json().encode())
+        if i == int(batches):
+            print("checkpointed", flush=True)
+            while os.getppid() == int(parent):  # wait to be killed (never outlive the parent)
+                time.sleep(0.05)
+            break
+"""
+
+
+def batch_digest(batch) -> str:
+    """A short digest of a batch's x and y, to compare batches across processes."""
+    return hashlib.blake2b(batch.x.tobytes() + batch.y.tobytes(), digest_size=8).hexdigest()
+
+
+def run_until_killed(folder, state_path, *, batches: int, timeout_s: float = 120.0,
+                     **loader_kwargs) -> list[str]:
+    """Train in a child process that saves the loader's state after every batch, and kill it
+    (SIGKILL: no clean-up runs, as when a job is pre-empted) once it has had ``batches``
+    batches; return the digests (:func:`batch_digest`) of the batches it got. The state is
+    in ``state_path``. ``loader_kwargs`` go to :func:`iokit.loader.open_loader`."""
+    log_path = Path(state_path).with_suffix(".log")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(folder), str(state_path), str(log_path),
+         json.dumps(loader_kwargs), str(batches), str(os.getpid())],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = child.stdout.readline().strip()
+        if line != "checkpointed":
+            raise ParameterError(f"the training process ended before {batches} batches (exit "
+                                 f"code {child.wait(timeout_s)}); ask for fewer batches.")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout_s)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    return log_path.read_text().split()

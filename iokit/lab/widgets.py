@@ -469,7 +469,8 @@ def pipeline_panel(folder, *, storage: str = "object-store", workers: int = 4,
         panel.results.append((r, model))
         plot.ax.clear()
         plot.lines.clear()
-        lanes = ["trainer", *(f"worker-{i}" for i in range(nw))] if nw else ["trainer", "loop"]
+        # the loop makes batches itself too when they are quicker to make than to hand over
+        lanes = ["trainer", "loop", *(f"worker-{i}" for i in range(nw))]
         timeline_gantt(r.timeline, ax=plot.ax, rows=lanes,
                        title=f"{st}, {nw} workers, prefetch {depth}, {step_s * 1e3:g} ms steps: "
                              f"busy {r.busy_fraction:.0%} (model {predicted:.0%})")

@@ -26,6 +26,7 @@ VERDICTS = ("✓ correct", "✗ not quite")
 def variables(tiny_corpus):
     """One value for every notebook variable a solution may ask for."""
     from iokit.corpus import corpus_stats
+    from iokit.probe import Signals
 
     points = [BlockBytesPoint("zstd:3", bs, 100_000, stored) for bs, stored in
               [(1024, 60_000), (4096, 45_000), (16_384, 38_000), (65_536, 36_000)]]
@@ -41,6 +42,12 @@ def variables(tiny_corpus):
         "stage_s": [0.020, 0.003, 0.002],
         "model": ClusterModel(bytes_per_s=5e6, overhead_s=0.05, startup_s=1.0),
         "shard_tokens": [1000, 1200, 900, 1100, 1000, 950, 1050, 980],
+        "exercise_signals": Signals(  # notebook 08's, as its exercise cell makes them
+            steps=100, seconds=1.25, compute_s=0.5, wait_s=0.75, cores=2, workers=2,
+            prefetch=2, nominal_step_s=0.005,
+            stage_s={"read": 0.030, "decompress": 0.00005, "batch": 0.00005},
+            stage_cpu_s={"read": 0.0002, "decompress": 0.00005},
+            bytes_per_token=2.0, itemsize=2),
     }
 
 

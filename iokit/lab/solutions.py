@@ -304,3 +304,34 @@ def _06_5(shard_tokens):
               f"requests; model epoch {secs['object-store']:.2f} s on the object store, "
               f"{secs['local-nvme'] * 1e3:.1f} ms on local-nvme")
     # an open question: no check, the counts above are what to compare
+
+
+# --------------------------------------------------------------------------- notebook 08
+
+
+@solution("08", 1)
+def _08_1(exercise_signals):
+    s = exercise_signals
+    slowest = max(s.stage_s, key=s.stage_s.get)
+    on_cpu = s.stage_cpu_s.get(slowest, 0.0) / s.stage_s[slowest]
+    in_flight = sum(s.stage_s.values()) / s.nominal_step_s  # Little's law: L / S
+    print(f"busy {s.compute_s / s.seconds:.0%}: the loop waits; the slowest stage, {slowest}, "
+          f"is {on_cpu:.1%} CPU: the loader waits too; {in_flight:.1f} batches in flight "
+          f"needed, {s.workers} workers keep at most {s.workers}")
+    answer = "latency"  # too few requests in flight
+    return exercises.which_bottleneck(answer, exercise_signals)
+
+
+@solution("08", 2)
+def _08_2():
+    answer = 4 * 2  # prefetch_factor counts per worker; the kit's prefetch counts them all
+    return exercises.torch_batches_in_flight(answer, 4, 2)
+
+
+@solution("08", 3)
+def _08_3():
+    step_s, step_gil_s, loader_gil_s = 0.010, 0.004, 0.006
+    # one GIL: the step waits for the workers' Python (S + C_py),
+    # and the two Pythons take turns (g·S + C_py); the larger sets the pace
+    answer = max(step_s + loader_gil_s, step_gil_s + loader_gil_s)
+    return exercises.gil_step_seconds(answer, step_s, step_gil_s, loader_gil_s)

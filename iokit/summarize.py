@@ -204,9 +204,10 @@ def load_summarizer(path) -> Summarizer:
     lines = body.decode("utf-8").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if len(lines) != counts["terms"] + counts["pairs"]:
-        raise FormatError(f"{path}: fields 'terms' + 'pairs' say {counts['terms'] + counts['pairs']:,}"
-                          f" lines of statistics, the file holds {len(lines):,}; {todo}.")
+    expected = counts["terms"] + counts["pairs"]
+    if len(lines) != expected:
+        raise FormatError(f"{path}: fields 'terms' + 'pairs' say {expected:,} lines of "
+                          f"statistics, the file holds {len(lines):,}; {todo}.")
     try:
         table = [line.split("\t") for line in lines]
         term_df = {k: int(v) for k, v in table[:counts["terms"]]}

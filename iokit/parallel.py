@@ -154,9 +154,12 @@ def _die_with_parent(by_signal: bool, expected: int | None) -> None:
 def _init_worker(preload: tuple[str, ...], by_signal: bool = False,
                  parent: int | None = None, initializer: Callable | None = None,
                  initargs: tuple = ()) -> None:
-    """Worker processes ignore Ctrl-C (the caller handles it), end with their parent,
-    import what they need once, and run the pool's ``initializer``."""
+    """Worker processes ignore Ctrl-C (the caller handles it), end with their parent (and
+    quietly on SIGTERM), import what they need once, and run the pool's ``initializer``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends a worker quietly (the pool terminates workers that way when it stops), even
+    # when the parent handles SIGTERM itself and a forked worker inherited that handler.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(by_signal, parent)
 
     for name in preload:

@@ -167,8 +167,10 @@ def summarize_piece(task: BatchTask) -> PieceDone:
                           "its permissions.") from None
     digest, out_bytes, docs, offset = hashlib.sha256(), 0, 0, task.start
     with atomic_write(piece_path(task.work_dir, task.index), "wb") as out:
-        for line in raw.splitlines(keepends=True):
-            doc = decode_record(line, task.path, lineno=None if task.start else docs + 1,
+        cut = raw.split(b"\n")  # lines end at LF only, as for every reader of JSONL in the kit
+        lines = [c + b"\n" for c in cut[:-1]] + ([cut[-1]] if cut[-1] else [])
+        for n, line in enumerate(lines, start=1):
+            doc = decode_record(line, task.path, lineno=None if task.start else n,
                                 offset=offset, text_field=task.text_field)
             offset += len(line)
             if doc is None:

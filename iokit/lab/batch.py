@@ -216,3 +216,38 @@ def pieces_on_disk(out_dir) -> int:
     """Finished piece files in a run's work folder."""
     work = work_folder(out_dir)
     return len(list(work.glob("piece-*.jsonl"))) if work.is_dir() else 0
+
+
+def plot_task_timelines(runs: list[BatchRun], titles: list[str]):
+    """One Gantt chart per run, stacked, on one time axis from the first task's start: a row
+    per worker process, a bar per task (its model load, if it loads one, in red). A gap at a
+    row's end is a worker waiting for the others; one before its first bar, its start-up."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(8, 1.0 + 1.3 * len(runs)), squeeze=False,
+                             sharex=True)
+    t_max = max((p.end - min(q.start for q in r.pieces) for r in runs for p in r.pieces),
+                default=1.0)
+    for ax, run, title in zip(axes[:, 0], runs, titles):
+        t0 = min((p.start for p in run.pieces), default=0.0)
+        workers = sorted({p.worker for p in run.pieces},
+                         key=lambda w: min(p.start for p in run.pieces if p.worker == w))
+        for row, w in enumerate(workers):
+            mine = [p for p in run.pieces if p.worker == w]
+            ax.broken_barh([(p.start - t0 + p.load_s, max(p.seconds - p.load_s, 1e-5))
+                            for p in mine], (row - 0.4, 0.8), facecolors="tab:cyan",
+                           edgecolor="white", linewidth=0.5,
+                           label="summarise + write a piece" if row == 0 else None)
+            loads = [(p.start - t0, p.load_s) for p in mine if p.load_s > 0]
+            if loads:
+                ax.broken_barh(loads, (row - 0.4, 0.8), facecolors="tab:red",
+                               edgecolor="white", linewidth=0.5,
+                               label="load the model" if row == 0 else None)
+        ax.set_yticks(range(len(workers)), [f"worker {i + 1}" for i in range(len(workers))])
+        ax.set_ylim(len(workers) - 0.5, -0.5)
+        ax.set_xlim(0, t_max * 1.02)
+        ax.set_title(title, fontsize="medium")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes[-1, 0].set_xlabel("time since the first task started (s)")
+    fig.tight_layout()
+    return axes[:, 0]

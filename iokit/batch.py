@@ -216,7 +216,7 @@ def _plan_record(corpus_path: Path, model_path: Path, pieces: list[Piece],
                  text_field: str) -> dict:
     st = corpus_path.stat()
     cuts = hashlib.sha256(json.dumps([[p.start, p.end] for p in pieces]).encode()).hexdigest()
-    model = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
+    model = file_sha256(model_path)[:16]
     return {"format": PLAN_FORMAT, "corpus": str(corpus_path.resolve()), "size": st.st_size,
             "mtime_ns": st.st_mtime_ns, "text_field": text_field, "model": model,
             "pieces": len(pieces), "cuts_sha256": cuts}
@@ -246,12 +246,20 @@ def finished_pieces(work_dir) -> dict[int, PieceDone]:
             continue  # a line cut short by a kill, or blank
         p = piece_path(work_dir, rec.index)
         try:
-            if p.stat().st_size == rec.out_bytes and \
-                    hashlib.sha256(p.read_bytes()).hexdigest() == rec.sha256:
+            if p.stat().st_size == rec.out_bytes and file_sha256(p) == rec.sha256:
                 done[rec.index] = rec
         except OSError:
             continue
     return done
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file, read in blocks (never whole into memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(COPY_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _prepare_work(work: Path, plan: dict) -> tuple[dict[int, PieceDone], bool]:

@@ -296,3 +296,34 @@ def test_cost_model_fit_recovers_known_costs():
     # and it predicts the runs it was not fitted to
     for b in sizes:
         assert fitted.predict(b, 2, "task") == pytest.approx(true.predict(b, 2, "task"))
+
+
+def test_sigterm_keeps_the_finished_pieces_in_one_line_and_the_run_resumes(
+        small_corpus, model_path, reference, tmp_path):
+    import signal
+    import time
+
+    from iokit.batch import manifest_path
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iokit", "summarize", "--corpus", str(small_corpus), "--out",
+         str(out), "--model", str(model_path), "--workers", "2", "--docs-per-task", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "IOKIT_PROGRESS": "0"})
+    deadline = time.monotonic() + 120
+    while not (manifest_path(out).is_file() and
+               manifest_path(out).read_bytes().count(b"\n") >= 10):
+        assert proc.poll() is None and time.monotonic() < deadline, "finished before the stop"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert "terminated (SIGTERM)" in stderr and "run the same command again" in stderr
+    assert not (out / OUTPUT_NAME).exists()
+    wait_unlocked(out)
+    kept = len(finished_pieces(work_folder(out)))
+    run = summarize_corpus(small_corpus, model_path, out, workers=2, docs_per_task=2)
+    assert run.resumed == kept >= 10
+    assert run.output.read_bytes() == reference

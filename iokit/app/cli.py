@@ -199,11 +199,13 @@ def cmd_summarize(args) -> int:
         try:
             run = summarize_corpus(corpus, model_path, out, workers=workers, loads=loads,
                                    docs_per_task=docs, progress=progress_enabled())
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the finished pieces stay
             kept = len(finished_pieces(work_folder(out)))
-            print(f"iokit: stopped; {kept} finished piece(s) kept in {work_folder(out)}: run "
-                  "the same command again to resume.", file=sys.stderr, flush=True)
-            raise
+            how = "terminated (SIGTERM)" if isinstance(stop, StopSignal) else "interrupted"
+            print(f"iokit: {how}; no summaries.jsonl was written; {kept} finished piece(s) "
+                  f"kept in {work_folder(out)}: run the same command again to resume.",
+                  file=sys.stderr, flush=True)
+            return 128 + signal.SIGTERM if isinstance(stop, StopSignal) else 130
     if run.note:
         print(run.note)
     print(run)

@@ -762,9 +762,11 @@ class BatchCostModel:
         T = T₀ + L × ℓ + makespan over min(P, cores) slots of (bytes_i / r + o [+ ℓ])
 
     ``ℓ`` is one load of the model, ``r`` one worker's rate at running it (bytes of text per
-    second), ``o`` what each task costs besides (sending it, reading its documents, writing
-    its piece atomically, the manifest line), ``T₀`` the run's fixed cost (starting the pool,
-    publishing the output). Where the model is loaded decides ``L`` and the ``[+ ℓ]``:
+    second), both best measured with as many workers busy at once as the run will have (on a
+    shared machine a worker slows when its neighbours work), ``o`` what each task costs
+    besides (sending it, reading its documents, writing its piece atomically, the manifest
+    line), ``T₀`` the run's fixed cost (starting the pool, publishing the output). Where the
+    model is loaded decides ``L`` and the ``[+ ℓ]``:
 
     * per task (``"task"``): every task pays ``ℓ`` itself, so loads cost ``tasks × ℓ /
       slots``;

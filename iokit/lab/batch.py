@@ -4,7 +4,8 @@ are, the cost model, and a run killed midway and resumed.
 * :func:`batch_corpus` — the documents the notebook's runs summarise: the whole corpus at
   ``tiny``, its first 8 MiB above (each configuration runs several times).
 * :func:`measure_load`, :func:`measure_work` — the cost model's two measured parameters: one
-  load of the model, and one worker's rate at summarising (in this process, no pool, no I/O).
+  load of the model, and one worker's rate at summarising (no I/O), each measured in worker
+  processes running as many at once as the runs will.
 * :func:`time_batches` — whole runs of :func:`iokit.batch.summarize_corpus` for several
   configurations, timed in turn (:func:`iokit.timing.interleaved`), pool start-up included.
 * :func:`fit_batch`, :func:`batch_checks` — :class:`iokit.costs.BatchCostModel` calibrated on
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from iokit.atomic import output_lock
@@ -38,8 +40,9 @@ from iokit.corpus import corpus_head, iter_documents, open_corpus, resolve_scale
 from iokit.costs import BatchCostModel, Check
 from iokit.errors import StorageError
 from iokit.lab.scaling import scale_repeat
+from iokit.parallel import WorkerPool
 from iokit.summarize import load_summarizer
-from iokit.timing import Timeline, Timing, interleaved, measure, timeline_from
+from iokit.timing import Timeline, Timing, interleaved, timeline_from
 
 HEAD_BYTES = {"tiny": None, "small": 8 << 20, "large": 8 << 20}  # text the runs summarise
 
@@ -50,20 +53,54 @@ def batch_corpus(corpus, folder) -> Path:
                        HEAD_BYTES[resolve_scale()])
 
 
-def measure_load(model_path, repeat: int = 5) -> Timing:
-    """One load of the model (read, check, parse): what every load costs a worker."""
-    return measure(lambda: load_summarizer(model_path), repeat=repeat, warmup=1,
-                   label="load the model")
+def _timed_load(model_path: str, _item=None) -> float:
+    start = time.perf_counter()
+    load_summarizer(model_path)
+    return time.perf_counter() - start
 
 
-def measure_work(corpus, model_path, repeat: int | None = None) -> Timing:
-    """Summarising every document of ``corpus`` in this process, the model loaded and the
-    texts read beforehand: one worker's rate (``nbytes`` is the corpus's size, so the rate
-    compares with the runs' bytes of input)."""
-    model = load_summarizer(model_path)
-    texts = [d.text for d in iter_documents(corpus)]
-    return measure(lambda: [model.summarize(t) for t in texts], repeat=scale_repeat(repeat),
-                   warmup=1, nbytes=Path(corpus).stat().st_size, label="summarise, 1 process")
+_held: dict = {}  # a measuring worker's model and texts, loaded once
+
+
+def _hold(model_path: str, corpus: str) -> None:
+    _held["model"] = load_summarizer(model_path)
+    _held["texts"] = [d.text for d in iter_documents(corpus)]
+
+
+def _timed_work(_item=None) -> float:
+    model, texts = _held["model"], _held["texts"]
+    start = time.perf_counter()
+    for t in texts:
+        model.summarize(t)
+    return time.perf_counter() - start
+
+
+def _in_workers(fn, workers: int, repeat: int, **pool) -> list[float]:
+    """``fn`` run ``workers`` at a time, ``repeat`` rounds after one warm-up round."""
+    with WorkerPool(workers, "processes", **pool) as p:
+        return p.map(fn, range(workers * (repeat + 1)))[workers:]
+
+
+def _processes(n: int) -> str:
+    return f"{n} process{'es' if n != 1 else ''}"
+
+
+def measure_load(model_path, workers: int = 2, repeat: int = 3) -> Timing:
+    """One load of the model (read, check, parse) in a worker process, while ``workers`` of
+    them load it at once (the conditions of a run on that many workers: on a shared machine a
+    worker's speed depends on how many run together)."""
+    seconds = _in_workers(partial(_timed_load, str(model_path)), workers, repeat)
+    return Timing(seconds, label=f"load the model, {_processes(workers)} at once")
+
+
+def measure_work(corpus, model_path, workers: int = 2, repeat: int | None = None) -> Timing:
+    """Summarising every document of ``corpus`` in a worker process (the model loaded and the
+    texts read beforehand: the work alone), ``workers`` of them at once: one worker's rate
+    (``nbytes`` is the corpus's size, so it compares with the runs' bytes of input)."""
+    seconds = _in_workers(_timed_work, workers, scale_repeat(repeat), initializer=_hold,
+                          initargs=(str(model_path), str(corpus)))
+    return Timing(seconds, Path(corpus).stat().st_size,
+                  label=f"summarise, {_processes(workers)} at once")
 
 
 @dataclass

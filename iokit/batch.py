@@ -359,7 +359,12 @@ def summarize_corpus(corpus, model_path, out_dir, *, workers: int = 1, loads: st
     t0 = time.perf_counter()
     with output_folder(out_dir, "the output folder") as out:
         work = work_folder(out)
-        done, _ = _prepare_work(work, _plan_record(path, model_path, pieces, text_field))
+        done, discarded = _prepare_work(work, _plan_record(path, model_path, pieces,
+                                                           text_field))
+        if discarded:
+            note = "; ".join(filter(None, [note, "an unfinished earlier run into this folder "
+                                           "had other settings (corpus, model or task size): "
+                                           "its pieces were discarded"]))
         resumed = len(done)
         todo = [BatchTask(i, str(path), p.start, p.end, str(model_path), str(work), loads,
                           text_field) for i, p in enumerate(pieces) if i not in done]

@@ -176,6 +176,7 @@ def test_resume_redoes_what_it_cannot_trust(small_corpus, model_path, reference,
                          on_piece=stop_after_5)
     run = summarize_corpus(small_corpus, model_path, out, docs_per_task=9, kind="serial")
     assert run.resumed == 0 and run.output.read_bytes() == reference
+    assert "pieces were discarded" in run.note
 
 
 def test_a_second_run_into_the_same_folder_is_refused(small_corpus, model_path, tmp_path):

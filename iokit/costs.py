@@ -12,7 +12,8 @@ overhead-bound, large ones bandwidth-bound, and the knee sits at ``c = overhead 
 The others follow the notebooks: the read → process → write loop (calls and bytes per stage),
 epochs from text or shards, window sampling, codecs on slow storage (seeks only on random
 requests), threads under the GIL, Amdahl's law capped at the cores, the pipeline's busy
-fraction, and the cluster of N workers (per-task cost, shared storage's bandwidth). A model is
+fraction, the cluster of N workers (per-task cost, shared storage's bandwidth), and the batch
+job that loads a model per task, per worker or once (:class:`BatchCostModel`). A model is
 calibrated on some runs and checked on others: :class:`Check` records which were which.
 """
 

@@ -12,7 +12,8 @@ overhead-bound, large ones bandwidth-bound, and the knee sits at ``c = overhead 
 The others follow the notebooks: the read → process → write loop (calls and bytes per stage),
 epochs from text or shards, window sampling, codecs on slow storage (seeks only on random
 requests), threads under the GIL, Amdahl's law capped at the cores, the pipeline's busy
-fraction, and the cluster of N workers (per-task cost, shared storage's bandwidth). A model is
+fraction, the cluster of N workers (per-task cost, shared storage's bandwidth), and the batch
+job that loads a model per task, per worker or once (:class:`BatchCostModel`). A model is
 calibrated on some runs and checked on others: :class:`Check` records which were which.
 """
 
@@ -785,3 +786,85 @@ class ShardReadModel:
         requests = per_rank * (1 + np.ceil(size / window_bytes))
         bw = np.minimum(self.stream_bandwidth, self.aggregate_bandwidth / w)
         return requests * self.latency + per_rank * size / bw
+
+
+# --------------------------------------------------------------------------- the batch job
+
+BATCH_LOADS = ("worker", "task", "fork")
+
+
+@dataclass(frozen=True)
+class BatchCostModel:
+    """A batch job that runs a model over documents on ``P`` worker processes::
+
+        T = T₀ + L × ℓ + makespan over min(P, cores) slots of (bytes_i / r + o [+ ℓ])
+
+    ``ℓ`` is one load of the model, ``r`` one worker's rate at running it (bytes of text per
+    second), both best measured with as many workers busy at once as the run will have (on a
+    shared machine a worker slows when its neighbours work), ``o`` what each task costs
+    besides (sending it, reading its documents, writing its piece atomically, the manifest
+    line), ``T₀`` the run's fixed cost (starting the pool, publishing the output). Where the
+    model is loaded decides ``L`` and the ``[+ ℓ]``:
+
+    * per task (``"task"``): every task pays ``ℓ`` itself, so loads cost ``tasks × ℓ /
+      slots``;
+    * per worker (``"worker"``, a pool initializer): every worker loads it once before its
+      first task, all at once: ``L = ⌈P / cores⌉`` (more workers than cores take turns);
+    * inherited by fork (``"fork"``): the parent loads it once before starting the pool,
+      ``L = 1``.
+
+    Tasks go, in order, to whichever slot is free first (:func:`list_schedule`), so one big
+    task per worker makes the run wait for the largest, where many small tasks even out.
+    """
+
+    load_s: float  # ℓ
+    bytes_per_s: float  # r
+    task_s: float = 0.0  # o
+    startup_s: float = 0.0  # T₀
+    cores: int = 1
+
+    def _slots(self, workers: int, tasks: int) -> int:
+        return max(1, min(int(workers), self.cores, max(tasks, 1)))
+
+    def up_front_loads(self, workers: int, loads: str, tasks: int = 1 << 30) -> int:
+        """``L``: loads on the critical path before the tasks start."""
+        if loads not in BATCH_LOADS:
+            raise ParameterError(f"unknown loads {loads!r}; choose one of: "
+                                 f"{', '.join(BATCH_LOADS)}.")
+        if loads == "worker":
+            return math.ceil(min(int(workers), max(tasks, 1)) / self.cores)
+        return 1 if loads == "fork" else 0
+
+    def total_loads(self, workers: int, loads: str, tasks: int) -> int:
+        """How many times the run loads the model, in all."""
+        if loads == "task":
+            return tasks
+        return min(int(workers), max(tasks, 1)) if loads == "worker" else 1
+
+    def predict(self, task_bytes, workers: int, loads: str = "worker") -> float:
+        """Seconds for tasks of ``task_bytes`` (one entry per task) on ``workers`` workers."""
+        b = np.asarray(task_bytes, dtype=float)
+        per_task = b / self.bytes_per_s + (self.load_s if loads == "task" else 0.0)
+        slots = self._slots(workers, len(b))
+        return (self.startup_s + self.up_front_loads(workers, loads, len(b)) * self.load_s
+                + list_schedule(per_task, slots, self.task_s))
+
+    @classmethod
+    def fit(cls, load_s: float, bytes_per_s: float, runs, cores: int) -> BatchCostModel:
+        """``o`` and ``T₀`` fitted (least squares, both >= 0) to runs ``(task_bytes, workers,
+        loads, seconds)``, given ``ℓ`` and ``r`` measured apart: each run's time beyond its
+        loads is the cluster model's ``T₀ + waves × o`` (:meth:`ClusterModel.fit_runs`)."""
+        base = cls(load_s, bytes_per_s, 0.0, 0.0, cores)
+        adjusted = []
+        for task_bytes, workers, loads, seconds in runs:
+            b = np.asarray(task_bytes, dtype=float)
+            slots = base._slots(workers, len(b))
+            bare = base.predict(b, workers, loads) - list_schedule(b / bytes_per_s, slots)
+            adjusted.append((b, slots, seconds - bare))  # what the cluster model explains
+        fitted = ClusterModel.fit_runs(adjusted, bytes_per_s)
+        return cls(load_s, bytes_per_s, fitted.overhead_s, fitted.startup_s, cores)
+
+    def __str__(self) -> str:
+        return (f"load {format_seconds(self.load_s)}, {self.bytes_per_s / MB:,.2f} MB/s per "
+                f"worker, {format_seconds(self.task_s)} per task, fixed "
+                f"{format_seconds(self.startup_s)}, {self.cores} core(s)")

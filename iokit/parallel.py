@@ -18,6 +18,9 @@ or in one call, ``parallel_map(fn, items, workers=2, kind="processes", chunk_siz
   forkserver workers start a fresh interpreter and import ``fn`` by its module and name, so
   ``fn`` must live in a module (``iokit/...``), not in a notebook cell; the pool checks this
   before starting and says so.
+* ``initializer(*initargs)``: run once in each worker (each process or thread; for
+  ``"serial"``, once in the caller) before its first task: load a model or open a file there
+  once, not in every task. Like ``fn`` it must live in a module for processes.
 
 What goes wrong, and what the caller sees:
 
@@ -86,8 +89,13 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
+_init_error: Exception | None = None  # a worker process's failed initializer
+
+
 def _run_chunk(fn: Callable, first: int, chunk: list, stop: threading.Event | None = None):
     """Run ``fn`` on each item of one task (in a worker); note which item failed."""
+    if _init_error is not None:
+        raise _init_error
     out = []
     for i, item in enumerate(chunk):
         if stop is not None and stop.is_set():
@@ -144,14 +152,26 @@ def _die_with_parent(by_signal: bool, expected: int | None) -> None:
 
 
 def _init_worker(preload: tuple[str, ...], by_signal: bool = False,
-                 parent: int | None = None) -> None:
-    """Worker processes ignore Ctrl-C (the caller handles it), end with their parent, and
-    import what they need once."""
+                 parent: int | None = None, initializer: Callable | None = None,
+                 initargs: tuple = ()) -> None:
+    """Worker processes ignore Ctrl-C (the caller handles it), end with their parent (and
+    quietly on SIGTERM), import what they need once, and run the pool's ``initializer``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends a worker quietly (the pool terminates workers that way when it stops), even
+    # when the parent handles SIGTERM itself and a forked worker inherited that handler.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(by_signal, parent)
 
     for name in preload:
         importlib.import_module(name)
+    if initializer is not None:
+        global _init_error
+        try:
+            initializer(*initargs)
+        except Exception as exc:  # raised with the first task, where the caller sees it
+            _add_note(exc, f"iokit.parallel: the pool's initializer {_name(initializer)} "
+                           f"failed in process {os.getpid()}.")
+            _init_error = exc
 
 
 def _pause(seconds: float, _item=None) -> int:
@@ -205,7 +225,8 @@ class WorkerPool:
     """
 
     def __init__(self, workers: int = 1, kind: str = "threads", start_method: str | None = None,
-                 preload: tuple[str, ...] = ()):
+                 preload: tuple[str, ...] = (), initializer: Callable | None = None,
+                 initargs: tuple = ()):
         self.workers = worker_count(workers)
         self.note = capped_note(int(workers), self.workers)
         self.kind = check_choice("kind", kind, KINDS)
@@ -213,6 +234,10 @@ class WorkerPool:
             check_choice("start method", start_method, START_METHODS)
         self.start_method = start_method or multiprocessing.get_start_method()
         self.preload = tuple(preload)
+        if initializer is not None and not callable(initializer):
+            raise ParameterError(f"initializer must be a function, got {initializer!r}.")
+        self.initializer, self.initargs = initializer, tuple(initargs)
+        self._initialized = False  # serial: the initializer runs in the caller, once
         self._stop = threading.Event()
         self._executor = None
 
@@ -232,7 +257,9 @@ class WorkerPool:
     def _get_executor(self):
         if self._executor is None:
             if self.kind == "threads":
-                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="iokit")
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="iokit",
+                                                    initializer=self.initializer,
+                                                    initargs=self.initargs)
             elif self.kind == "processes":
                 ctx = multiprocessing.get_context(self.start_method)
                 # The kernel's parent-death signal follows the *thread* that started the
@@ -240,9 +267,9 @@ class WorkerPool:
                 # the process); the parent watch covers every case.
                 by_signal = threading.current_thread() is threading.main_thread()
                 parent = None if self.start_method == "forkserver" else os.getpid()
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                                     initializer=_init_worker,
-                                                     initargs=(self.preload, by_signal, parent))
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_init_worker,
+                    initargs=(self.preload, by_signal, parent, self.initializer, self.initargs))
         return self._executor
 
     def warm(self, seconds: float = 0.05) -> WorkerPool:
@@ -261,11 +288,16 @@ class WorkerPool:
                                     hint="It is the number of items per task; use e.g. 16.")
         if self.kind == "processes":
             check_sendable(fn, self.start_method)
+            if self.initializer is not None and self._executor is None:
+                check_sendable(self.initializer, self.start_method)
         if self.kind == "serial":
             return self._imap_serial(fn, items, chunk_size)
         return self._imap_pool(fn, items, chunk_size)
 
     def _imap_serial(self, fn, items, chunk_size):
+        if self.initializer is not None and not self._initialized:
+            self.initializer(*self.initargs)
+            self._initialized = True
         first = 0
         for chunk in chunked(items, chunk_size):
             yield from _run_chunk(fn, first, chunk)
@@ -337,7 +369,8 @@ class WorkerPool:
 
 def parallel_map(fn: Callable, items: Iterable, *, workers: int = 1, chunk_size: int = 1,
                  kind: str = "threads", start_method: str | None = None,
-                 preload: tuple[str, ...] = ()) -> list:
+                 preload: tuple[str, ...] = (), initializer: Callable | None = None,
+                 initargs: tuple = ()) -> list:
     """``[fn(x) for x in items]`` on a fresh :class:`WorkerPool`, in input order."""
-    with WorkerPool(workers, kind, start_method, preload) as pool:
+    with WorkerPool(workers, kind, start_method, preload, initializer, initargs) as pool:
         return pool.map(fn, items, chunk_size)

@@ -62,3 +62,22 @@ def die_on(bad, x, *_):
 def pid_of(x) -> int:
     """The id of the process that ran this item."""
     return os.getpid()
+
+
+_started_pid = 0
+
+
+def remember_pid_at_start():
+    """A pool initializer: record this worker's process id (0 until it has run)."""
+    global _started_pid
+    _started_pid = os.getpid()
+
+
+def started_pid(_item):
+    """What :func:`remember_pid_at_start` recorded in this worker (0 if it never ran)."""
+    return _started_pid
+
+
+def failing_initializer():
+    """A pool initializer that fails (as a model file that cannot be read would)."""
+    raise ValueError("initializer failed")

@@ -3,11 +3,12 @@
 ``iokit check`` says whether this machine is ready; ``iokit data [--scale S]`` makes the
 corpus; ``iokit tour`` runs every stage and prints a table;
 ``iokit shards`` pretokenizes it, one shard per piece, on a local pool or a dask cluster;
-``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour and writes an
-HTML report with its figures and the machine description; ``iokit probe script.py:make_loader``
-runs a training step over any loader and says whether it is input-bound, why, and what to do.
-Errors in the input or settings print one line on stderr and exit with code 2; anything else is
-a bug and keeps its traceback.
+``iokit summarize`` summarises every document with a small model on worker processes
+(resumable); ``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour
+and writes an HTML report with its figures and the machine description; ``iokit probe
+script.py:make_loader`` runs a training step over any loader and says whether it is
+input-bound, why, and what to do. Errors in the input or settings print one line on stderr and
+exit with code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from iokit.app.check import run_check, verdict
 from iokit.app.report import write_report
 from iokit.app.tour import format_table, run_tour
 from iokit.atomic import check_writable, output_folder
+from iokit.batch import (
+    DEFAULT_DOCS_PER_TASK,
+    LOADS,
+    MODEL_NAME,
+    ensure_model,
+    finished_pieces,
+    summarize_corpus,
+    work_folder,
+)
 from iokit.corpus import (
     CorpusWarning,
     corpus_path,
@@ -41,6 +51,7 @@ from iokit.progress import progress_enabled
 from iokit.shards import UINT16_IDS, choose_dtype, pretokenize
 from iokit.split import plan_pieces
 from iokit.storage import PRESETS, open_storage
+from iokit.summarize import load_summarizer
 from iokit.tokenize import (
     DEFAULT_VOCAB_SIZES,
     TOKENIZERS,
@@ -168,6 +179,39 @@ def _shards_into(out: Path, args, pieces, field: str, asked: int, kind: str, siz
             client.close()
     print(run)
     print(f"shards: {out}")
+    return 0
+
+
+def cmd_summarize(args) -> int:
+    workers = (os.cpu_count() or 1) if args.workers is None else check_positive(
+        "--workers", args.workers, hint="Leave it out to use every core.")
+    docs = check_positive("--docs-per-task", args.docs_per_task, hint="Use e.g. 16.")
+    loads = check_choice("--loads", args.loads, LOADS)
+    out = Path(args.out)
+    check_writable(out, "the output folder")  # said before any work
+    corpus = _corpus(args)
+    model_path = Path(args.model) if args.model else out / MODEL_NAME
+    with output_folder(out, "the output folder"):
+        if model_path.is_file():
+            print(f"model: {model_path} (already there)", flush=True)
+        else:
+            print(f"training the summarizer on {corpus.name}", flush=True)
+        ensure_model(corpus, model_path, text_field="text", progress=progress_enabled())
+        print(load_summarizer(model_path), flush=True)
+        try:
+            run = summarize_corpus(corpus, model_path, out, workers=workers, loads=loads,
+                                   docs_per_task=docs, progress=progress_enabled())
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the finished pieces stay
+            kept = len(finished_pieces(work_folder(out)))
+            how = "terminated (SIGTERM)" if isinstance(stop, StopSignal) else "interrupted"
+            print(f"iokit: {how}; no summaries.jsonl was written; {kept} finished piece(s) "
+                  f"kept in {work_folder(out)}: run the same command again to resume.",
+                  file=sys.stderr, flush=True)
+            return 128 + signal.SIGTERM if isinstance(stop, StopSignal) else 130
+    if run.note:
+        print(run.note)
+    print(run)
+    print(f"summaries: {run.output} (sha256 {run.sha256[:16]}…)")
     return 0
 
 
@@ -349,6 +393,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenizer_args(p, "to train on the corpus")
     p.add_argument("--out", help="folder for the shards (default: data/shards-<name>-<engine>)")
     p.set_defaults(func=cmd_shards)
+
+    p = sub.add_parser("summarize", help="summarise every document with a small extractive "
+                       "model, on worker processes (resumable)",
+                       description="Reads the corpus, summarises each document with an "
+                       "extractive model (its best sentences by term statistics, trained on the "
+                       "corpus once and saved beside the output) on worker processes, and "
+                       "writes OUT/summaries.jsonl ({\"id\": ..., \"summary\": ...} per "
+                       "document, in the corpus's order), atomically. Killed midway, it keeps "
+                       "the finished pieces: the same command again does only the rest, and "
+                       "the output is the same bytes.")
+    add_corpus_args(p)
+    p.add_argument("--out", required=True, help="output folder (summaries.jsonl, the model, "
+                   "and while running, the finished pieces)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes, a whole number >= 1; default: the number of cores")
+    p.add_argument("--model", help="the model file (default: OUT/summarizer.model); trained "
+                   "on the corpus and saved there when missing")
+    p.add_argument("--docs-per-task", type=int, default=DEFAULT_DOCS_PER_TASK,
+                   help=f"documents per task (default: {DEFAULT_DOCS_PER_TASK}); each task's "
+                   "output is one piece of the resumable run")
+    p.add_argument("--loads", default="worker",
+                   help="where the model is loaded: worker (once per worker process, the "
+                   "default), task (in every task: slow, for comparison) or fork (once in "
+                   "this process, inherited by the workers)")
+    p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("bench", help="print measured ratios, side by side in one run",
                        description="Measures pairs of techniques side by side in one run and "

@@ -13,6 +13,7 @@ import numpy as np
 
 from iokit.corpus import open_corpus
 from iokit.costs import (
+    BatchCostModel,
     RequestCostModel,
     ThreadedReadModel,
     break_even_bandwidth,
@@ -290,6 +291,39 @@ def shards_of_rank(answer, n_shards: int, world_size: int, rank: int) -> bool:
     return _report(answer == expected,
                    "rank r takes order[r::world_size]: n // world_size each, and one more "
                    "for the first n % world_size ranks.")
+
+
+# --------------------------------------------------------------------------- notebook 07
+
+
+def model_loads(answer, tasks: int, workers: int, loads: str) -> bool:
+    """07: how many times does a run of ``tasks`` tasks on ``workers`` workers load the model,
+    per task, per worker or inherited by fork?"""
+    expected = BatchCostModel(1.0, 1.0).total_loads(workers, loads, tasks)
+    return _report(answer == expected,
+                   "per task: once for every task; per worker: once in each worker that gets "
+                   "a task (min(workers, tasks)); fork: once, in the parent.")
+
+
+def batch_seconds(answer, model, task_bytes, workers: int, loads: str) -> bool:
+    """07: the cost model's time for tasks of ``task_bytes`` on ``workers`` workers."""
+    expected = model.predict(task_bytes, workers, loads)
+    return _report(close(answer, expected, 0.02),
+                   "T = T₀ + L × ℓ + the makespan of (bytes / r + o [+ ℓ per task]) on "
+                   "min(workers, cores) slots: model.predict(task_bytes, workers, loads).")
+
+
+def docs_per_task_for(answer, load_s: float, doc_s: float, share: float = 0.1) -> bool:
+    """07: the fewest documents per task for which loading the model in every task is at
+    most ``share`` of each task's time (``doc_s``: seconds to summarise one document)."""
+    expected = math.ceil(load_s * (1 - share) / (share * doc_s))
+    try:
+        ok = abs(int(answer) - expected) <= 1
+    except (TypeError, ValueError):
+        ok = False
+    return _report(ok,
+                   "the load's share of a task of d documents is ℓ / (ℓ + d × t); solve "
+                   "ℓ / (ℓ + d × t) ≤ share for d: d ≥ ℓ × (1 − share) / (share × t).")
 
 
 # --------------------------------------------------------------------------- notebook 08

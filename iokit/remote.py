@@ -49,6 +49,7 @@ from iokit.shards import (
     Shard,
     ShardSet,
     check_shard_set,
+    check_vocabulary,
     read_index,
 )
 from iokit.storage import FsspecStorage, as_url
@@ -324,13 +325,23 @@ class RemoteShard(Shard):
             h.update(data)
         return int.from_bytes(h.digest(), "little")
 
+    def verify(self) -> None:
+        """Recompute the ``.bin`` checksum over range requests; FormatError if it differs."""
+        got = self.compute_checksum()
+        if got != self.checksum:
+            raise FormatError(
+                f"{self.bin_path}: checksum mismatch: {self.idx_path.rsplit('/', 1)[-1]} field "
+                f"'checksum' is {self.checksum:016x}, the .bin's bytes give {got:016x}. The "
+                ".bin changed on the server or is corrupt: upload the shard folder again.")
 
-def open_remote_shards(url: str, storage=None, *, verify: bool = False,
+
+def open_remote_shards(url: str, storage=None, *, verify: bool = False, tokenizer=None,
                        prefix: str = "shard") -> ShardSet:
     """The shard set at ``url`` (uploaded with :func:`upload`), checked as
     :func:`~iokit.shards.open_shards` checks a folder; tokens are read through ``storage``
     (an :class:`~iokit.storage.FsspecStorage` by default, or a simulated store over one).
-    ``verify=True`` also recomputes every checksum (reading every byte)."""
+    ``verify=True`` also recomputes every checksum (reading every byte); ``tokenizer``, if
+    given, must be the one the shards were written with."""
     storage = storage if storage is not None else FsspecStorage()
     url = as_url(url).rstrip("/")
     fs, root = filesystem(url)
@@ -352,6 +363,8 @@ def open_remote_shards(url: str, storage=None, *, verify: bool = False,
     shard_set = ShardSet(shards, url)
     if verify:
         shard_set.verify()
+    if tokenizer is not None:
+        check_vocabulary(shard_set, tokenizer)
     return shard_set
 
 

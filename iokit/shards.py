@@ -75,6 +75,7 @@ from iokit.errors import (
     check_size,
     read_kit_file,
 )
+from iokit.storage import is_url
 from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
@@ -722,8 +723,14 @@ def open_shards(folder, *, verify: bool = False, tokenizer=None, prefix: str = "
     """Open every shard in ``folder``, checking each index, the set, and the vocabulary.
 
     ``tokenizer`` (a tokenizer or the path of its saved vocabulary), if given, must be the one
-    the shards were written with. ``verify=True`` also recomputes every checksum.
+    the shards were written with. ``verify=True`` also recomputes every checksum. A URL
+    (``s3://bucket/shards``, ``memory://...``) opens the shard set there
+    (:func:`iokit.remote.open_remote_shards`, read with range requests).
     """
+    if is_url(folder):
+        from iokit.remote import open_remote_shards
+
+        return open_remote_shards(folder, verify=verify, tokenizer=tokenizer, prefix=prefix)
     folder = Path(folder)
     if not folder.is_dir():
         raise FormatError(f"{folder}: no such folder of shards; write them with "

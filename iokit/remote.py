@@ -6,7 +6,8 @@ Training data usually lives in an object store. This module connects the kit to 
   ``AWS_ENDPOINT_URL`` set (MinIO, Ceph, a cloud bucket's endpoint), there, with the standard
   credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), bucket
   ``IOKIT_S3_BUCKET`` (default ``iokit``). Inside :func:`loopback_s3`, the kit's own server.
-* :func:`loopback_s3` starts a real S3-protocol server on this machine (moto's standalone
+* :func:`s3_endpoint` is the one to use: yours when the environment names it, else
+  :func:`loopback_s3`, which starts a real S3-protocol server on this machine (moto's standalone
   server, a pure-Python S3 implementation) on a free loopback port, creates the bucket, and
   stops the server afterwards; the server process ends with its parent, even after ``kill
   -9`` (as the kit's worker processes do, :mod:`iokit.parallel`).
@@ -256,6 +257,25 @@ def _wait_for_server(proc: subprocess.Popen, port: int, log) -> None:
             time.sleep(0.05)
     raise StorageError(f"the loopback S3 server on port {port} did not answer within "
                        f"{SERVER_START_S:g} s; the machine may be overloaded: try again.")
+
+
+def uses_own_endpoint() -> bool:
+    """True when the environment names an endpoint or bucket (``AWS_ENDPOINT_URL[_S3]``,
+    ``IOKIT_S3_BUCKET``): the kit then reads from there instead of starting its own server."""
+    return any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL",
+                                           "IOKIT_S3_BUCKET"))
+
+
+@contextmanager
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """Your endpoint if the environment names one (:func:`uses_own_endpoint`), else the kit's
+    loopback server for the duration of the ``with``."""
+    if uses_own_endpoint():
+        require_s3()
+        yield endpoint_from_env()
+    else:
+        with loopback_s3() as ep:
+            yield ep
 
 
 def make_bucket(bucket: str) -> None:

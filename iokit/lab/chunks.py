@@ -343,15 +343,16 @@ def interleaved_threads(storage, path, threads, request_bytes: int, requests_per
                          got[pool.workers]) for (pool, offsets, _), t in zip(jobs, timings)]
 
 
-def threaded_checks(model: RequestCostModel, threads, calibrate_on: int | None = None
+def threaded_checks(model: RequestCostModel, threads, calibrate_on: int = 2
                     ) -> tuple[ThreadedReadModel, list[Check]]:
     """Threads against the endpoint's request model: latency and stream bandwidth from the
     one-stream fit ``model``; the aggregate bandwidth (what all streams share: the link, or
-    here the server's and client's CPU) from the ``calibrate_on``-thread point (default: the
-    most threads); checked on every other thread count (seconds per run)."""
+    on a loopback server the cores that client and server share) from the
+    ``calibrate_on``-thread point (or the nearest measured); checked on every other thread
+    count (seconds per run)."""
     threads = list(threads)
-    calibrate_on = calibrate_on or max(p.workers for p in threads)
-    cal = next(p for p in threads if p.workers == calibrate_on)
+    cal = min(threads, key=lambda p: (abs(p.workers - calibrate_on), p.workers))
+    calibrate_on = cal.workers
     tm = ThreadedReadModel(model.overhead_s, model.bandwidth, cal.nbytes / cal.seconds)
     on = f"the one-stream sweep and {calibrate_on} threads"
     checks = [Check(f"threaded reads, {p.workers} threads (S3 endpoint)", on,

@@ -160,7 +160,8 @@ def storage_error(url: str, exc: BaseException) -> StorageError:
                             "read (its ETag no longer matches); open it again, and upload it "
                             "again if it was overwritten by mistake.")
     if isinstance(exc, FileNotFoundError):
-        return StorageError(f"{where}: no such bucket or key ({exc}); check the URL, or upload "
+        what = "bucket or key" if where != url else "file or object"
+        return StorageError(f"{where}: no such {what} ({exc}); check the URL, or upload "
                             "the data first (iokit.remote.upload).")
     if isinstance(exc, PermissionError) or "AccessDenied" in text or "InvalidAccessKeyId" in text:
         return StorageError(f"{where}: access denied: the credentials were refused ({exc}); "

@@ -286,3 +286,54 @@ def test_the_server_ends_with_its_parent_after_kill_9():
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+# --------------------------------------------------------------------------- measuring an endpoint
+
+
+def test_an_interleaved_sweep_on_a_simulated_store_over_fsspec_finds_its_preset():
+    from iokit.lab.chunks import interleaved_sweep, sweep_checks
+
+    with fsspec.open("memory://iokit-test/sweep", "wb") as f:
+        f.write(b"y" * (1 << 20))
+    preset = StoragePreset("test", 0.004, 100e6, 1e9, "")
+    store = SimulatedStore(preset, inner=FsspecStorage())
+    points = interleaved_sweep(store, "memory://iokit-test/sweep", [4096, 65536, 262144, 1 << 20],
+                               max_calls=4, repeat=2, warmup=0)
+    assert [(p.chunk, p.calls, p.nbytes) for p in points] == [
+        (4096, 4, 16384), (65536, 4, 262144), (262144, 4, 1 << 20), (1 << 20, 1, 1 << 20)]
+    model, checks = sweep_checks(points, held_out=[65536])
+    assert 0.5 < model.overhead_s / preset.latency < 2  # the known answer, loosely
+    assert len(checks) == 1 and checks[0].kind == "fit"
+
+
+def test_measure_endpoint_reads_the_corpus_back_from_the_loopback_server(s3, tmp_path):
+    from iokit.lab.chunks import (
+        endpoint_differences,
+        matching_preset,
+        measure_endpoint,
+        threaded_checks,
+    )
+    from iokit.storage import get_preset
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'{"id": 1, "text": "hello"}\n' * 4000)
+    run = measure_endpoint(corpus, [4096, 65536, 1 << 20], threads=[1, 2], max_calls=3,
+                           requests_per_thread=2, repeat=1, warmup=0, min_bytes=2 << 20)
+    assert run.url.startswith(f"s3://{s3.bucket}/") and "loopback" in run.about
+    assert [p.calls for p in run.points] == [3, 3, 3]  # 2,160,000 bytes: 20 copies
+    assert [(p.workers, p.items) for p in run.threads] == [(1, 2), (2, 4)]
+    assert all(p.nbytes == p.items * (256 << 10) for p in run.threads)
+    model, _ = run.fit(held_out=[65536])
+    threaded, checks = threaded_checks(model, run.threads, calibrate_on=2)
+    assert [c.checked_on for c in checks] == ["1 threads, 256 KiB reads"]
+    assert matching_preset(threaded).latency == model.overhead_s
+    assert len(endpoint_differences(threaded, get_preset("object-store"))) == 4
+    assert list(tmp_path.iterdir()) == [corpus]  # the repeated copy was temporary
+
+
+def test_a_missing_memory_or_local_object_names_the_url(tmp_path):
+    for url in ("memory://iokit-test/nothing-here", f"file://{tmp_path}/nothing-here"):
+        with pytest.raises(StorageError, match="no such file or object") as err:
+            FsspecStorage().read(url, 0, 10)
+        assert "nothing-here" in str(err.value)

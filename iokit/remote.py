@@ -92,6 +92,7 @@ class S3Endpoint:
     region: str | None
     bucket: str
     about: str
+    token: str | None = None  # AWS_SESSION_TOKEN, for temporary credentials
 
     def options(self) -> dict:
         """The s3fs options: this endpoint and credentials, short timeouts, few retries."""
@@ -100,7 +101,8 @@ class S3Endpoint:
             client["endpoint_url"] = self.url
         if self.region:
             client["region_name"] = self.region
-        return {"key": self.key, "secret": self.secret, "client_kwargs": client,
+        return {"key": self.key, "secret": self.secret, "token": self.token,
+                "client_kwargs": client,
                 "config_kwargs": {"connect_timeout": CONNECT_TIMEOUT_S,
                                   "read_timeout": READ_TIMEOUT_S,
                                   "retries": {"max_attempts": 1, "mode": "standard"},
@@ -120,7 +122,8 @@ def endpoint_from_env() -> S3Endpoint:
                       os.environ.get("AWS_SECRET_ACCESS_KEY"),
                       os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
                       os.environ.get("IOKIT_S3_BUCKET", DEFAULT_BUCKET),
-                      "from AWS_ENDPOINT_URL and the AWS_* credentials")
+                      "from AWS_ENDPOINT_URL and the AWS_* credentials",
+                      os.environ.get("AWS_SESSION_TOKEN"))
 
 
 def endpoint() -> S3Endpoint:
@@ -367,6 +370,7 @@ def open_remote_shards(url: str, storage=None, *, verify: bool = False, tokenize
     url = as_url(url).rstrip("/")
     fs, root = filesystem(url)
     try:
+        fs.invalidate_cache(root)  # list what is there now, not what was there before
         names = [str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
     except Exception as exc:  # noqa: BLE001
         raise storage_error(url, exc) from None

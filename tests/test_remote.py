@@ -337,3 +337,17 @@ def test_a_missing_memory_or_local_object_names_the_url(tmp_path):
         with pytest.raises(StorageError, match="no such file or object") as err:
             FsspecStorage().read(url, 0, 10)
         assert "nothing-here" in str(err.value)
+
+
+def test_your_own_endpoint_comes_from_the_standard_environment(s3, uploaded, shard_sets,
+                                                               monkeypatch):
+    monkeypatch.setattr(remote, "_active", [])  # as if no loopback server ran here
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "any")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "any")
+    monkeypatch.setenv("IOKIT_S3_BUCKET", s3.bucket)
+    assert remote.uses_own_endpoint()
+    with remote.s3_endpoint() as ep:  # no server started: the environment's endpoint
+        assert ep.url == s3.url and ep.bucket == s3.bucket and "AWS_ENDPOINT_URL" in ep.about
+        with open_shards(f"{uploaded}/raw") as far, open_shards(shard_sets / "raw") as local:
+            assert np.array_equal(far.read(0, far.n_tokens), local.read(0, local.n_tokens))

@@ -351,3 +351,15 @@ def test_your_own_endpoint_comes_from_the_standard_environment(s3, uploaded, sha
         assert ep.url == s3.url and ep.bucket == s3.bucket and "AWS_ENDPOINT_URL" in ep.about
         with open_shards(f"{uploaded}/raw") as far, open_shards(shard_sets / "raw") as local:
             assert np.array_equal(far.read(0, far.n_tokens), local.read(0, local.n_tokens))
+
+
+def test_http_urls_are_read_with_range_requests_too(s3, uploaded, shard_sets):
+    # a public object: the S3 server answers plain HTTP GETs (with Range) as a web server would
+    fs, path = remote.filesystem(f"{uploaded}/raw/shard-00000.bin")
+    fs.chmod(path, acl="public-read")
+    url = f"{s3.url}/{s3.bucket}/sets/raw/shard-00000.bin"
+    local = (shard_sets / "raw" / "shard-00000.bin").read_bytes()
+    store = FsspecStorage()
+    assert store.size(url) == len(local)
+    assert store.read(url, 1000, 5000) == local[1000:6000]
+    assert store.requests == 1 and store.bytes_read == 5000

@@ -11,6 +11,10 @@ Training data usually lives in an object store. This module connects the kit to 
   server, a pure-Python S3 implementation) on a free loopback port, creates the bucket, and
   stops the server afterwards; the server process ends with its parent, even after ``kill
   -9`` (as the kit's worker processes do, :mod:`iokit.parallel`).
+* The loopback server is real S3 protocol, not S3's performance: moto answers every GET, a
+  range request too, from a copy of the whole object, so its per-request cost grows with the
+  object's size (a few milliseconds more per 10 MB here). Measure it on small objects, and keep
+  shards uploaded to it small (``max_shard_bytes``); real stores do not pay this.
 * :func:`upload` puts a file or a folder (a shard set) under a URL; :func:`open_remote_shards`
   opens a shard set from a URL, checking every index as :func:`iokit.shards.open_shards` does,
   and reads tokens with range requests through a storage (:class:`~iokit.storage.
@@ -61,6 +65,7 @@ CONNECT_TIMEOUT_S = 3.0  # seconds to open a connection to the endpoint
 READ_TIMEOUT_S = 10.0  # seconds a response may take to start
 RETRIES = 2  # attempts per request (s3fs's own); the client's retries are off
 SERVER_START_S = 30.0  # at most this long for the loopback server to answer
+SERVER_BUFFER_BYTES = 1 << 30  # objects up to this size stay in the loopback server's memory
 
 
 def require_fsspec():
@@ -216,6 +221,9 @@ def loopback_s3(bucket: str = DEFAULT_BUCKET, *, auth: bool = False) -> Iterator
                          ) from None
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}
+    # moto answers every GET, a range too, from a copy of the whole object, read from a
+    # temporary file when the object is larger than this buffer: keep objects in memory.
+    env["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(SERVER_BUFFER_BYTES)
     if auth:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # moto: check credentials from the start
     log = tempfile.TemporaryFile()

@@ -319,9 +319,9 @@ def test_measure_endpoint_reads_the_corpus_back_from_the_loopback_server(s3, tmp
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_bytes(b'{"id": 1, "text": "hello"}\n' * 4000)
     run = measure_endpoint(corpus, [4096, 65536, 1 << 20], threads=[1, 2], max_calls=3,
-                           requests_per_thread=2, repeat=1, warmup=0, min_bytes=2 << 20)
+                           requests_per_thread=2, repeat=1, warmup=0, object_bytes=2 << 20)
     assert run.url.startswith(f"s3://{s3.bucket}/") and "loopback" in run.about
-    assert [p.calls for p in run.points] == [3, 3, 3]  # 2,160,000 bytes: 20 copies
+    assert [p.calls for p in run.points] == [3, 3, 2]  # an object of 2 MiB
     assert [(p.workers, p.items) for p in run.threads] == [(1, 2), (2, 4)]
     assert all(p.nbytes == p.items * (256 << 10) for p in run.threads)
     model, _ = run.fit(held_out=[65536])

@@ -283,27 +283,29 @@ class EndpointRun:
 
 def measure_endpoint(path, chunks, *, threads=(1, 2, 4, 8), request_bytes: int = 256 << 10,
                      max_calls: int = 16, requests_per_thread: int = 8, repeat: int = 3,
-                     warmup: int = 1, min_bytes: int = 16 << 20) -> EndpointRun:
-    """Upload ``path`` to the S3 endpoint (:func:`iokit.remote.s3_endpoint`: yours if the
-    environment names one, else the kit's loopback server, stopped afterwards), then read it
-    back through fsspec: one stream at each request size in ``chunks`` (at most ``max_calls``
-    requests each, every size timed in turn, :func:`interleaved_sweep`), and
-    ``request_bytes`` requests from each thread count in ``threads``.
+                     warmup: int = 1, object_bytes: int = 8 << 20) -> EndpointRun:
+    """Upload the first ``object_bytes`` of ``path`` (repeated if it is shorter) to the S3
+    endpoint (:func:`iokit.remote.s3_endpoint`: yours if the environment names one, else the
+    kit's loopback server, stopped afterwards), then read it back through fsspec: one stream
+    at each request size in ``chunks`` (at most ``max_calls`` requests each, every size timed
+    in turn, :func:`interleaved_sweep`), and ``request_bytes`` requests from each thread count
+    in ``threads``.
 
-    A file smaller than ``min_bytes`` is uploaded repeated up to that size, so that the
-    largest requests are large enough to show the bandwidth and not only the overhead."""
+    One object of a fixed size: large enough for the largest requests to show the bandwidth,
+    and the same whatever the corpus (the loopback server's per-request cost grows with the
+    object's size, see :mod:`iokit.remote`)."""
     import tempfile
 
     from iokit.remote import s3_endpoint, upload
     from iokit.storage import FsspecStorage
 
     path = Path(path)
+    object_bytes = check_positive("object_bytes", object_bytes)
     with s3_endpoint() as endpoint, tempfile.TemporaryDirectory(prefix="iokit-s3-") as tmp:
-        source = path
-        if path.stat().st_size < min_bytes:
-            data = path.read_bytes()
-            source = Path(tmp) / path.name
-            source.write_bytes(data * -(-min_bytes // max(len(data), 1)))
+        with open(path, "rb") as f:
+            data = f.read(object_bytes)
+        source = Path(tmp) / path.name
+        source.write_bytes((data * -(-object_bytes // max(len(data), 1)))[:object_bytes])
         url = upload(source, f"s3://{endpoint.bucket}/iokit-{path.name}")[0]
         store = FsspecStorage()
         points = interleaved_sweep(store, url, chunks, max_calls=max_calls, repeat=repeat,

@@ -291,15 +291,19 @@ def test_the_server_ends_with_its_parent_after_kill_9():
 # --------------------------------------------------------------------------- measuring an endpoint
 
 
-def test_an_interleaved_sweep_on_a_simulated_store_over_fsspec_finds_its_preset():
-    from iokit.lab.chunks import interleaved_sweep, sweep_checks
+def test_interleaved_reads_on_a_simulated_store_over_fsspec_find_its_preset():
+    from iokit.lab.chunks import interleaved_reads, sweep_checks
 
     with fsspec.open("memory://iokit-test/sweep", "wb") as f:
         f.write(b"y" * (1 << 20))
     preset = StoragePreset("test", 0.004, 100e6, 1e9, "")
     store = SimulatedStore(preset, inner=FsspecStorage())
-    points = interleaved_sweep(store, "memory://iokit-test/sweep", [4096, 65536, 262144, 1 << 20],
-                               max_calls=4, repeat=2, warmup=0)
+    points, threads = interleaved_reads(store, "memory://iokit-test/sweep",
+                                        [4096, 65536, 262144, 1 << 20], [1, 3],
+                                        request_bytes=65536, requests_per_thread=2,
+                                        max_calls=4, repeat=2, warmup=0)
+    assert [(p.workers, p.items, p.nbytes) for p in threads] == [(1, 2, 131072),
+                                                                 (3, 6, 393216)]
     assert [(p.chunk, p.calls, p.nbytes) for p in points] == [
         (4096, 4, 16384), (65536, 4, 262144), (262144, 4, 1 << 20), (1 << 20, 1, 1 << 20)]
     model, checks = sweep_checks(points, held_out=[65536])

@@ -115,24 +115,54 @@ def measure_chunk(storage, path, chunk: int, limit: int, *, cold: bool = False,
     return SweepPoint(chunk, nbytes, calls, t.median, t.min, t.max, cold=cold and made_cold)
 
 
-def interleaved_sweep(storage, path, chunks, *, max_calls: int = 20_000, repeat: int = 3,
-                      warmup: int = 1) -> list[SweepPoint]:
-    """:func:`chunk_sweep`'s points, every chunk size timed in turn in each round
+def interleaved_reads(storage, path, chunks, threads=(), *, request_bytes: int = 256 << 10,
+                      requests_per_thread: int = 8, max_calls: int = 20_000, repeat: int = 3,
+                      warmup: int = 1) -> tuple[list[SweepPoint], list]:
+    """One stream at each request size in ``chunks`` (:func:`chunk_sweep`'s points, at most
+    ``max_calls`` requests each) and, for each count in ``threads``, that many threads making
+    ``requests_per_thread`` requests of ``request_bytes`` each (:func:`iokit.lab.scaling.
+    read_point`'s work), every setting timed in turn in each round
     (:func:`~iokit.timing.interleaved`): on a shared endpoint or a busy machine a slow moment
-    then slows every size alike instead of bending the curve at one."""
+    then slows every setting alike instead of bending the curve at one. Returns
+    ``(sweep points, ScalingPoints)``."""
+    from contextlib import ExitStack
+    from functools import partial
+
+    from iokit import tasks
+    from iokit.lab.scaling import ScalingPoint
+    from iokit.parallel import WorkerPool
+
     path = path if is_url(path) else Path(path)
     size = storage.size(path)
     chunks = [check_positive("chunk size", c, hint="Chunk sizes are bytes, e.g. 65536.")
               for c in chunks]
-    counted = {}
+    counted: dict = {}
 
-    def reader(chunk: int):
+    def one_stream(chunk: int):
         def run():
             counted[chunk] = read_all(storage, path, chunk, min(size, chunk * max_calls))
         return run
 
-    timings = interleaved(*(reader(c) for c in chunks), repeat=repeat, warmup=warmup)
-    return [SweepPoint(c, *counted[c], t.median, t.min, t.max) for c, t in zip(chunks, timings)]
+    fn = partial(tasks.read_request, storage, str(path), request_bytes)
+    with ExitStack() as stack:
+        pools = [stack.enter_context(WorkerPool(n, "threads")).warm(0.0) for n in threads]
+        offsets = [tasks.request_offsets(path, request_bytes, requests_per_thread * p.workers,
+                                         total=size) for p in pools]
+
+        def threaded(k: int):
+            def run():
+                counted["threads", k] = sum(pools[k].map(fn, offsets[k]))
+            return run
+
+        timings = interleaved(*(one_stream(c) for c in chunks),
+                              *(threaded(k) for k in range(len(pools))),
+                              repeat=repeat, warmup=warmup)
+    sweep = [SweepPoint(c, *counted[c], t.median, t.min, t.max)
+             for c, t in zip(chunks, timings)]
+    pts = [ScalingPoint("threads", p.workers, 1, t.median, t.min, t.max, len(offsets[k]),
+                        counted["threads", k])
+           for k, (p, t) in enumerate(zip(pools, timings[len(chunks):]))]
+    return sweep, pts
 
 
 def fit_sweep(points) -> RequestCostModel:
@@ -288,7 +318,7 @@ def measure_endpoint(path, chunks, *, threads=(1, 2, 4, 8), request_bytes: int =
     endpoint (:func:`iokit.remote.s3_endpoint`: yours if the environment names one, else the
     kit's loopback server, stopped afterwards), then read it back through fsspec: one stream
     at each request size in ``chunks`` (at most ``max_calls`` requests each, every size timed
-    in turn, :func:`interleaved_sweep`), and ``request_bytes`` requests from each thread count
+    in turn, :func:`interleaved_reads`), and ``request_bytes`` requests from each thread count
     in ``threads``.
 
     One object of a fixed size: large enough for the largest requests to show the bandwidth,
@@ -307,42 +337,11 @@ def measure_endpoint(path, chunks, *, threads=(1, 2, 4, 8), request_bytes: int =
         source = Path(tmp) / path.name
         source.write_bytes((data * -(-object_bytes // max(len(data), 1)))[:object_bytes])
         url = upload(source, f"s3://{endpoint.bucket}/iokit-{path.name}")[0]
-        store = FsspecStorage()
-        points = interleaved_sweep(store, url, chunks, max_calls=max_calls, repeat=repeat,
-                                   warmup=warmup)
-        threaded = interleaved_threads(store, url, threads, request_bytes,
-                                       requests_per_thread, repeat=repeat, warmup=warmup)
+        points, threaded = interleaved_reads(
+            FsspecStorage(), url, chunks, threads, request_bytes=request_bytes,
+            requests_per_thread=requests_per_thread, max_calls=max_calls, repeat=repeat,
+            warmup=warmup)
     return EndpointRun(str(endpoint), url, points, threaded, request_bytes)
-
-
-def interleaved_threads(storage, path, threads, request_bytes: int, requests_per_thread: int,
-                        *, repeat: int = 3, warmup: int = 1) -> list:
-    """Threaded reads (:func:`iokit.lab.scaling.read_point`'s work: each of n threads makes
-    ``requests_per_thread`` requests of ``request_bytes``), every thread count timed in turn
-    in each round; returns one :class:`~iokit.lab.scaling.ScalingPoint` per thread count."""
-    from contextlib import ExitStack
-    from functools import partial
-
-    from iokit import tasks
-    from iokit.lab.scaling import ScalingPoint
-    from iokit.parallel import WorkerPool
-
-    fn = partial(tasks.read_request, storage, str(path), request_bytes)
-    total = storage.size(path)
-    jobs, got = [], {}
-    with ExitStack() as stack:
-        for n in threads:
-            pool = stack.enter_context(WorkerPool(n, "threads")).warm(0.0)
-            offsets = tasks.request_offsets(path, request_bytes, requests_per_thread * n,
-                                            total=total)
-
-            def run(pool=pool, offsets=offsets):
-                got[pool.workers] = sum(pool.map(fn, offsets))
-
-            jobs.append((pool, offsets, run))
-        timings = interleaved(*(run for _, _, run in jobs), repeat=repeat, warmup=warmup)
-    return [ScalingPoint("threads", pool.workers, 1, t.median, t.min, t.max, len(offsets),
-                         got[pool.workers]) for (pool, offsets, _), t in zip(jobs, timings)]
 
 
 def threaded_checks(model: RequestCostModel, threads, calibrate_on: int = 2

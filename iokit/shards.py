@@ -75,6 +75,7 @@ from iokit.errors import (
     check_size,
     read_kit_file,
 )
+from iokit.storage import is_url
 from iokit.tokenize import encode_corpus, load_tokenizer
 
 MAGIC = b"IOKITIDX"
@@ -462,11 +463,14 @@ def _bad(path: Path, field: str, what: str, todo: str = "write the shards again"
     return FormatError(f"{path}: field '{field}': {what}; {todo}.")
 
 
-def read_index(idx_path, expected_index: int | None = None) -> dict:
-    """Read and check one ``.idx`` file; return its fields (``offsets`` as an int64 array)."""
-    idx_path = Path(idx_path)
-    raw = read_kit_file(idx_path, "index file",
-                        "write the shards with iokit.shards.pretokenize")
+def read_index(idx_path, expected_index: int | None = None, *, raw: bytes | None = None
+               ) -> dict:
+    """Read and check one ``.idx`` file; return its fields (``offsets`` as an int64 array).
+    ``raw``: the index's bytes, already fetched (from a URL); ``idx_path`` then names it."""
+    if raw is None:
+        idx_path = Path(idx_path)
+        raw = read_kit_file(idx_path, "index file",
+                            "write the shards with iokit.shards.pretokenize")
     if len(raw) < HEADER.size:
         raise _bad(idx_path, "header", f"the file has {len(raw)} bytes, the header alone needs "
                    f"{HEADER.size}: the file is truncated")
@@ -719,8 +723,14 @@ def open_shards(folder, *, verify: bool = False, tokenizer=None, prefix: str = "
     """Open every shard in ``folder``, checking each index, the set, and the vocabulary.
 
     ``tokenizer`` (a tokenizer or the path of its saved vocabulary), if given, must be the one
-    the shards were written with. ``verify=True`` also recomputes every checksum.
+    the shards were written with. ``verify=True`` also recomputes every checksum. A URL
+    (``s3://bucket/shards``, ``memory://...``) opens the shard set there
+    (:func:`iokit.remote.open_remote_shards`, read with range requests).
     """
+    if is_url(folder):
+        from iokit.remote import open_remote_shards
+
+        return open_remote_shards(folder, verify=verify, tokenizer=tokenizer, prefix=prefix)
     folder = Path(folder)
     if not folder.is_dir():
         raise FormatError(f"{folder}: no such folder of shards; write them with "
@@ -746,26 +756,33 @@ def open_shards(folder, *, verify: bool = False, tokenizer=None, prefix: str = "
                           "the writer was interrupted; write the shards again.")
     shards = [open_shard(shard_paths(folder, i, prefix)[0], verify=verify, expected_index=i)
               for i in range(count)]
+    check_shard_set(shards)
+    shard_set = ShardSet(shards, folder)
+    if tokenizer is not None:
+        check_vocabulary(shard_set, tokenizer)
+    return shard_set
+
+
+def check_shard_set(shards: list[Shard]) -> None:
+    """Raise FormatError unless ``shards`` (numbered 0, 1, ...) make one set: only the last
+    is marked last, and all share dtype, vocabulary and tokenizer."""
     for s in shards[:-1]:
         if s.last:
+            last_name = str(shards[-1].bin_path).rsplit("/", 1)[-1]
             raise _bad(s.idx_path, "flags", f"marks shard {s.index} as the last, but "
-                       f"{shards[-1].bin_path.name} follows it: shards from different runs are "
-                       "mixed")
+                       f"{last_name} follows it: shards from different runs are mixed")
     if not shards[-1].last:
         raise _bad(shards[-1].idx_path, "flags", "this is the highest-numbered shard but is not "
                    "marked as the last: the writer was interrupted")
     first = shards[0]
+    first_name = str(first.idx_path).rsplit("/", 1)[-1]
     for s in shards[1:]:
         for field, a, b in (("dtype code", s.dtype, first.dtype),
                             ("vocabulary size", s.vocab_size, first.vocab_size),
                             ("tokenizer fingerprint", s.fingerprint, first.fingerprint)):
             if a != b:
-                raise _bad(s.idx_path, field, f"{a} differs from {first.idx_path.name}'s {b}: "
+                raise _bad(s.idx_path, field, f"{a} differs from {first_name}'s {b}: "
                            "shards from different runs are mixed")
-    shard_set = ShardSet(shards, folder)
-    if tokenizer is not None:
-        check_vocabulary(shard_set, tokenizer)
-    return shard_set
 
 
 def check_vocabulary(shard_set: ShardSet, tokenizer) -> None:

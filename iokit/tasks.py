@@ -113,9 +113,10 @@ def read_request(store, path, size: int, offset: int) -> int:
     return len(store.read(path, offset, size))
 
 
-def request_offsets(path, size: int, count: int) -> list[int]:
-    """``count`` request offsets of ``size`` bytes that walk through the file (wrapping)."""
-    total = Path(path).stat().st_size
+def request_offsets(path, size: int, count: int, total: int | None = None) -> list[int]:
+    """``count`` request offsets of ``size`` bytes that walk through the file (wrapping);
+    ``total``: the file's size, when it is not a local file (a URL)."""
+    total = Path(path).stat().st_size if total is None else total
     stride = max(size, 1)
     last = max(total - size, 0)
     return [(i * stride) % (last + 1) for i in range(count)]

@@ -35,6 +35,7 @@ def variables(tiny_corpus):
         "stats": corpus_stats(tiny_corpus),
         "corpus": tiny_corpus,
         "remote_model": RequestCostModel(overhead_s=0.02, bandwidth=80e6),
+        "real_model": RequestCostModel(overhead_s=0.01, bandwidth=250e6),
         "measured": EpochCostModel(preprocess_s=3.0, raw_epoch_s=2.5, shard_epoch_s=0.1),
         "prof": CodecProfile("zstd:3", ratio=2.8, decode_bps=700e6),
         "sweep": points,

@@ -568,8 +568,29 @@ def check_probe(corpus: Path, workdir: Path) -> list[Check]:
     return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5,), steps=60))
 
 
+
+def check_s3_endpoint(corpus: Path, workdir: Path) -> list[Check]:
+    """The request model on a real S3 endpoint (the kit's loopback server, or yours from
+    ``AWS_ENDPOINT_URL``): fitted on one stream's request-size sweep, checked on two held-out
+    sizes; threaded reads against it with the aggregate calibrated on 2 threads, checked on
+    1, 4 and 8 (every setting timed in turn, 5 rounds). Nothing when the s3 extra is missing."""
+    from iokit.errors import IokitError
+    from iokit.lab.chunks import measure_endpoint, threaded_checks
+
+    chunks = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
+    try:
+        run = measure_endpoint(corpus, chunks, threads=[1, 2, 4, 8], repeat=5)
+    except IokitError as exc:
+        if "[s3]" in str(exc):  # the extra is not installed: nothing to check
+            return []
+        raise
+    model, checks = run.fit(held_out=[256 << 10, 4 << 20])
+    return checks + threaded_checks(model, run.threads, calibrate_on=2)[1]
+
+
+
 MODEL_CHECKS = [check_loop, check_epochs, check_codecs, check_parallel, check_pipeline,
-                check_cluster, check_probe]
+                check_cluster, check_probe, check_s3_endpoint]
 
 
 def bench_models(corpus: Path, workdir: Path) -> list[Ratio]:

@@ -24,6 +24,9 @@ EXTRAS = {  # extra: (what it is for, the packages it installs)
     "bpe": ("byte-level BPE tokenizer (notebook 02)", ("tokenizers",)),
     "dask": ("the cluster engine and its dashboard (notebook 06)",
              ("dask", "distributed", "bokeh", "jupyter-server-proxy")),
+    "s3": ("storage through fsspec and a loopback S3 server (notebook 01)",
+           ("fsspec", "s3fs", "moto")),
+    "profile": ("sampling profiles and CPU per process (notebook 08)", ("py-spy", "psutil")),
     "dev": ("make test", ("pytest", "nbval", "ruff", "hypothesis", "playwright")),
 }
 # After every notebook at `small`, data/ held about 14× the corpus (shards, compressed copies,

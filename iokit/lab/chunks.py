@@ -6,6 +6,12 @@ bandwidth. :func:`chunk_sweep` measures throughput over a range of chunk sizes o
 ``time = calls × overhead + bytes / bandwidth`` to the points (see :mod:`iokit.costs`);
 :func:`sweep_checks` fits on some chunk sizes and checks on the others.
 
+The same sweep runs on a real S3-protocol endpoint (:func:`measure_endpoint`: the kit's
+loopback server, or yours): the request model fitted there gives the per-request overhead and
+the bandwidth of one stream, which the simulated object store only assumes, and
+:func:`threaded_checks` checks threads against them; :func:`matching_preset` is the preset
+that would simulate this endpoint, :func:`endpoint_differences` says how it differs from one.
+
 Notebook 01's loop model is calibrated here too: :func:`calibrate_loop` runs the naive and a
 chunked loop on a sample of the corpus and fits each stage's per-call cost and bandwidth;
 :func:`loop_checks` compares it with the loops measured on the whole corpus.
@@ -21,10 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from iokit.corpus import write_head
-from iokit.costs import Check, LoopCostModel, RequestCostModel, fit_request_model
+from iokit.costs import (
+    Check,
+    LoopCostModel,
+    RequestCostModel,
+    ThreadedReadModel,
+    fit_request_model,
+)
 from iokit.errors import check_positive
-from iokit.storage import LocalDisk, drop_cache, resident_fraction
-from iokit.timing import MB, format_bytes, measure
+from iokit.storage import LocalDisk, StoragePreset, drop_cache, is_url, resident_fraction
+from iokit.timing import MB, format_bytes, format_seconds, interleaved, measure
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def chunk_sweep(path, chunks, storage=None, *, cold: bool = False, max_calls: in
     disk only) and reports whether that worked.
     """
     storage = storage or LocalDisk()
-    path = Path(path)
+    path = path if is_url(path) else Path(path)
     size = storage.size(path)
     max_calls = check_positive("max_calls", max_calls)
     for chunk in chunks:
@@ -101,6 +113,56 @@ def measure_chunk(storage, path, chunk: int, limit: int, *, cold: bool = False,
     t = measure(run, repeat=repeat, warmup=0 if cold else warmup, setup=setup)
     nbytes, calls = counted
     return SweepPoint(chunk, nbytes, calls, t.median, t.min, t.max, cold=cold and made_cold)
+
+
+def interleaved_reads(storage, path, chunks, threads=(), *, request_bytes: int = 256 << 10,
+                      requests_per_thread: int = 8, max_calls: int = 20_000, repeat: int = 3,
+                      warmup: int = 1) -> tuple[list[SweepPoint], list]:
+    """One stream at each request size in ``chunks`` (:func:`chunk_sweep`'s points, at most
+    ``max_calls`` requests each) and, for each count in ``threads``, that many threads making
+    ``requests_per_thread`` requests of ``request_bytes`` each (:func:`iokit.lab.scaling.
+    read_point`'s work), every setting timed in turn in each round
+    (:func:`~iokit.timing.interleaved`): on a shared endpoint or a busy machine a slow moment
+    then slows every setting alike instead of bending the curve at one. Returns
+    ``(sweep points, ScalingPoints)``."""
+    from contextlib import ExitStack
+    from functools import partial
+
+    from iokit import tasks
+    from iokit.lab.scaling import ScalingPoint
+    from iokit.parallel import WorkerPool
+
+    path = path if is_url(path) else Path(path)
+    size = storage.size(path)
+    chunks = [check_positive("chunk size", c, hint="Chunk sizes are bytes, e.g. 65536.")
+              for c in chunks]
+    counted: dict = {}
+
+    def one_stream(chunk: int):
+        def run():
+            counted[chunk] = read_all(storage, path, chunk, min(size, chunk * max_calls))
+        return run
+
+    fn = partial(tasks.read_request, storage, str(path), request_bytes)
+    with ExitStack() as stack:
+        pools = [stack.enter_context(WorkerPool(n, "threads")).warm(0.0) for n in threads]
+        offsets = [tasks.request_offsets(path, request_bytes, requests_per_thread * p.workers,
+                                         total=size) for p in pools]
+
+        def threaded(k: int):
+            def run():
+                counted["threads", k] = sum(pools[k].map(fn, offsets[k]))
+            return run
+
+        timings = interleaved(*(one_stream(c) for c in chunks),
+                              *(threaded(k) for k in range(len(pools))),
+                              repeat=repeat, warmup=warmup)
+    sweep = [SweepPoint(c, *counted[c], t.median, t.min, t.max)
+             for c, t in zip(chunks, timings)]
+    pts = [ScalingPoint("threads", p.workers, 1, t.median, t.min, t.max, len(offsets[k]),
+                        counted["threads", k])
+           for k, (p, t) in enumerate(zip(pools, timings[len(chunks):]))]
+    return sweep, pts
 
 
 def fit_sweep(points) -> RequestCostModel:
@@ -228,3 +290,98 @@ def sweep_checks(points, held_out, label: str = "reads"):
                     f"{format_bytes(p.chunk)} chunks", model.seconds(p.nbytes, p.chunk),
                     p.seconds, kind="fit") for p in points if p.chunk in held]
     return model, checks
+
+
+# --------------------------------------------------------------------------- a real endpoint
+
+
+@dataclass(frozen=True)
+class EndpointRun:
+    """What :func:`measure_endpoint` measured on one S3 endpoint."""
+
+    about: str  # the endpoint, as :class:`~iokit.remote.S3Endpoint` prints it
+    url: str  # the object that was read
+    points: list  # SweepPoint per request size, one stream
+    threads: list  # ScalingPoint per thread count, requests of ``request_bytes``
+    request_bytes: int
+
+    def fit(self, held_out) -> tuple[RequestCostModel, list[Check]]:
+        """The request model fitted on the one-stream sweep but ``held_out`` request sizes,
+        and its checks on those (:func:`sweep_checks`)."""
+        return sweep_checks(self.points, held_out, label="S3 endpoint reads")
+
+
+def measure_endpoint(path, chunks, *, threads=(1, 2, 4, 8), request_bytes: int = 256 << 10,
+                     max_calls: int = 16, requests_per_thread: int = 8, repeat: int = 3,
+                     warmup: int = 1, object_bytes: int = 8 << 20) -> EndpointRun:
+    """Upload the first ``object_bytes`` of ``path`` (repeated if it is shorter) to the S3
+    endpoint (:func:`iokit.remote.s3_endpoint`: yours if the environment names one, else the
+    kit's loopback server, stopped afterwards), then read it back through fsspec: one stream
+    at each request size in ``chunks`` (at most ``max_calls`` requests each, every size timed
+    in turn, :func:`interleaved_reads`), and ``request_bytes`` requests from each thread count
+    in ``threads``.
+
+    One object of a fixed size: large enough for the largest requests to show the bandwidth,
+    and the same whatever the corpus (the loopback server's per-request cost grows with the
+    object's size, see :mod:`iokit.remote`)."""
+    import tempfile
+
+    from iokit.remote import s3_endpoint, upload
+    from iokit.storage import FsspecStorage
+
+    path = Path(path)
+    object_bytes = check_positive("object_bytes", object_bytes)
+    with s3_endpoint() as endpoint, tempfile.TemporaryDirectory(prefix="iokit-s3-") as tmp:
+        with open(path, "rb") as f:
+            data = f.read(object_bytes)
+        source = Path(tmp) / path.name
+        source.write_bytes((data * -(-object_bytes // max(len(data), 1)))[:object_bytes])
+        url = upload(source, f"s3://{endpoint.bucket}/iokit-{path.name}")[0]
+        points, threaded = interleaved_reads(
+            FsspecStorage(), url, chunks, threads, request_bytes=request_bytes,
+            requests_per_thread=requests_per_thread, max_calls=max_calls, repeat=repeat,
+            warmup=warmup)
+    return EndpointRun(str(endpoint), url, points, threaded, request_bytes)
+
+
+def threaded_checks(model: RequestCostModel, threads, calibrate_on: int = 2
+                    ) -> tuple[ThreadedReadModel, list[Check]]:
+    """Threads against the endpoint's request model: latency and stream bandwidth from the
+    one-stream fit ``model``; the aggregate bandwidth (what all streams share: the link, or
+    on a loopback server the cores that client and server share) from the
+    ``calibrate_on``-thread point (or the nearest measured); checked on every other thread
+    count (seconds per run)."""
+    threads = list(threads)
+    cal = min(threads, key=lambda p: (abs(p.workers - calibrate_on), p.workers))
+    calibrate_on = cal.workers
+    tm = ThreadedReadModel(model.overhead_s, model.bandwidth, cal.nbytes / cal.seconds)
+    on = f"the one-stream sweep and {calibrate_on} threads"
+    checks = [Check(f"threaded reads, {p.workers} threads (S3 endpoint)", on,
+                    f"{p.workers} threads, {format_bytes(p.nbytes / p.items)} reads",
+                    tm.seconds(p.items, p.workers, p.nbytes / p.items), p.seconds, kind="fit")
+              for p in threads if p.workers != calibrate_on]
+    return tm, checks
+
+
+def matching_preset(threaded: ThreadedReadModel, name: str = "measured-endpoint"
+                    ) -> StoragePreset:
+    """The simulated-store preset with this endpoint's measured figures."""
+    return StoragePreset(name, threaded.latency, threaded.stream_bandwidth,
+                         threaded.aggregate_bandwidth,
+                         f"measured: {format_seconds(threaded.latency)} per request, "
+                         f"{threaded.stream_bandwidth / MB:,.0f} MB/s per stream, "
+                         f"{threaded.aggregate_bandwidth / MB:,.0f} MB/s in all")
+
+
+def endpoint_differences(threaded: ThreadedReadModel, preset: StoragePreset) -> list[str]:
+    """One line per figure: the endpoint's measured value against the preset's assumption."""
+    rows = [("per-request overhead", threaded.latency, preset.latency, format_seconds),
+            ("bandwidth of one stream", threaded.stream_bandwidth, preset.stream_bandwidth,
+             lambda b: f"{b / MB:,.0f} MB/s"),
+            ("bandwidth of all streams", threaded.aggregate_bandwidth,
+             preset.aggregate_bandwidth, lambda b: f"{b / MB:,.0f} MB/s"),
+            ("knee (overhead × one stream's bandwidth)",
+             threaded.latency * threaded.stream_bandwidth,
+             preset.latency * preset.stream_bandwidth, format_bytes)]
+    return [f"{what:<42} measured {fmt(real):>11}, preset {preset.name} {fmt(assumed):>11} "
+            f"({real / assumed:.2g}× the preset's)" for what, real, assumed, fmt in rows]

@@ -150,7 +150,7 @@ def task_size_sweep(path, spans, task_sizes: Iterable[int], kind: str = "process
 def read_point(store, path, workers: int, request_bytes: int = 1 << 20, requests: int = 32,
                *, repeat: int = 3, warmup: int = 0) -> ScalingPoint:
     """Time ``requests`` reads of ``request_bytes`` from ``store`` by ``workers`` threads."""
-    offsets = tasks.request_offsets(path, request_bytes, requests)
+    offsets = tasks.request_offsets(path, request_bytes, requests, total=store.size(path))
     fn = partial(tasks.read_request, store, str(path), request_bytes)
     got = 0
     with WorkerPool(workers, "threads") as pool:

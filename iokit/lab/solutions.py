@@ -145,6 +145,12 @@ def _01_3():
     return exercises.object_store_seconds(answer)
 
 
+@solution("01", 5)
+def _01_5(real_model):
+    answer = real_model.overhead_s * real_model.bandwidth  # the real endpoint's own knee
+    return exercises.knee_chunk(answer, real_model)
+
+
 # --------------------------------------------------------------------------- notebook 02
 
 

@@ -160,8 +160,8 @@ def compare_tokenizers(corpus, kinds=KINDS, *, train_bytes: int = 2 << 20,
     documents that follow (``sample_bytes`` of JSONL, at most a quarter of the corpus).
 
     Encoding is timed with :func:`~iokit.timing.interleaved` (``repeat`` rounds, one warm-up);
-    each tokenizer's epoch model is measured on the held-out JSONL with ``repeat`` runs of the
-    text epoch and of the shard epoch, and 3 of tokenizing once into shards.
+    so are each tokenizer's epoch from text and its tokenizing once into shards, on the
+    held-out JSONL, then ``repeat`` epochs from those shards: its epoch cost model.
     """
     from iokit.lab.epochs import raw_epoch, shard_epoch
     from iokit.shards import open_shards, pretokenize
@@ -191,9 +191,10 @@ def compare_tokenizers(corpus, kinds=KINDS, *, train_bytes: int = 2 << 20,
             ids = [tok.encode(d) for d in docs]
             unknown = int(sum(np.isin(a, unknown_ids(tok)).sum() for a in ids))
             exact = sum(tok.decode(a) == d for a, d in zip(ids, docs))
-            raw = measure(lambda t=tok: raw_epoch(sample, t), repeat=repeat, warmup=1)
             out = Path(tmp) / f"shards-{kind}"
-            once = measure(lambda t=tok, o=out: pretokenize(sample, t, o), repeat=3, warmup=0)
+            raw, once = interleaved(lambda t=tok: raw_epoch(sample, t),
+                                    lambda t=tok, o=out: pretokenize(sample, t, o),
+                                    repeat=repeat, warmup=1)
             with open_shards(out) as shards:
                 epoch = measure(lambda s=shards: shard_epoch(s, len(held)), repeat=repeat)
             rows.append(TokenizerRow(kind, tok, train_s, enc, sum(len(a) for a in ids), nbytes,

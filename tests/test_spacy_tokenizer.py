@@ -243,17 +243,19 @@ def test_shards_from_the_command_line_are_the_same_for_1_and_2_processes(
     small = tmp_path / "small.jsonl"
     write_head(tiny_corpus, small, 400_000)
     runs = {}
-    for workers in (1, 2):
-        out = tmp_path / f"s{workers}"
+    for engine, workers in (("processes", 1), ("processes", 2), ("threads", 2)):
+        out = tmp_path / f"s-{engine}-{workers}"
         assert main(["shards", "--corpus", str(small), "--tokenizer", "spacy", "--parts", "4",
-                     "--vocab-size", "8000", "--workers", str(workers),
+                     "--vocab-size", "8000", "--engine", engine, "--workers", str(workers),
                      "--out", str(out)]) == 0
-        runs[workers] = _digests(out)
+        runs[engine, workers] = _digests(out)
     assert "training the spacy vocabulary (8,000 IDs)" in capsys.readouterr().out
-    assert runs[1] == runs[2] and len(runs[1]) == 9  # 4 × (.bin, .idx) + vocab.json
-    tok = load_tokenizer(tmp_path / "s1" / "vocab.json")
+    first = runs["processes", 1]
+    assert len(first) == 9  # 4 × (.bin, .idx) + vocab.json
+    assert runs["processes", 2] == first and runs["threads", 2] == first
+    tok = load_tokenizer(tmp_path / "s-processes-1" / "vocab.json")
     docs = [d.text for d in iter_documents(small)]
-    with open_shards(tmp_path / "s1", tokenizer=tok) as s:
+    with open_shards(tmp_path / "s-processes-1", tokenizer=tok) as s:
         assert len(s) == len(docs)
         assert np.array_equal(s.document(3)[:-1], tok.encode(docs[3]))
         assert tok.decode(s.document(3)[:-1]) == tok.normalize(docs[3])
@@ -284,3 +286,32 @@ def test_the_command_line_checks_lang_before_any_work(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "spaCy has no language 'qq'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------- notebook 02's comparison
+
+
+def test_the_lab_compares_three_tokenizers_on_held_out_text(tiny_corpus, monkeypatch):
+    from iokit.lab import tokenizers as lab
+
+    c = lab.compare_tokenizers(tiny_corpus, train_bytes=200_000, sample_bytes=40_000,
+                               repeat=1)
+    assert [r.kind for r in c.rows] == ["word", "bpe", "spacy"] and not c.skipped
+    assert c.slowest in lab.KINDS and c.sample_bytes <= 40_000 + 20_000
+    held = [d.text for d in iter_documents(tiny_corpus)][c.train_docs:][:c.row("bpe").docs]
+    for r in c.rows:
+        ids = [r.tokenizer.encode(d) for d in held]
+        assert r.tokens == sum(map(len, ids)) and r.text_bytes == sum(len(d.encode()) for d in held)
+        assert r.unknown == sum(np.isin(a, lab.unknown_ids(r.tokenizer)).sum() for a in ids)
+        assert r.exact_docs == sum(r.tokenizer.normalize(d) == d for d in held)
+        assert r.epochs.raw_epoch_s > 0 and r.epochs.preprocess_s > 0 and r.mb_per_s > 0
+    assert c.row("bpe").unk_share == 0 and c.row("bpe").exact_share == 1
+    assert c.row("spacy").unk_share > 0  # the vocabulary saw only the first part
+    big = c.scaled("spacy", 10 * c.sample_bytes)
+    assert big.raw_epoch_s == pytest.approx(10 * c.row("spacy").epochs.raw_epoch_s)
+    assert "spaCy en" in c.table()
+
+    _without_spacy(monkeypatch)
+    c = lab.compare_tokenizers(tiny_corpus, ("word", "spacy"), train_bytes=50_000,
+                               sample_bytes=10_000, repeat=1)
+    assert [r.kind for r in c.rows] == ["word"] and "'spacy' extra" in c.skipped["spacy"]

@@ -38,9 +38,10 @@ tokens cannot change: after a single space between two letters or digits (the to
 on whitespace first, and a language's exceptions are checked never to join tokens there; a
 language whose exceptions may, such as Russian's "в т.ч.", is cut at line breaks only), and for
 Chinese between any two characters that are not whitespace. So the IDs are those of the whole
-text, with one slice's tokens in memory at a time. spaCy also remembers every distinct string
-it has seen (about 400 bytes each); the tokenizer starts afresh when that memory passes
-``MAX_STRINGS`` strings, which changes no token.
+text, with one slice's tokens in memory at a time (smaller slices than the word and BPE
+tokenizers': a spaCy ``Doc`` takes about 90 bytes per character of its text). spaCy also
+remembers every distinct string it has seen (about 400 bytes each); the tokenizer starts
+afresh when that memory passes ``MAX_STRINGS`` strings, which changes no token.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ SPACY_FORMAT_VERSION = 1
 UNK, EOD = "<unk>", "<eod>"  # the same specials as the word vocabulary's
 SPECIALS = [UNK, EOD, UNK + " "]
 MAX_STRINGS = 200_000  # strings spaCy may remember before the tokenizer starts afresh
+SLICE_CHARS = 1 << 16  # a spaCy Doc takes about 90 bytes per character of its text
 ZH_SLICE_CHARS = 1024  # spaCy's character segmenter aligns its tokens in time ~ slice²
 
 
@@ -132,8 +134,6 @@ _FRESH: dict = {}  # a pipeline _slicing made, for the first tokenizer of that l
 def _slicing(lang: str) -> tuple[re.Pattern, bool, int]:
     """How texts in ``lang`` are cut: (pattern, cut after the match?, slice size in chars)."""
     from spacy.tokenizer import Tokenizer
-
-    from iokit.tokenize import SLICE_CHARS
 
     nlp = _FRESH[lang] = blank(lang)
     if not isinstance(nlp.tokenizer, Tokenizer):

@@ -315,3 +315,27 @@ def test_the_lab_compares_three_tokenizers_on_held_out_text(tiny_corpus, monkeyp
     c = lab.compare_tokenizers(tiny_corpus, ("word", "spacy"), train_bytes=50_000,
                                sample_bytes=10_000, repeat=1)
     assert [r.kind for r in c.rows] == ["word"] and "'spacy' extra" in c.skipped["spacy"]
+
+
+def test_a_huge_document_is_encoded_in_bounded_memory(monkeypatch):
+    import tracemalloc
+
+    import iokit.tokenize_spacy as ts
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{i}" for i in range(3000)] + ["the", "of", ",", ".", "don't"])
+    text = " ".join(words[rng.zipf(1.3, size=700_000) % len(words)])  # one 3 MB line
+    tok = SpacyTokenizer.train([" ".join(words[:500])], vocab_size=400, progress=False)
+    tok.encode("warm up")
+    tracemalloc.start()
+    try:
+        ids = tok.encode(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"one document of {len(text) / 1e6:.1f} MB: traced peak {peak / 1e6:.1f} MB = "
+          f"{peak / len(text):.1f} x its size")
+    assert peak < 6 * len(text)  # spaCy's Doc of the whole text alone takes about 90 times it
+    pattern, after, _ = ts._slicing("en")
+    monkeypatch.setattr(ts, "_slicing", lambda lang: (pattern, after, 10**9))  # one slice
+    assert np.array_equal(tok.encode(text), ids)

@@ -339,3 +339,13 @@ def test_a_huge_document_is_encoded_in_bounded_memory(monkeypatch):
     pattern, after, _ = ts._slicing("en")
     monkeypatch.setattr(ts, "_slicing", lambda lang: (pattern, after, 10**9))  # one slice
     assert np.array_equal(tok.encode(text), ids)
+
+
+def test_importing_the_kit_does_not_import_spacy():
+    import subprocess
+    import sys
+
+    for first in ("iokit.tokenize", "iokit.tokenize_spacy", "iokit.app.cli"):
+        code = (f"import sys, {first}; from iokit.tokenize import TOKENIZERS; "
+                "assert 'spacy' in TOKENIZERS; assert 'spacy' not in sys.modules")
+        subprocess.run([sys.executable, "-c", code], check=True)

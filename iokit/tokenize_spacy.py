@@ -213,13 +213,18 @@ class SpacyTokenizer:
             self._local.nlp = nlp
         return nlp
 
+    def forget(self) -> None:
+        """Start afresh: this thread's next encode builds a new spaCy pipeline, which remembers
+        no string yet (so its first pass over any text pays spaCy's full cost again)."""
+        self._local.nlp = None
+
     def docs(self, text: str) -> Iterator:
         """spaCy ``Doc``s of ``text``, one per slice (a ``Doc`` is valid until the next)."""
         for piece in spacy_slices(text, self.lang):
             nlp = self._nlp()
             yield nlp.tokenizer(piece)
             if len(nlp.vocab.strings) > MAX_STRINGS:  # forget what it remembered
-                self._local.nlp = None
+                self.forget()
 
     def spacy_tokens(self, text: str) -> list[tuple[str, bool]]:
         """spaCy's tokens of ``text``: (text, whether a space follows) each."""

@@ -6,8 +6,8 @@ trained on):
 
 * **speed**: MB of text per second that ``encode`` turns into IDs on a first pass (spaCy
   remembers every string it has seen and starts afresh before each run: a pass over new text,
-  as tokenizing once is) and again over the same text (the three in turn, so a busy moment of
-  the machine slows all alike); medians;
+  as tokenizing once is) and again over the same text (all in turn, round after round, so a
+  busy moment of the machine slows all alike); medians;
 * **tokens per byte** of that text;
 * **coverage**: the share of its tokens that are unknown (``<unk>``; byte-level BPE has none);
 * **round trip**: the share of its documents that ``decode(encode(doc))`` gives back exactly;
@@ -32,7 +32,7 @@ from iokit.atomic import write_bytes_atomic
 from iokit.corpus import decode_record, iter_documents, open_corpus
 from iokit.costs import EpochCostModel
 from iokit.errors import IokitError, check_positive
-from iokit.timing import Timing, interleaved, measure, stopwatch
+from iokit.timing import Timing, measure, stopwatch
 
 KINDS = ("word", "bpe", "spacy")
 LOSES = {  # what decode(encode(text)) loses, as each tokenizer's module pins it down
@@ -172,12 +172,14 @@ def _fresh(tok):
     return setup
 
 
-def _alternate(*fns, repeat: int, setup=None) -> list[Timing]:
-    """``fns`` timed in turn, ``repeat`` rounds (each run after ``setup``, untimed), so a busy
-    moment of the machine slows them alike: :func:`~iokit.timing.interleaved` with a set-up."""
-    runs = [[measure(fn, repeat=1, warmup=0, setup=setup) for fn in fns]
-            for _ in range(repeat)]
-    return [Timing([r[i].seconds[0] for r in runs]) for i in range(len(fns))]
+def _alternate(plan, *, repeat: int, warmup: int = 0, nbytes: int | None = None
+               ) -> list[Timing]:
+    """Each ``(fn, setup)`` of ``plan`` timed in turn, ``warmup`` untimed rounds then
+    ``repeat`` timed ones (``setup``, if any, runs untimed before its run), so a busy moment of
+    the machine slows them alike: :func:`~iokit.timing.interleaved` with a set-up per run."""
+    runs = [[measure(fn, repeat=1, warmup=0, setup=setup) for fn, setup in plan]
+            for _ in range(warmup + repeat)][warmup:]
+    return [Timing([r[i].seconds[0] for r in runs], nbytes) for i in range(len(plan))]
 
 
 def _train(kind: str, texts: list[str], vocab_size: int | None, lang: str):
@@ -193,10 +195,11 @@ def compare_tokenizers(corpus, kinds=KINDS, *, train_bytes: int = 2 << 20,
     """Train each of ``kinds`` on the corpus' first ``train_bytes`` and measure it on the
     documents that follow (``sample_bytes`` of JSONL, at most a quarter of the corpus).
 
-    Encoding again is timed with :func:`~iokit.timing.interleaved` (``repeat`` rounds, one
-    warm-up), a first pass with ``repeat`` runs each after a fresh start; each tokenizer's
-    epoch from text and its tokenizing once into shards (first passes, in turn), on the
-    held-out JSONL, then ``repeat`` epochs from those shards: its epoch cost model.
+    Encoding is timed in rounds (one warm-up, then ``repeat``): in each, every tokenizer in
+    turn makes a first pass (after a fresh start, untimed) and a second over the same text.
+    Then each tokenizer's epoch from text and its tokenizing once into shards (first passes,
+    in turn, ``repeat`` rounds), on the held-out JSONL, and ``repeat`` epochs from those
+    shards: its epoch cost model.
     """
     from iokit.lab.epochs import raw_epoch, shard_epoch
     from iokit.shards import open_shards, pretokenize
@@ -220,18 +223,22 @@ def compare_tokenizers(corpus, kinds=KINDS, *, train_bytes: int = 2 << 20,
         sample = write_bytes_atomic(Path(tmp) / "held-out.jsonl", held)
         docs = [d.text for d in iter_documents(sample)]
         nbytes = sum(len(d.encode("utf-8")) for d in docs)
-        encoders = [lambda t=tok: [t.encode(d) for d in docs] for tok, _ in trained.values()]
-        again = interleaved(*encoders, repeat=repeat, warmup=1, nbytes=nbytes)
-        for (kind, (tok, train_s)), enc, seen in zip(trained.items(), encoders, again):
+        # every tokenizer in turn: a first pass (after a fresh start), then the same text again
+        plan = []
+        for tok, _ in trained.values():
+            encode = lambda t=tok: [t.encode(d) for d in docs]
+            plan += [(encode, _fresh(tok)), (encode, None)]
+        timings = _alternate(plan, repeat=repeat, warmup=1, nbytes=nbytes)
+        for (kind, (tok, train_s)), first, seen in zip(trained.items(), timings[0::2],
+                                                       timings[1::2]):
             ids = [tok.encode(d) for d in docs]
             unknown = int(sum(np.isin(a, unknown_ids(tok)).sum() for a in ids))
             exact = sum(tok.decode(a) == d for a, d in zip(ids, docs))
             out = Path(tmp) / f"shards-{kind}"
             fresh = _fresh(tok)
-            first = measure(enc, repeat=repeat, warmup=0, setup=fresh, nbytes=nbytes)
-            raw, once = _alternate(lambda t=tok: raw_epoch(sample, t),
-                                   lambda t=tok, o=out: pretokenize(sample, t, o),
-                                   repeat=repeat, setup=fresh)
+            raw, once = _alternate([(lambda t=tok: raw_epoch(sample, t), fresh),
+                                    (lambda t=tok, o=out: pretokenize(sample, t, o), fresh)],
+                                   repeat=repeat)
             with open_shards(out) as shards:
                 epoch = measure(lambda s=shards: shard_epoch(s, len(held)), repeat=repeat)
             rows.append(TokenizerRow(kind, tok, train_s, first, seen, sum(len(a) for a in ids),

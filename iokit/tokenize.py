@@ -25,7 +25,8 @@ Two tokenizers turn text into IDs, with the same small interface (``encode``, ``
   trained on the corpus with Hugging Face ``tokenizers`` (the optional ``bpe`` extra). Its round
   trip is lossless: ``decode(encode(text)) == text`` for any text.
 
-:func:`load_tokenizer` reads either kind back from its JSON file; :func:`encode_corpus` turns
+:func:`load_tokenizer` reads any kind back from its JSON file (spaCy's tokenizer, the third kind,
+is in :mod:`iokit.tokenize_spacy`); :func:`encode_corpus` turns
 documents into one ID array each, ending with the end-of-document ID.
 """
 
@@ -386,21 +387,28 @@ class BPETokenizer:
 
 # --------------------------------------------------------------------------- both
 
-TOKENIZERS = {"word": WordTokenizer, "bpe": BPETokenizer}
-DEFAULT_VOCAB_SIZES = {"word": 32_768, "bpe": 8_192}
+# spaCy's tokenizer lives in its own module, which builds on this one (imported here, at the
+# end, so either module may be imported first; it imports spaCy only when it tokenizes).
+from iokit.tokenize_spacy import SPACY_FORMAT, SpacyTokenizer, spacy_from_json  # noqa: E402
+
+TOKENIZERS = {"word": WordTokenizer, "bpe": BPETokenizer, "spacy": SpacyTokenizer}
+DEFAULT_VOCAB_SIZES = {"word": 32_768, "bpe": 8_192, "spacy": 32_768}
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None, *,
-                    progress: bool = True):
-    """Train a ``"word"`` or ``"bpe"`` tokenizer on ``texts`` (default sizes 32,768 / 8,192)."""
+                    progress: bool = True, **options):
+    """Train a ``"word"``, ``"bpe"`` or ``"spacy"`` tokenizer on ``texts`` (default sizes
+    32,768 / 8,192 / 32,768); ``options`` go to its ``train`` (spaCy's ``lang="en"``)."""
     if kind not in TOKENIZERS:
-        raise ParameterError(f"unknown tokenizer {kind!r}; choose one of: bpe, word.")
+        raise ParameterError(f"unknown tokenizer {kind!r}; choose one of: "
+                             f"{', '.join(sorted(TOKENIZERS))}.")
     size = DEFAULT_VOCAB_SIZES[kind] if vocab_size is None else vocab_size
-    return TOKENIZERS[kind].train(texts, size, progress=progress)
+    return TOKENIZERS[kind].train(texts, size, progress=progress, **options)
 
 
 def load_tokenizer(path):
-    """Read a tokenizer saved by ``save``: a word vocabulary or a BPE ``tokenizer.json``."""
+    """Read a tokenizer saved by ``save``: a word or spaCy vocabulary, or a BPE
+    ``tokenizer.json``."""
     path = Path(path)
     raw = read_kit_file(path, "vocabulary file",
                         "build one with iokit.tokenize.train_tokenizer and save it")
@@ -411,14 +419,16 @@ def load_tokenizer(path):
                           "rebuild it.") from None
     if isinstance(data, dict) and data.get("format") == WORD_FORMAT:
         return _word_from_json(data, path)
+    if isinstance(data, dict) and data.get("format") == SPACY_FORMAT:
+        return spacy_from_json(data, path)
     if isinstance(data, dict) and "model" in data:
         tk = require_tokenizers()
         try:
             return BPETokenizer(tk.Tokenizer.from_str(raw.decode("utf-8")))
         except Exception as exc:  # tokenizers raises plain Exceptions on bad files
             raise FormatError(f"{path}: not a valid BPE tokenizer file ({exc}).") from None
-    raise FormatError(f"{path}: field 'format' is missing: neither an iokit word vocabulary "
-                      "nor a tokenizers BPE file.")
+    raise FormatError(f"{path}: field 'format' is missing: neither an iokit word or spaCy "
+                      "vocabulary nor a tokenizers BPE file.")
 
 
 def encode_corpus(docs: Iterable, tokenizer) -> Iterator[np.ndarray]:

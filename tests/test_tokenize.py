@@ -316,7 +316,7 @@ def test_the_command_line_checks_the_tokenizer_before_any_work(tmp_path, capsys)
 
     assert main(["shards", "--scale", "tiny", "--tokenizer", "sentencepiece",
                  "--out", str(tmp_path / "x")]) == 2
-    assert "unknown tokenizer 'sentencepiece'; choose one of: bpe, word" in \
+    assert "unknown tokenizer 'sentencepiece'; choose one of: bpe, spacy, word" in \
         capsys.readouterr().err
     assert main(["tour", "--scale", "tiny", "--vocab-size", "0"]) == 2
     assert "--vocab-size must be > 0" in capsys.readouterr().err

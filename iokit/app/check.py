@@ -28,6 +28,7 @@ EXTRAS = {  # extra: (what it is for, the packages it installs)
            ("fsspec", "s3fs", "moto")),
     "profile": ("sampling profiles and CPU per process (notebook 08)", ("py-spy", "psutil")),
     "dev": ("make test", ("pytest", "nbval", "ruff", "hypothesis", "playwright")),
+    "spacy": ("spaCy's rule-based tokenizer (notebook 02, --tokenizer spacy)", ("spacy",)),
 }
 # After every notebook at `small`, data/ held about 14× the corpus (shards, compressed copies,
 # parts, sweeps): ask for a little more than that.

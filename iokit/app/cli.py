@@ -60,6 +60,7 @@ from iokit.tokenize import (
     require_tokenizers,
     train_tokenizer,
 )
+from iokit.tokenize_spacy import check_language
 
 SCHEDULER_TIMEOUT_S = 10.0
 
@@ -87,10 +88,22 @@ def _check_tokenizer(args) -> tuple[str, int]:
     """The tokenizer kind and vocabulary size asked for, checked before any work."""
     kind = check_choice("tokenizer", args.tokenizer, TOKENIZERS)
     size = DEFAULT_VOCAB_SIZES[kind] if args.vocab_size is None else check_positive(
-        "--vocab-size", args.vocab_size, hint="Use e.g. 32768 (word) or 8192 (bpe).")
+        "--vocab-size", args.vocab_size, hint="Use e.g. 32768 (word, spacy) or 8192 (bpe).")
+    lang = getattr(args, "lang", None)
+    if lang is not None and kind != "spacy":
+        raise ParameterError("--lang is the language of spaCy's tokenizer; use it with "
+                             "--tokenizer spacy.")
     if kind == "bpe":
         require_tokenizers()
+    if kind == "spacy":
+        check_language(lang or "en")  # spaCy installed, and a language it can tokenize
     return kind, size
+
+
+def _tokenizer_options(args) -> dict:
+    """What ``train_tokenizer`` gets beyond the kind and size (spaCy's language)."""
+    lang = getattr(args, "lang", None)
+    return {"lang": lang} if lang is not None else {}
 
 
 def _token_width(vocab_size: int) -> str:
@@ -168,7 +181,8 @@ def _shards_into(out: Path, args, pieces, field: str, asked: int, kind: str, siz
               f"training the {kind} vocabulary ({size:,} IDs)", flush=True)
         files = dict.fromkeys(piece.path for piece in pieces)  # each file once, in order
         docs = (d.text for path in files for d in iter_documents(path, text_field=field))
-        tok = train_tokenizer(kind, docs, size, progress=progress_enabled())
+        tok = train_tokenizer(kind, docs, size, progress=progress_enabled(),
+                              **_tokenizer_options(args))
         print(_token_width(tok.vocab_size), flush=True)
         run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
                                  workers=asked, client=client,
@@ -345,11 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_tokenizer_args(p, what: str):
         p.add_argument("--tokenizer", default="word",
-                       help=f"word or bpe: the tokenizer {what} (default: word; bpe suits "
-                       "scripts without spaces and has no unknown tokens)")
+                       help=f"word, bpe or spacy: the tokenizer {what} (default: word; bpe "
+                       "suits scripts without spaces and has no unknown tokens; spacy, the "
+                       "'spacy' extra, is spaCy's rule-based tokenizer)")
         p.add_argument("--vocab-size", type=int, default=None,
-                       help="vocabulary size (default: 32768 for word, 8192 for bpe; above "
-                       "65536 tokens are stored as uint32)")
+                       help="vocabulary size (default: 32768 for word and spacy, 8192 for "
+                       "bpe; above 65536 tokens are stored as uint32)")
 
     p = sub.add_parser("check", help="is this machine ready? (a few seconds)",
                        description="Checks Python, the packages and extras, cores, free disk "
@@ -375,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shards", help="pretokenize the corpus, one shard per piece, on an "
                        "engine (serial, threads, processes, dask)",
-                       description="Trains the word vocabulary, cuts the corpus into pieces "
-                       "and writes one token shard per piece on the chosen engine; the shard "
-                       "folder appears only when every piece succeeded.")
+                       description="Trains the vocabulary (--tokenizer), cuts the corpus into "
+                       "pieces and writes one token shard per piece on the chosen engine; the "
+                       "shard folder appears only when every piece succeeded.")
     add_corpus_args(p)
     p.add_argument("--parts", type=int, default=8,
                    help="pieces to cut one JSONL file into (a folder of .jsonl files: one each)")
@@ -391,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "tcp://host:8786 (default: a new cluster on this machine)")
     p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
     add_tokenizer_args(p, "to train on the corpus")
+    p.add_argument("--lang", default=None,
+                   help="with --tokenizer spacy: spaCy's language code (default: en; zh cuts "
+                   "Chinese into characters)")
     p.add_argument("--out", help="folder for the shards (default: data/shards-<name>-<engine>)")
     p.set_defaults(func=cmd_shards)
 

@@ -18,7 +18,7 @@ time waiting for data     ``next(iterator)``, timed per step
 busy fraction             step time / wall time (1.0: never waited)
 CPU in the loop's thread  ``time.thread_time`` around each ``next``: the loader working inline
 CPU per process           this process and its child processes (worker processes), in cores
-per-stage spans           the kit's loader only: its timeline (read, decompress, batch)
+per-stage spans           the kit's loader only: its timeline (one lent for the run if none)
 ========================  ==================================================================
 
 :func:`diagnose` turns such :class:`Signals` into a :class:`Verdict`: the bottleneck, the
@@ -459,6 +459,9 @@ def probe(batches, step=None, *, step_s: float | None = None, steps: int = 200,
     about = (f"{_ms(step.step_s)} (simulated)" if hasattr(step, "step_s") else
              f"{getattr(step, '__name__', 'the step')}()")
     kit = _kit_loader(batches)
+    lent = kit is not None and kit.timeline is None  # a loader records only with a timeline:
+    if lent:  # lend it one for the run (and take it back after)
+        kit.timeline = Timeline()
     tl = kit.timeline if kit is not None else Timeline()
     first = len(tl.spans)
     it = iter(batches)
@@ -493,6 +496,8 @@ def probe(batches, step=None, *, step_s: float | None = None, steps: int = 200,
     finally:
         if hasattr(it, "close"):
             it.close()
+        if lent:
+            kit.timeline = None
     if not computes:
         raise ParameterError(f"{what or 'the iterable'} gave no batch after {warmup} warm-up "
                              "batches; give a loader with more batches, or --warmup 0.")
@@ -511,6 +516,12 @@ def probe(batches, step=None, *, step_s: float | None = None, steps: int = 200,
             if sp.worker != "trainer":
                 sums.setdefault(sp.stage, []).append(sp.seconds)
         sig.run_stage_s = {k: sum(v) / len(v) for k, v in sums.items()}
+        made = [sp.worker for sp in tl.spans[first:] if sp.stage == "batch"]
+        own = made.count("loop")
+        if own:  # the loader's workers stood down: its batches were quicker than a hand-off
+            notes.append(f"the loop made {own} of {len(made)} batches itself (batches this "
+                         "quick gain nothing from a hand-off, so the workers stood down; "
+                         "its CPU in next() is that work)")
         what = what or f"the kit's loader ({kit.workers} workers, prefetch {kit.prefetch})"
     else:
         for name in ("num_workers", "workers"):  # a PyTorch DataLoader says how many

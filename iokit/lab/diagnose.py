@@ -37,9 +37,13 @@ from iokit.timing import Timeline, measure
 
 
 def _nbytes(payload) -> int:
+    """The stored bytes in a source's payload (bytes, or nested lists and tuples of them;
+    the numbers a payload carries along, such as a shard piece's bounds, count nothing)."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return len(payload)
-    return sum(_nbytes(p) for p in payload)
+    if isinstance(payload, (list, tuple)):
+        return sum(_nbytes(p) for p in payload)
+    return 0
 
 
 class Metered:
@@ -156,7 +160,7 @@ def measure_pipeline(make_source, *, workers: int, prefetch: int, step_s: float,
     cores = os.cpu_count() or 1
     src = Metered(make_source())
     with Loader(src, batch_size=batch_size, block_size=block_size, workers=0, prefetch=0,
-                limit=calibrate) as solo:
+                limit=calibrate, timeline=Timeline()) as solo:
         train(solo, 0.0, calibrate)
     stage = _stage_means(solo.timeline)
     stage_cpu = {k: float(np.mean(v)) for k, v in src.cpu.items() if v}
@@ -164,8 +168,11 @@ def measure_pipeline(make_source, *, workers: int, prefetch: int, step_s: float,
     bytes_per_token = src.fetched / (calibrate * src.tokens_per_batch)
 
     run_src = Metered(make_source())
+    # adaptive=False: the pipeline is measured as its settings say, its workers making every
+    # batch (the diagnosis and the model's forecast are about what those workers do; the
+    # loader's stand-down would have the loop make quick batches itself)
     loader = Loader(run_src, batch_size=batch_size, block_size=block_size, workers=workers,
-                    prefetch=prefetch, limit=steps)
+                    prefetch=prefetch, limit=steps, timeline=Timeline(), adaptive=False)
     with loader:
         cpu0 = time.process_time()
         run = train(loader, step_s, steps, gil_share)
@@ -366,7 +373,7 @@ def gil_runs(lab: Lab, vocab_path, *, step_s: float = 0.010, shares=(0.0, 0.5),
     cores = os.cpu_count() or 1
     src = Metered(lab.source("text", "local"))
     with Loader(src, batch_size=lab.batch_size, block_size=lab.block_size, workers=0,
-                prefetch=0, limit=calibrate) as solo:
+                prefetch=0, limit=calibrate, timeline=Timeline()) as solo:
         train(solo, 0.0, calibrate)
     stage = _stage_means(solo.timeline)
     read, dec, bat = (stage.get(k, 0.0) for k in ("read", "decompress", "batch"))
@@ -382,9 +389,12 @@ def gil_runs(lab: Lab, vocab_path, *, step_s: float = 0.010, shares=(0.0, 0.5),
                                   step_gil_s=alone - (1 - share) * step_s if share else 0.0,
                                   loader_gil_s=py, kind=kind)
             if kind == "threads":
+                # adaptive=False: the lesson is the thread workers' Python competing with
+                # the step for the GIL, so the workers make every batch
                 loader = Loader(lab.source("text", "local"), batch_size=lab.batch_size,
                                 block_size=lab.block_size, workers=workers,
-                                prefetch=2 * workers, limit=steps)
+                                prefetch=2 * workers, limit=steps, timeline=Timeline(),
+                                adaptive=False)
             else:
                 loader = ProcessTextLoader(lab.corpus, vocab_path, batch_size=lab.batch_size,
                                            block_size=lab.block_size, workers=workers,

@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,bpe,dask
+EXTRAS ?= dev,bpe,dask,spark
 LAB_DIR ?= my-notebooks
 LAB_ARGS ?=
 

@@ -30,7 +30,7 @@ def test_ready_machine(ready, capsys):
     assert code == 0 and verdict.startswith("ready:")
     names = [line[6:].split("  ")[0].strip() for line in items]
     assert names == ["Python", "packages", "extra 'bpe'", "extra 'dask'", "extra 'dev'",
-                     "cores", "free disk", "data folder", "Chromium"]
+                     "extra 'spark'", "cores", "free disk", "data folder", "Chromium"]
     assert all(line.startswith("ok") for line in items if "cores" not in line)
     assert any("made on first use" in line for line in items)
 

@@ -25,6 +25,7 @@ EXTRAS = {  # extra: (what it is for, the packages it installs)
     "dask": ("the cluster engine and its dashboard (notebook 06)",
              ("dask", "distributed", "bokeh", "jupyter-server-proxy")),
     "dev": ("make test", ("pytest", "nbval", "ruff", "hypothesis", "playwright")),
+    "spark": ("the Spark engine (notebook 06; it also needs Java 17+)", ("pyspark",)),
 }
 # After every notebook at `small`, data/ held about 14× the corpus (shards, compressed copies,
 # parts, sweeps): ask for a little more than that.

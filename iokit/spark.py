@@ -1,0 +1,357 @@
+"""Spark as an engine: one Spark task per corpus piece, each writing one shard.
+
+::
+
+    run = pretokenize_pieces(pieces, tokenizer, "data/shards", engine="spark", workers=2)
+    run = pretokenize_pieces(..., engine="spark", master="spark://host:7077")   # a cluster
+
+:mod:`iokit.engines` hands the same task (:func:`iokit.engines.shard_piece`) to Spark as an RDD
+of ``(piece, index, last)`` records, one partition each, and collects the small records the
+tasks return. The shards are the processes engine's, byte for byte; they are published (by
+the engines module) only when the Spark job succeeded.
+
+==============  ============================================================================
+master          ``local[N]`` (the default: N = ``workers`` Python workers on this machine,
+                the driver's own JVM), ``spark://host:7077`` (a standalone cluster), ``yarn``
+                or ``k8s://...``
+the session     one per process, started on first use and reused (:func:`spark_context`):
+                its JVM start-up is seconds, paid once; stopped at exit (:func:`stop_spark`)
+Spark's UI      :func:`spark_ui_url`: jobs, stages and every task's time, on port 4040 or
+                the next free one
+JVM logs        only errors, and into a file (:func:`spark_log_path`), not over the output
+==============  ============================================================================
+
+Spark needs a Java runtime (17 or newer for pyspark 4): :func:`check_java` looks before a JVM
+is started and says what to install. Errors come back as the kit's own: a task's
+:class:`~iokit.errors.IokitError` (a bad document names the file and byte offset) travels out
+of Spark's Py4J and ``PythonException`` wrapping intact; a worker that dies is a
+:class:`~iokit.errors.WorkerDiedError`; a master that does not answer is a
+:class:`~iokit.errors.StorageError` within ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import os
+import pickle
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+from iokit.errors import IokitError, ParameterError, StorageError, WorkerDiedError, check_positive
+
+JAVA_HINT = ("install a Java runtime, 17 or newer (Debian/Ubuntu: apt-get install "
+             "default-jre-headless; macOS: brew install openjdk@17), or point JAVA_HOME at one")
+# the driver JVM's options on this machine: start-up first (the JVM runs no heavy code here:
+# the tokenizing is Python), errors only in the log
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+LOG4J = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+_ERROR_MARK = "IOKIT-ERROR:"  # a kit error, pickled, in the text of Spark's exception
+
+_MASTER = re.compile(r"^(?:local(?:\[(?:\d+|\*)(?:,\d+)?\])?|yarn|k8s://\S+|"
+                     r"spark://(?P<hosts>[^/\s]+))$")
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+
+_lock = threading.Lock()
+_state: dict = {}  # "sc": the running SparkContext, "master": its master, "log": its log file
+
+
+def require_spark():
+    """The ``pyspark`` module, or a ParameterError saying how to install it."""
+    try:
+        import pyspark
+    except ImportError:
+        raise ParameterError(
+            "engine='spark' needs the optional 'spark' extra: pip install -e '.[spark]'  "
+            "(or: pip install pyspark), and a Java runtime (17 or newer)."
+        ) from None
+    return pyspark
+
+
+def find_java() -> str | None:
+    """The ``java`` Spark would run: ``$JAVA_HOME/bin/java``, else the one on the PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / "java"
+        return str(java) if os.access(java, os.X_OK) else None
+    return shutil.which("java")
+
+
+@lru_cache(maxsize=4)
+def java_version(java: str) -> int | None:
+    """The major version of ``java`` (8, 11, 17, 21, ...), or None if it does not run."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if m is None:
+        return None
+    major = int(m[1])
+    return int(m[2]) if major == 1 and m[2] else major  # "1.8.0" is Java 8
+
+
+def check_java(least: int = 17) -> str:
+    """The path of a ``java`` of version ``least`` or newer, or a ParameterError saying what to
+    install: looked at before a JVM is started, whose own failure says much less."""
+    java = find_java()
+    where = "JAVA_HOME" if os.environ.get("JAVA_HOME") else "the PATH"
+    if java is None:
+        raise ParameterError(f"engine='spark' needs Java, and there is no java on {where}; "
+                             f"{JAVA_HINT}.")
+    version = java_version(java)
+    if version is None or version < least:
+        found = "a java that does not run" if version is None else f"Java {version}"
+        raise ParameterError(f"engine='spark' needs Java {least} or newer; {java} is {found}; "
+                             f"{JAVA_HINT}.")
+    return java
+
+
+def check_master(master: str, timeout_s: float = 10.0) -> str:
+    """``master`` if it is a Spark master URL (``local[N]``, ``spark://host:port``, ``yarn``,
+    ``k8s://...``), else a ParameterError; for ``spark://`` a quick connection to each host
+    first, so that an address where nothing listens is the kit's StorageError at once."""
+    master = str(master).strip()
+    m = _MASTER.match(master)
+    if m is None:
+        raise ParameterError(f"{master!r} is not a Spark master; give local[N] (this machine, "
+                             "N workers) or spark://host:7077 (a standalone cluster).")
+    if m["hosts"]:
+        for hp in m["hosts"].split(","):
+            h = _HOST_PORT.match(hp)
+            if h is None or not 0 < int(h["port"]) < 65536:
+                raise ParameterError(f"{master!r}: {hp!r} is not host:port; give a master "
+                                     "like spark://host:7077.")
+            try:
+                socket.create_connection((h["host"].strip("[]"), int(h["port"])),
+                                         timeout=timeout_s).close()
+            except OSError as exc:
+                why = exc.strerror or str(exc) or type(exc).__name__
+                raise StorageError(f"{master}: cannot reach a Spark master ({why}); check the "
+                                   "address and that a master runs there (start one with "
+                                   "sbin/start-master.sh).") from None
+    return master
+
+
+def spark_log_path() -> Path:
+    """Where this process's Spark JVM writes its log (errors only)."""
+    return Path(tempfile.gettempdir()) / f"iokit-spark-{os.getpid()}.log"
+
+
+def _conf(master: str, ui: bool):
+    from pyspark import SparkConf
+
+    log4j = Path(tempfile.gettempdir()) / "iokit-spark-log4j2.properties"
+    if not log4j.is_file() or log4j.read_text() != LOG4J:
+        tmp = log4j.with_name(f"{log4j.name}.{os.getpid()}")
+        tmp.write_text(LOG4J)
+        os.replace(tmp, log4j)
+    conf = (SparkConf().setMaster(master).setAppName("iokit")
+            .set("spark.driver.memory", "512m")
+            .set("spark.driver.extraJavaOptions",
+                 f"-Dlog4j2.configurationFile=file:{log4j} {JVM_OPTIONS}")
+            .set("spark.ui.enabled", "true" if ui else "false")
+            .set("spark.ui.showConsoleProgress", "false")
+            .set("spark.python.worker.reuse", "true"))  # the tokenizer loads once per worker
+    if master.startswith("local"):
+        # this machine: the workers run this Python, with this copy of the kit importable
+        kit = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (kit, os.environ.get("PYTHONPATH")) if p)
+        conf = (conf.set("spark.executorEnv.PYTHONPATH", path)
+                .set("spark.driver.host", "127.0.0.1")
+                .set("spark.driver.bindAddress", "127.0.0.1"))
+    return conf
+
+
+def _start(master: str, ui: bool, timeout_s: float):
+    from pyspark import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    conf = _conf(master, ui)
+    if SparkContext._gateway is None:  # the JVM: started once per process, its stderr to a file
+        log = open(spark_log_path(), "ab")  # noqa: SIM115 - the JVM keeps it open
+        SparkContext._gateway = launch_gateway(conf, popen_kwargs={"stderr": log,
+                                                                   "stdout": log})
+        SparkContext._jvm = SparkContext._gateway.jvm
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        sc.pythonExec = sys.executable  # pyspark reads only the variable, else "python3"
+    if not master.startswith("local"):  # a cluster: wait (bounded) for an executor
+        deadline = time.monotonic() + timeout_s
+        while sc._jsc.sc().getExecutorMemoryStatus().size() < 2:  # the driver counts as one
+            if time.monotonic() > deadline:
+                sc.stop()
+                raise StorageError(f"{master}: no Spark executor joined in {timeout_s:g} s; "
+                                   "check that the master runs there, has workers with free "
+                                   f"cores, and can reach this machine (JVM log: "
+                                   f"{spark_log_path()}).")
+            time.sleep(0.2)
+    return sc
+
+
+def spark_context(master: str | None = None, workers: int = 2, *, ui: bool = True,
+                  timeout_s: float = 10.0):
+    """This process's ``SparkContext`` on ``master`` (default ``local[workers]``): the running
+    one when it has that master, else a new one (the old one stopped first). Started once, it
+    is reused by every run and stopped at exit.
+
+    Before a JVM starts, the master is checked (:func:`check_master`: nothing listening is a
+    StorageError at once) and so is Java (:func:`check_java`). On a cluster, no executor within
+    ``timeout_s`` seconds is a StorageError.
+    """
+    workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
+    master = check_master(master or f"local[{workers}]", timeout_s)
+    require_spark()
+    check_java()
+    with _lock:
+        sc = _state.get("sc")
+        if sc is not None and _state.get("master") == master and _alive(sc):
+            return sc
+        _stop_locked()
+        sc = _start(master, ui, timeout_s)
+        _state.update(sc=sc, master=master)
+        return sc
+
+
+def _alive(sc) -> bool:
+    try:
+        return not sc._jsc.sc().isStopped()
+    except Exception:  # the JVM is gone
+        return False
+
+
+def _stop_locked() -> None:
+    sc = _state.pop("sc", None)
+    _state.pop("master", None)
+    if sc is not None:
+        try:
+            sc.stop()
+        except Exception:  # the JVM may be gone already
+            pass
+
+
+def stop_spark() -> None:
+    """Stop this process's SparkContext, if one runs (also done at exit)."""
+    with _lock:
+        _stop_locked()
+
+
+atexit.register(stop_spark)
+
+
+def spark_ui_url(sc=None) -> str | None:
+    """The address of Spark's web UI (jobs, stages, each task's time), or None without one."""
+    sc = sc if sc is not None else _state.get("sc")
+    return None if sc is None else sc.uiWebUrl
+
+
+def run_task(fn, item):
+    """What a Spark task runs: ``fn(*item)``; a kit error travels back pickled in the text of
+    the exception Spark wraps it in (:func:`kit_error` takes it out again)."""
+    try:
+        return fn(*item)
+    except IokitError as exc:
+        blob = base64.b64encode(pickle.dumps(exc)).decode("ascii")
+        raise RuntimeError(f"{_ERROR_MARK}{blob}:{_ERROR_MARK} {exc}") from None
+
+
+def kit_error(exc: BaseException) -> IokitError | None:
+    """The kit's error for an exception out of Spark: the task's own IokitError, or a
+    WorkerDiedError for a worker or the JVM that died; None for anything else (a bug)."""
+    text = str(exc)
+    m = re.search(re.escape(_ERROR_MARK) + r"([A-Za-z0-9+/=]+):" + re.escape(_ERROR_MARK), text)
+    if m:
+        try:
+            err = pickle.loads(base64.b64decode(m[1]))
+        except Exception:
+            err = None
+        if isinstance(err, IokitError):
+            return err
+    if re.search(r"Python worker exited unexpectedly|ExecutorLostFailure|"
+                 r"worker.*(crashed|lost)|EOFException", text, re.IGNORECASE):
+        return WorkerDiedError(
+            "a Spark worker died while running a shard task (killed, out of memory, or "
+            "crashed); nothing was published. Use smaller pieces (more parts) or fewer "
+            f"workers, or give them more memory; the JVM log is {spark_log_path()}.")
+    if type(exc).__name__ in ("Py4JNetworkError", "Py4JError") or isinstance(
+            exc, ConnectionError):
+        return WorkerDiedError(
+            f"Spark's JVM stopped answering ({type(exc).__name__}); nothing was published. "
+            f"See its log, {spark_log_path()}; the next run starts a new one.")
+    return None
+
+
+def spark_map(sc, fn, items: list, bar=None) -> list:
+    """``[fn(*item) for item in items]`` as one Spark job, one task per item, results in order.
+
+    ``bar`` (a tqdm bar) follows the finished tasks. An error stops the job and comes back as
+    the kit's (:func:`kit_error`); Ctrl-C or any other exception cancels the job.
+    """
+    from functools import partial
+
+    group = f"iokit-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, f"{len(items)} shard tasks", interruptOnCancel=True)
+    done = threading.Event()
+    watcher = None
+    if bar is not None and not getattr(bar, "disable", False):
+        watcher = threading.Thread(target=_follow, args=(sc, group, bar, done),
+                                   name="iokit-spark-progress", daemon=True)
+        watcher.start()
+    try:
+        rdd = sc.parallelize(items, max(len(items), 1)).map(partial(run_task, fn))
+        out = rdd.collect()
+    except BaseException as exc:
+        try:
+            sc.cancelJobGroup(group)
+        except Exception:  # the JVM may be gone
+            with _lock:
+                _state.pop("sc", None)
+        err = kit_error(exc) if isinstance(exc, Exception) else None
+        if err is not None:
+            if isinstance(err, WorkerDiedError) and not _alive(sc):
+                with _lock:
+                    _state.pop("sc", None)
+            raise err from None
+        raise
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
+    if bar is not None:
+        bar.update(len(items) - bar.n)
+    return out
+
+
+def _follow(sc, group: str, bar, done: threading.Event) -> None:
+    """Move ``bar`` as the tasks of ``group``'s jobs finish (Spark's status tracker)."""
+    tracker = sc.statusTracker()
+    while not done.wait(0.25):
+        try:
+            finished = 0
+            for job_id in tracker.getJobIdsForGroup(group):
+                job = tracker.getJobInfo(job_id)
+                for stage_id in (job.stageIds if job else ()):
+                    stage = tracker.getStageInfo(stage_id)
+                    finished += stage.numCompletedTasks if stage else 0
+        except Exception:  # the job is over, or the JVM is gone: the caller says so
+            return
+        if finished > bar.n:
+            bar.update(finished - bar.n)

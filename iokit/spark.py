@@ -44,10 +44,12 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from iokit.errors import IokitError, ParameterError, StorageError, WorkerDiedError, check_positive
+from iokit.timing import format_seconds
 
 JAVA_HINT = ("install a Java runtime, 17 or newer (Debian/Ubuntu: apt-get install "
              "default-jre-headless; macOS: brew install openjdk@17), or point JAVA_HOME at one")
@@ -185,12 +187,17 @@ def _start(master: str, ui: bool, timeout_s: float):
     from pyspark.java_gateway import launch_gateway
 
     conf = _conf(master, ui)
+    t0 = time.perf_counter()
+    jvm_s = None  # None: the JVM of an earlier session is reused
     if SparkContext._gateway is None:  # the JVM: started once per process, its stderr to a file
         log = open(spark_log_path(), "ab")  # noqa: SIM115 - the JVM keeps it open
         SparkContext._gateway = launch_gateway(conf, popen_kwargs={"stderr": log,
                                                                    "stdout": log})
         SparkContext._jvm = SparkContext._gateway.jvm
+        jvm_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
     sc = SparkContext(conf=conf)
+    _state["startup"] = SparkStartup(master, jvm_s, time.perf_counter() - t1)
     sc.setLogLevel("ERROR")
     if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         sc.pythonExec = sys.executable  # pyspark reads only the variable, else "python3"
@@ -205,6 +212,32 @@ def _start(master: str, ui: bool, timeout_s: float):
                                    f"{spark_log_path()}).")
             time.sleep(0.2)
     return sc
+
+
+@dataclass(frozen=True)
+class SparkStartup:
+    """What starting this process's Spark session took (one measurement: a session starts
+    once): the JVM (``spark-submit``, then the Py4J gateway; None when an earlier session's
+    JVM was reused) and the SparkContext in it (scheduler, block manager, web UI)."""
+
+    master: str
+    jvm_s: float | None
+    context_s: float
+
+    @property
+    def seconds(self) -> float:
+        return (self.jvm_s or 0.0) + self.context_s
+
+    def __str__(self) -> str:
+        jvm = ("JVM reused" if self.jvm_s is None else
+               f"JVM {format_seconds(self.jvm_s)}")
+        return (f"Spark session on {self.master}: {format_seconds(self.seconds)} ({jvm}, "
+                f"SparkContext {format_seconds(self.context_s)})")
+
+
+def spark_startup() -> SparkStartup | None:
+    """How long the running session took to start (None before one has started)."""
+    return _state.get("startup")
 
 
 def spark_context(master: str | None = None, workers: int = 2, *, ui: bool = True,
@@ -240,6 +273,7 @@ def _alive(sc) -> bool:
 
 def _stop_locked() -> None:
     sc = _state.pop("sc", None)
+    _state.pop("startup", None)
     _state.pop("master", None)
     if sc is not None:
         try:

@@ -196,21 +196,14 @@ def _start(master: str, ui: bool, timeout_s: float):
         SparkContext._jvm = SparkContext._gateway.jvm
         jvm_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sc = SparkContext(conf=conf)
+    sc = SparkContext(conf=conf) if master.startswith("local") else _connect(conf, master,
+                                                                             timeout_s)
     _state["startup"] = SparkStartup(master, jvm_s, time.perf_counter() - t1)
     sc.setLogLevel("ERROR")
     if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         sc.pythonExec = sys.executable  # pyspark reads only the variable, else "python3"
     if not master.startswith("local"):  # a cluster: wait (bounded) for an executor
-        deadline = time.monotonic() + timeout_s
-        while sc._jsc.sc().getExecutorMemoryStatus().size() < 2:  # the driver counts as one
-            if time.monotonic() > deadline:
-                sc.stop()
-                raise StorageError(f"{master}: no Spark executor joined in {timeout_s:g} s; "
-                                   "check that the master runs there, has workers with free "
-                                   f"cores, and can reach this machine (JVM log: "
-                                   f"{spark_log_path()}).")
-            time.sleep(0.2)
+        _wait_for_executor(sc, master, timeout_s)
     return sc
 
 
@@ -233,6 +226,75 @@ class SparkStartup:
                f"JVM {format_seconds(self.jvm_s)}")
         return (f"Spark session on {self.master}: {format_seconds(self.seconds)} ({jvm}, "
                 f"SparkContext {format_seconds(self.context_s)})")
+
+
+def _connect(conf, master: str, timeout_s: float):
+    """A SparkContext on a cluster's ``master``, or StorageError within ``timeout_s`` seconds:
+    Spark's own constructor waits a minute or more for a master that does not answer, so it
+    runs in a thread, and the JVM is ended if the time is up (the next session starts anew)."""
+    from pyspark import SparkContext
+
+    result: dict = {}
+
+    def create() -> None:
+        try:
+            result["sc"] = SparkContext(conf=conf)
+        except BaseException as exc:  # reported below, in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=create, name="iokit-spark-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "sc" in result:
+        return result["sc"]
+    if thread.is_alive():
+        _end_jvm()
+        why = f"no answer in {timeout_s:g} s"
+    else:
+        err = result["error"]
+        why = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+    raise StorageError(f"{master}: no Spark master answered ({why}); check the address and "
+                       "that a master runs there (start one with sbin/start-master.sh); JVM "
+                       f"log: {spark_log_path()}.")
+
+
+def _end_jvm() -> None:
+    """End this process's Spark JVM (a session stuck in it cannot be stopped otherwise)."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    if proc is not None:
+        proc.kill()
+        proc.wait()
+    SparkContext._gateway = SparkContext._jvm = None
+    SparkContext._active_spark_context = None
+
+
+def _wait_for_executor(sc, master: str, timeout_s: float) -> None:
+    """Return once an executor has joined ``sc``; else stop it and raise StorageError, when
+    Spark gives up on the master or after ``timeout_s`` seconds, whichever comes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stopped = sc._jsc.sc().isStopped()
+            joined = not stopped and sc._jsc.sc().getExecutorMemoryStatus().size() >= 2
+        except Exception:  # stopped under our feet, or the JVM is gone
+            stopped, joined = True, False
+        if joined:  # the driver counts as one
+            return
+        if stopped or time.monotonic() > deadline:
+            try:
+                sc.stop()
+            except Exception:
+                pass
+            why = ("Spark gave up on it" if stopped else
+                   f"no executor joined in {timeout_s:g} s")
+            raise StorageError(f"{master}: no Spark master answered ({why}); check the "
+                               "address, that a master runs there with workers that have "
+                               "free cores, and that they can reach this machine (JVM log: "
+                               f"{spark_log_path()}).")
+        time.sleep(0.2)
 
 
 def spark_startup() -> SparkStartup | None:

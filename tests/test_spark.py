@@ -191,3 +191,26 @@ def test_the_shards_command_runs_on_spark(spark, tiny_corpus, processes, tmp_pat
                  str(tmp_path)]) == 0
     assert "spark with 2 worker(s): 6 shards" in capsys.readouterr().out
     assert shard_checksums(tmp_path) == shard_checksums(processes)
+
+
+def test_a_master_that_does_not_answer_is_the_kits_error_in_bounded_time(spark):
+    """Last in the module: it ends the module's session. Something listens on the port but
+    never speaks Spark; Spark's own constructor would wait a minute or more."""
+    import socket
+    import threading
+
+    from iokit import spark as spark_engine
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        held = []
+        threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+        master = f"spark://127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(StorageError, match=rf"{master}: no Spark master answered"):
+            spark_engine.spark_context(master, 2, ui=False, timeout_s=3)
+        assert time.monotonic() - start < 30  # 3 s, and a JVM start at most
+    # the next session starts afresh
+    assert spark_engine.spark_map(spark_engine.spark_context(None, 2, ui=False), int,
+                                  [("7",)]) == [7]

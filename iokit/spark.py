@@ -72,7 +72,8 @@ _MASTER = re.compile(r"^(?:local(?:\[(?:\d+|\*)(?:,\d+)?\])?|yarn|k8s://\S+|"
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 
 _lock = threading.Lock()
-_state: dict = {}  # "sc": the running SparkContext, "master": its master, "log": its log file
+_state: dict = {}  # "sc": the running SparkContext, "master": its master, "startup": its start
+_scratch_dir: dict = {}  # "scratch": the JVM's temporary folder, one per process
 
 
 def require_spark():
@@ -153,22 +154,42 @@ def check_master(master: str, timeout_s: float = 10.0) -> str:
 
 
 def spark_log_path() -> Path:
-    """Where this process's Spark JVM writes its log (errors only)."""
+    """Where this process's Spark JVM writes its log (errors only). It is removed at exit
+    unless an error message named it."""
     return Path(tempfile.gettempdir()) / f"iokit-spark-{os.getpid()}.log"
+
+
+def _log_file() -> Path:
+    _scratch_dir.setdefault("log", spark_log_path())
+    return _scratch_dir["log"]
+
+
+def _named_log() -> Path:
+    """The log's path, for an error message: the log is then kept at exit."""
+    _scratch_dir["keep_log"] = True
+    return spark_log_path()
+
+
+def _scratch() -> Path:
+    """This process's folder for the JVM's temporary files (Spark's block manager, pyspark's
+    files), removed at exit even when the JVM could not clean up after itself."""
+    if "scratch" not in _scratch_dir:
+        _scratch_dir["scratch"] = Path(tempfile.mkdtemp(prefix="iokit-spark-"))
+    return _scratch_dir["scratch"]
 
 
 def _conf(master: str, ui: bool):
     from pyspark import SparkConf
 
-    log4j = Path(tempfile.gettempdir()) / "iokit-spark-log4j2.properties"
-    if not log4j.is_file() or log4j.read_text() != LOG4J:
-        tmp = log4j.with_name(f"{log4j.name}.{os.getpid()}")
-        tmp.write_text(LOG4J)
-        os.replace(tmp, log4j)
+    scratch = _scratch()
+    log4j = scratch / "log4j2.properties"  # errors only, to the JVM's stderr (the log file)
+    log4j.write_text(LOG4J)
     conf = (SparkConf().setMaster(master).setAppName("iokit")
             .set("spark.driver.memory", "512m")
             .set("spark.driver.extraJavaOptions",
-                 f"-Dlog4j2.configurationFile=file:{log4j} {JVM_OPTIONS}")
+                 f"-Dlog4j2.configurationFile=file:{log4j} -Djava.io.tmpdir={scratch} "
+                 f"{JVM_OPTIONS}")
+            .set("spark.local.dir", str(scratch))
             .set("spark.ui.enabled", "true" if ui else "false")
             .set("spark.ui.showConsoleProgress", "false")
             .set("spark.python.worker.reuse", "true"))  # the tokenizer loads once per worker
@@ -190,7 +211,7 @@ def _start(master: str, ui: bool, timeout_s: float):
     t0 = time.perf_counter()
     jvm_s = None  # None: the JVM of an earlier session is reused
     if SparkContext._gateway is None:  # the JVM: started once per process, its stderr to a file
-        log = open(spark_log_path(), "ab")  # noqa: SIM115 - the JVM keeps it open
+        log = open(_log_file(), "ab")  # noqa: SIM115 - the JVM keeps it open
         SparkContext._gateway = launch_gateway(conf, popen_kwargs={"stderr": log,
                                                                    "stdout": log})
         SparkContext._jvm = SparkContext._gateway.jvm
@@ -255,7 +276,7 @@ def _connect(conf, master: str, timeout_s: float):
         why = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
     raise StorageError(f"{master}: no Spark master answered ({why}); check the address and "
                        "that a master runs there (start one with sbin/start-master.sh); JVM "
-                       f"log: {spark_log_path()}.")
+                       f"log: {_named_log()}.")
 
 
 def _end_jvm() -> None:
@@ -293,7 +314,7 @@ def _wait_for_executor(sc, master: str, timeout_s: float) -> None:
             raise StorageError(f"{master}: no Spark master answered ({why}); check the "
                                "address, that a master runs there with workers that have "
                                "free cores, and that they can reach this machine (JVM log: "
-                               f"{spark_log_path()}).")
+                               f"{_named_log()}).")
         time.sleep(0.2)
 
 
@@ -350,7 +371,17 @@ def stop_spark() -> None:
         _stop_locked()
 
 
-atexit.register(stop_spark)
+def _at_exit() -> None:
+    stop_spark()
+    scratch = _scratch_dir.pop("scratch", None)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log = _scratch_dir.pop("log", None)
+    if log is not None and not _scratch_dir.get("keep_log"):
+        log.unlink(missing_ok=True)
+
+
+atexit.register(_at_exit)
 
 
 def spark_ui_url(sc=None) -> str | None:
@@ -386,12 +417,12 @@ def kit_error(exc: BaseException) -> IokitError | None:
         return WorkerDiedError(
             "a Spark worker died while running a shard task (killed, out of memory, or "
             "crashed); nothing was published. Use smaller pieces (more parts) or fewer "
-            f"workers, or give them more memory; the JVM log is {spark_log_path()}.")
+            f"workers, or give them more memory; the JVM log is {_named_log()}.")
     if type(exc).__name__ in ("Py4JNetworkError", "Py4JError") or isinstance(
             exc, ConnectionError):
         return WorkerDiedError(
             f"Spark's JVM stopped answering ({type(exc).__name__}); nothing was published. "
-            f"See its log, {spark_log_path()}; the next run starts a new one.")
+            f"See its log, {_named_log()}; the next run starts a new one.")
     return None
 
 

@@ -155,7 +155,7 @@ def check_master(master: str, timeout_s: float = 10.0) -> str:
 
 def spark_log_path() -> Path:
     """Where this process's Spark JVM writes its log (errors only). It is removed at exit
-    unless an error message named it."""
+    unless an error message named it; then the next process to start Spark removes it."""
     return Path(tempfile.gettempdir()) / f"iokit-spark-{os.getpid()}.log"
 
 
@@ -174,8 +174,32 @@ def _scratch() -> Path:
     """This process's folder for the JVM's temporary files (Spark's block manager, pyspark's
     files), removed at exit even when the JVM could not clean up after itself."""
     if "scratch" not in _scratch_dir:
-        _scratch_dir["scratch"] = Path(tempfile.mkdtemp(prefix="iokit-spark-"))
+        _remove_stale()
+        _scratch_dir["scratch"] = Path(tempfile.mkdtemp(prefix=f"iokit-spark-{os.getpid()}-"))
     return _scratch_dir["scratch"]
+
+
+def _remove_stale() -> None:
+    """Remove the temporary folders and logs of processes that ended without cleaning up
+    (a kernel killed, say): their names carry the process id."""
+    for path in Path(tempfile.gettempdir()).glob("iokit-spark-*"):
+        m = re.match(r"iokit-spark-(\d+)(?:-|\.log$)", path.name)
+        if m is None or _running(int(m[1])):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
 
 
 def _conf(master: str, ui: bool):

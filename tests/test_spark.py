@@ -214,3 +214,23 @@ def test_a_master_that_does_not_answer_is_the_kits_error_in_bounded_time(spark):
     # the next session starts afresh
     assert spark_engine.spark_map(spark_engine.spark_context(None, 2, ui=False), int,
                                   [("7",)]) == [7]
+
+
+def test_temporary_files_of_ended_processes_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from iokit import spark as spark_engine
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = os.getpid()
+    for name in (f"iokit-spark-{ended}-x1", f"iokit-spark-{mine}-x2"):
+        (tmp_path / name / "blockmgr").mkdir(parents=True)
+    for name in (f"iokit-spark-{ended}.log", f"iokit-spark-{mine}.log", "other.log"):
+        (tmp_path / name).write_text("log")
+    spark_engine._remove_stale()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"iokit-spark-{mine}-x2", f"iokit-spark-{mine}.log", "other.log"])

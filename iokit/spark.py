@@ -231,6 +231,9 @@ def _start(master: str, ui: bool, timeout_s: float):
     from pyspark import SparkContext
     from pyspark.java_gateway import launch_gateway
 
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is not None and proc.poll() is not None:  # that JVM has ended: start a new one
+        _end_jvm()
     conf = _conf(master, ui)
     t0 = time.perf_counter()
     jvm_s = None  # None: the JVM of an earlier session is reused
@@ -459,14 +462,14 @@ def spark_map(sc, fn, items: list, bar=None) -> list:
     from functools import partial
 
     group = f"iokit-{uuid.uuid4().hex[:8]}"
-    sc.setJobGroup(group, f"{len(items)} shard tasks", interruptOnCancel=True)
     done = threading.Event()
     watcher = None
-    if bar is not None and not getattr(bar, "disable", False):
-        watcher = threading.Thread(target=_follow, args=(sc, group, bar, done),
-                                   name="iokit-spark-progress", daemon=True)
-        watcher.start()
     try:
+        sc.setJobGroup(group, f"{len(items)} shard tasks", interruptOnCancel=True)
+        if bar is not None and not getattr(bar, "disable", False):
+            watcher = threading.Thread(target=_follow, args=(sc, group, bar, done),
+                                       name="iokit-spark-progress", daemon=True)
+            watcher.start()
         rdd = sc.parallelize(items, max(len(items), 1)).map(partial(run_task, fn))
         out = rdd.collect()
     except BaseException as exc:

@@ -212,8 +212,17 @@ def test_a_master_that_does_not_answer_is_the_kits_error_in_bounded_time(spark):
             spark_engine.spark_context(master, 2, ui=False, timeout_s=3)
         assert time.monotonic() - start < 30  # 3 s, and a JVM start at most
     # the next session starts afresh
-    assert spark_engine.spark_map(spark_engine.spark_context(None, 2, ui=False), int,
-                                  [("7",)]) == [7]
+    sc = spark_engine.spark_context(None, 2, ui=False)
+    assert spark_engine.spark_map(sc, int, [("7",)]) == [7]
+    # a JVM that dies is a clear error too (and the next session would start a new one)
+    from pyspark import SparkContext
+
+    SparkContext._gateway.proc.kill()
+    SparkContext._gateway.proc.wait()
+    with pytest.raises(WorkerDiedError, match=r"Spark's JVM stopped answering .*nothing was "
+                       r"published"):
+        spark_engine.spark_map(sc, int, [("8",)])
+    spark_engine.stop_spark()
 
 
 def test_temporary_files_of_ended_processes_are_removed(tmp_path, monkeypatch):

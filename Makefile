@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,bpe,dask,s3,profile,spacy
+EXTRAS ?= dev,bpe,dask,s3,profile,spacy,spark
 LAB_DIR ?= my-notebooks
 LAB_ARGS ?=
 WHEELHOUSE ?= wheelhouse

@@ -638,18 +638,22 @@ class ClusterModel:
     """Preprocessing on a cluster of ``machines × cores`` worker slots, from measured costs.
 
     Each piece costs its bytes at the measured single-worker rate plus a fixed per-task
-    overhead; pieces go to slots in order (:func:`list_schedule`); the run adds a start-up::
-        T = startup + makespan(bytes_i / rate + overhead, slots)
+    overhead paid on its worker; pieces go to slots in order (:func:`list_schedule`); the run
+    adds a start-up, and a *dispatch* cost per task that the scheduler (or driver) pays one
+    task after another, however many workers there are::
+        T = startup + n × dispatch + makespan(bytes_i / rate + overhead, slots)
 
-    With ``n`` equal pieces of a corpus of ``B`` bytes that is ``startup + ceil(n / slots) ×
-    (B / n / rate + overhead)``: too few pieces leave slots idle (``n < slots``, or a last
-    wave only partly full), too many pay the overhead ``n / slots`` times.
+    With ``n`` equal pieces of a corpus of ``B`` bytes that is ``startup + n × dispatch +
+    ceil(n / slots) × (B / n / rate + overhead)``: too few pieces leave slots idle
+    (``n < slots``, or a last wave only partly full), too many pay the overhead ``n / slots``
+    times and the dispatch ``n`` times.
     """
 
     bytes_per_s: float  # one worker's rate on the task (read, tokenize, write)
     overhead_s: float  # per task (the scheduler's, sending it, starting it)
     startup_s: float = 0.0
     storage_bandwidth: float = math.inf  # bytes/s the shared storage gives all workers
+    dispatch_s: float = 0.0  # per task, paid in turn by the scheduler: no worker shares it
 
     def rate(self, busy) -> np.ndarray:
         """One worker's bytes per second when ``busy`` workers read the shared storage at once:
@@ -663,8 +667,8 @@ class ClusterModel:
     def predict(self, piece_bytes, slots: int) -> float:
         """Seconds to process pieces of ``piece_bytes`` on ``slots`` workers."""
         busy = min(slots, max(len(piece_bytes), 1))
-        return self.startup_s + list_schedule(self.task_seconds(piece_bytes, busy), slots,
-                                              self.overhead_s)
+        return (self.startup_s + len(piece_bytes) * self.dispatch_s
+                + list_schedule(self.task_seconds(piece_bytes, busy), slots, self.overhead_s))
 
     def predict_even(self, total_bytes: float, pieces, slots) -> np.ndarray:
         """Seconds for ``total_bytes`` cut into ``pieces`` equal pieces on ``slots`` workers
@@ -674,39 +678,51 @@ class ClusterModel:
         slots = np.asarray(slots, dtype=float)
         waves = np.ceil(n / slots)
         rate = self.rate(np.minimum(n, slots))
-        return self.startup_s + waves * (total_bytes / n / rate + self.overhead_s)
+        return (self.startup_s + n * self.dispatch_s
+                + waves * (total_bytes / n / rate + self.overhead_s))
 
     @classmethod
     def fit_runs(cls, runs, bytes_per_s: float, storage_bandwidth: float = math.inf
                  ) -> ClusterModel:
-        """Start-up and per-task overhead from measured runs ``(piece_bytes, slots, seconds)``
-        (say the same pieces on 1 and on 2 workers), given the single-worker rate from a
-        serial run: least squares on ``seconds − makespan without overhead = startup + waves ×
-        overhead``, both >= 0 (``waves``: tasks the busiest worker runs)."""
-        bare, waves, seconds = [], [], []
+        """Start-up, per-task overhead and dispatch from measured runs ``(piece_bytes, slots,
+        seconds)``, given the single-worker rate from a serial run: least squares on
+        ``seconds − makespan without overhead = startup + waves × overhead + n × dispatch``,
+        every term >= 0 (``waves``: tasks the busiest worker runs; ``n``: tasks).
+
+        Runs of one piece count (say 8 pieces on 1 and 2 workers) cannot tell the dispatch
+        (``n`` the same in every run) from the start-up: it is then left at 0 and the start-up
+        holds it. A run at a second piece count separates them; a term the runs cannot tell
+        apart from the others is left out.
+        """
+        bare, waves, tasks, seconds = [], [], [], []
         for pb, slots, sec in runs:
             pb = np.asarray(pb, dtype=float)
             bare.append(list_schedule(pb / bytes_per_s, slots))
             waves.append(math.ceil(len(pb) / slots))
+            tasks.append(len(pb))
             seconds.append(sec)
         if len(seconds) < 1:
             raise ParameterError("the cluster model needs at least one measured run; time the "
                                  "engine on 1 and 2 workers.")
         extra = np.asarray(seconds, dtype=float) - np.array(bare)
-        a = np.column_stack([np.ones(len(waves)), waves])
-        if len(seconds) >= 2 and np.linalg.matrix_rank(a) == 2:
-            (startup, overhead), *_ = np.linalg.lstsq(a, extra, rcond=None)
-        else:
-            startup, overhead = -1.0, -1.0
-        if startup < 0 or overhead < 0:  # one of them is not there: fit the other alone
-            fits = []
-            for col in (0, 1):
-                value = max(float(a[:, col] @ extra / (a[:, col] @ a[:, col])), 0.0)
-                err = float(np.sum((a[:, col] * value - extra) ** 2))
-                fits.append((err, col, value))
-            _, col, value = min(fits)
-            startup, overhead = (0.0, value) if col == 1 else (value, 0.0)
-        return cls(bytes_per_s, float(overhead), float(startup), storage_bandwidth)
+        a = np.column_stack([np.ones(len(waves)), waves, tasks]).astype(float)
+        best = (math.inf, np.zeros(3))
+        # every subset of the three terms whose columns the runs tell apart, fewest first:
+        # the least-squares fit with all terms >= 0 and the smallest residual wins
+        for cols in ((0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)):
+            sub = a[:, cols]
+            if np.linalg.matrix_rank(sub) < len(cols):
+                continue
+            coef, *_ = np.linalg.lstsq(sub, extra, rcond=None)
+            if (coef < 0).any():
+                continue
+            err = float(np.sum((sub @ coef - extra) ** 2))
+            if err < best[0] * (1 - 1e-9) - 1e-18:
+                full = np.zeros(3)
+                full[list(cols)] = coef
+                best = (err, full)
+        startup, overhead, dispatch = (float(v) for v in best[1])
+        return cls(bytes_per_s, overhead, startup, storage_bandwidth, dispatch)
 
     def best_pieces(self, total_bytes: float, slots: int, max_pieces: int = 1 << 20) -> int:
         """The piece count with the shortest predicted run (the smallest one on a tie)."""
@@ -737,8 +753,10 @@ class ClusterModel:
     def __str__(self) -> str:
         cap = ("" if not math.isfinite(self.storage_bandwidth) else
                f", shared storage {self.storage_bandwidth / MB:,.0f} MB/s")
+        dispatch = ("" if not self.dispatch_s else
+                    f" + {format_seconds(self.dispatch_s)} per task in turn (dispatch)")
         return (f"{self.bytes_per_s / MB:,.1f} MB/s per worker, "
-                f"{format_seconds(self.overhead_s)} per task, start-up "
+                f"{format_seconds(self.overhead_s)} per task{dispatch}, start-up "
                 f"{format_seconds(self.startup_s)}{cap}")
 
 

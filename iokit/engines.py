@@ -14,6 +14,9 @@ threads     a thread pool (:class:`iokit.parallel.WorkerPool`)
 processes   a process pool on this machine (:class:`iokit.parallel.WorkerPool`)
 dask        ``dask.distributed``: a ``LocalCluster`` of ``workers`` processes on this machine,
             or any running cluster given as ``client=Client("tcp://scheduler:8786")``
+spark       Apache Spark (:mod:`iokit.spark`): ``local[workers]`` in this process's JVM, or
+            any cluster given as ``master="spark://host:7077"``; one session per process,
+            started on first use and reused
 ==========  ==================================================================================
 
 Only small things travel with a task (a path, two offsets, the shard number, the path of the
@@ -75,7 +78,7 @@ from iokit.split import Piece
 from iokit.timing import MB, Timeline, timeline_from
 from iokit.tokenize import encode_corpus
 
-ENGINES = ("serial", "threads", "processes", "dask")
+ENGINES = ("serial", "threads", "processes", "dask", "spark")
 STAGING_PREFIX = ".iokit-staging-"
 MAX_PIECES = 100_000  # shard numbers have five digits
 
@@ -297,7 +300,8 @@ def _publish(staging: Path, out_dir: Path, n: int) -> list[Path]:
 
 
 def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str = "processes",
-                       workers: int = 2, client=None, dtype="auto", codec=None,
+                       workers: int = 2, client=None, master: str | None = None,
+                       dtype="auto", codec=None,
                        block_bytes: int | None = None, text_field: str = "text",
                        progress: bool = True) -> ShardRun:
     """Tokenize every piece into its own shard, on ``engine``; return what happened.
@@ -305,15 +309,21 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     Shard ``i`` holds piece ``i``'s documents; the set in ``out_dir`` is published only when
     complete (see the module docstring). ``client`` (dask only) is a running
     ``dask.distributed.Client``; without it a ``LocalCluster`` of ``workers`` processes is
-    started for this run and closed after (its start-up is not in ``seconds``).
+    started for this run and closed after (its start-up is not in ``seconds``). ``master``
+    (spark only) is a Spark master URL; without it, ``local[workers]``
+    (:func:`iokit.spark.spark_context`: started once per process, its start-up is not in
+    ``seconds`` either).
     """
     engine = check_choice("engine", engine, ENGINES)
     workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
     if client is not None and engine != "dask":
         raise ParameterError(f"client= is for engine='dask', not {engine!r}.")
+    if master is not None and engine != "spark":
+        raise ParameterError(f"master= is for engine='spark', not {engine!r}.")
     pieces = list(pieces)
     if not pieces:
         raise ParameterError("no pieces to process; plan them with iokit.split.plan_pieces.")
+    asked = workers  # a Spark session keeps its size whatever the pieces: it is reused
     # never more workers than pieces (or than MAX_WORKERS): see iokit.parallel.worker_count
     workers = 1 if engine == "serial" else worker_count(workers, len(pieces))
     if len(pieces) > MAX_PIECES:
@@ -323,6 +333,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     _compression(codec, block_bytes, dt, None)
     if engine == "dask":
         require_dask()
+    sc = _spark_context(master, asked) if engine == "spark" else None
     with output_folder(out_dir, "the shard folder") as out_dir:
         _remove_stale_staging(out_dir)
         staging = out_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
@@ -342,6 +353,8 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
                     workers = len(client.scheduler_info()["workers"])
                     start = time.perf_counter()
                     records = _dask_map(client, fn, items, bar)
+                elif engine == "spark":
+                    workers, records, start = _spark_run(sc, fn, items, bar)
                 else:
                     records, start = _local_map(engine, workers, fn, items, bar)
                 seconds = time.perf_counter() - start
@@ -356,6 +369,21 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
             if own_client is not None:
                 close_cluster(own_client)
     return ShardRun(engine, workers, bins, records, seconds)
+
+
+def _spark_context(master: str | None, workers: int):
+    """This process's SparkContext (:mod:`iokit.spark`), checked before any work."""
+    from iokit import spark
+
+    return spark.spark_context(master, workers)
+
+
+def _spark_run(sc, fn, items: list, bar) -> tuple[int, list, float]:
+    """Run the tasks as one Spark job; return its task slots, the records, when it began."""
+    from iokit import spark
+
+    start = time.perf_counter()
+    return sc.defaultParallelism, spark.spark_map(sc, fn, items, bar), start
 
 
 def _remove_tree(folder: Path, attempts: int = 20) -> None:

@@ -30,8 +30,8 @@ def test_ready_machine(ready, capsys):
     assert code == 0 and verdict.startswith("ready:")
     names = [line[6:].split("  ")[0].strip() for line in items]
     assert names == ["Python", "packages", "extra 'bpe'", "extra 'dask'", "extra 's3'",
-                     "extra 'profile'", "extra 'dev'", "extra 'spacy'", "cores", "free disk",
-                     "data folder", "Chromium"]
+                     "extra 'profile'", "extra 'dev'", "extra 'spacy'", "extra 'spark'", "cores",
+                     "free disk", "data folder", "Chromium"]
     assert all(line.startswith("ok") for line in items if "cores" not in line)
     assert any("made on first use" in line for line in items)
 

@@ -99,9 +99,12 @@ def test_shards_on_a_running_dask_scheduler(tiny_corpus, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--engine", "spark"], "unknown engine 'spark'; choose one of: dask, processes"),
+    (["--engine", "ray"], "unknown engine 'ray'; choose one of: dask, processes, serial, spark"),
     (["--parts", "0"], "parts must be > 0"),
     (["--scheduler", "tcp://nowhere:8786"], "--scheduler is the address of a dask scheduler"),
+    (["--master", "local[2]"], "--master is the address of a Spark master"),
+    (["--engine", "spark", "--master", "tcp://host:7077"], "is not a Spark master"),
+    (["--engine", "spark", "--master", "spark://127.0.0.1:1"], "cannot reach a Spark master"),
 ])
 def test_shards_refuses_nonsense_in_one_line(tiny_corpus, tmp_path, capsys, argv, message):
     assert main(["shards", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "x"),

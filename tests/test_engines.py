@@ -169,7 +169,7 @@ def test_a_staging_folder_left_by_a_crash_is_removed(serial, pieces, tokenizer, 
 def test_nonsense_settings_fail_before_any_work(pieces, tokenizer, tmp_path):
     out = tmp_path / "out"
     cases = [
-        (dict(engine="spark"), r"unknown engine 'spark'; choose one of: dask, processes"),
+        (dict(engine="ray"), r"unknown engine 'ray'; choose one of: dask, processes"),
         (dict(workers=0), r"workers must be > 0"),
         (dict(codec="zip"), r"unknown codec"),
         (dict(dtype="uint8"), r"unknown token dtype"),

@@ -307,3 +307,29 @@ def test_loop_and_epoch_calibrations_say_what_they_sampled(tiny_corpus, tmp_path
     assert model.raw_epoch_s > 0 and model.shard_epoch_s > 0 and model.preprocess_s > 0
     assert 0 < facts["sample_bytes"] <= tiny_corpus.stat().st_size // 4 + 10_000
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_second_piece_count_tells_dispatch_from_start_up():
+    # A scheduler that hands out tasks one after another (5 ms each, whatever the workers)
+    # beside a per-task cost on the worker (30 ms) and a start-up (0.2 s).
+    true = ClusterModel(bytes_per_s=12e6, overhead_s=0.03, startup_s=0.2, dispatch_s=0.005)
+    eight, many = [7.5e6] * 8, [60e6 / 32] * 32
+    one_count = [(eight, 1, true.predict(eight, 1)), (eight, 2, true.predict(eight, 2))]
+    old = ClusterModel.fit_runs(one_count, bytes_per_s=12e6)
+    # 8 pieces only: the dispatch of 8 tasks hides in the start-up (0.2 + 8 × 5 ms)
+    assert old.dispatch_s == 0 and old.startup_s == pytest.approx(0.24)
+    assert old.overhead_s == pytest.approx(0.03)
+    two_counts = one_count + [(many, 2, true.predict(many, 2))]
+    got = ClusterModel.fit_runs(two_counts, bytes_per_s=12e6)
+    assert got.startup_s == pytest.approx(0.2) and got.overhead_s == pytest.approx(0.03)
+    assert got.dispatch_s == pytest.approx(0.005)
+    assert "5.00 ms per task in turn (dispatch)" in str(got)
+    # held out: other piece counts; the one-count fit misses the many-piece ones
+    for n in (1, 3, 4, 16, 64):
+        sizes = [60e6 / n] * n
+        assert got.predict(sizes, 2) == pytest.approx(true.predict(sizes, 2))
+        assert got.predict_even(60e6, n, 2) == pytest.approx(true.predict_even(60e6, n, 2))
+    sizes = [60e6 / 64] * 64
+    assert old.predict(sizes, 2) < 0.95 * true.predict(sizes, 2)
+    # the dispatch does not shrink with more machines: 1,000 machines cannot beat n × 5 ms
+    assert got.predict_even(1e12, 10_000, 2_000) > 10_000 * 0.005

@@ -496,8 +496,10 @@ def check_pipeline(corpus: Path, workdir: Path) -> list[Check]:
 
 def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
     """Notebook 06's cluster model: fitted on serial, dask 1-worker and 2-worker runs of 8
-    pieces, checked on 4 and 16 pieces on 2 workers (on the corpus' first 16 MB at most;
-    the runs of each round are taken in turn, and each setting's median over rounds used)."""
+    pieces and a 2-worker run of 32 (a second piece count tells the scheduler's per-task
+    dispatch from the start-up), checked on 4 and 16 pieces on 2 workers (on the corpus' first
+    16 MB at most; the runs of each round are taken in turn, and each setting's median over
+    rounds used)."""
     try:
         require_dask()
     except Exception:  # the dask extra is not installed: nothing to check
@@ -521,7 +523,7 @@ def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
             timed(i > 0, "dask1", "dask", client=client)
             scale_cluster(client, 2)
             timed(i > 0, "dask2", "dask", client=client)
-            for n in (4, 16):
+            for n in (4, 16, 32):
                 timed(i > 0, f"p{n}", "dask", plan_pieces(text, n), client=client)
     finally:
         close_cluster(client)
@@ -531,10 +533,10 @@ def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
         merged = Timing([r.timing.seconds[0] for r in runs], runs[0].timing.nbytes)
         return EngineTiming(runs[0].engine, runs[0].workers, merged, runs[-1].run)
 
-    model = fit_cluster(med("serial"), [med("dask1"), med("dask2")], pieces)
+    model = fit_cluster(med("serial"), [med("dask1"), med("dask2"), med("p32")], pieces)
     sweep = [PiecePoint(n, [p.nbytes for p in plan_pieces(text, n)], med(f"p{n}").timing)
              for n in (4, 16)]
-    return cluster_checks(model, sweep, 2, "serial, dask 1 and 2 workers, 8 pieces")
+    return cluster_checks(model, sweep, 2, "serial; dask, 8 pieces on 1 and 2 workers, 32 on 2")
 
 
 def check_probe(corpus: Path, workdir: Path) -> list[Check]:

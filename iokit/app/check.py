@@ -29,6 +29,7 @@ EXTRAS = {  # extra: (what it is for, the packages it installs)
     "profile": ("sampling profiles and CPU per process (notebook 08)", ("py-spy", "psutil")),
     "dev": ("make test", ("pytest", "nbval", "ruff", "hypothesis", "playwright")),
     "spacy": ("spaCy's rule-based tokenizer (notebook 02, --tokenizer spacy)", ("spacy",)),
+    "spark": ("the Spark engine (notebook 06; it also needs Java 17+)", ("pyspark",)),
 }
 # After every notebook at `small`, data/ held about 14× the corpus (shards, compressed copies,
 # parts, sweeps): ask for a little more than that.

@@ -2,7 +2,8 @@
 
 ``iokit check`` says whether this machine is ready; ``iokit data [--scale S]`` makes the
 corpus; ``iokit tour`` runs every stage and prints a table;
-``iokit shards`` pretokenizes it, one shard per piece, on a local pool or a dask cluster;
+``iokit shards`` pretokenizes it, one shard per piece, on a local pool, a dask cluster or
+Spark;
 ``iokit summarize`` summarises every document with a small model on worker processes
 (resumable); ``iokit bench`` prints measured ratios; ``iokit report [--out DIR]`` runs the tour
 and writes an HTML report with its figures and the machine description; ``iokit probe
@@ -49,6 +50,7 @@ from iokit.errors import IokitError, ParameterError, StopSignal, check_choice, c
 from iokit.parallel import capped_note, worker_count
 from iokit.progress import progress_enabled
 from iokit.shards import UINT16_IDS, choose_dtype, pretokenize
+from iokit.spark import check_java, check_master, require_spark
 from iokit.split import plan_pieces
 from iokit.storage import PRESETS, open_storage
 from iokit.summarize import load_summarizer
@@ -152,6 +154,13 @@ def cmd_shards(args) -> int:
     if args.scheduler and args.engine != "dask":
         raise ParameterError("--scheduler is the address of a dask scheduler; use it with "
                              "--engine dask.")
+    if args.master and args.engine != "spark":
+        raise ParameterError("--master is the address of a Spark master; use it with "
+                             "--engine spark.")
+    if args.engine == "spark":  # the address, pyspark and Java: said before any work
+        check_master(args.master or "local[1]", SCHEDULER_TIMEOUT_S)
+        require_spark()
+        check_java()
     # where the shards go must be writable before any work (the default is in the data folder)
     check_writable(args.out or default_data_dir(), "the shard folder")
     folder = Path(args.corpus) if args.corpus else None
@@ -171,7 +180,7 @@ def _shards_into(out: Path, args, pieces, field: str, asked: int, kind: str, siz
     client = None
     if args.scheduler:
         client = connect_scheduler(args.scheduler, SCHEDULER_TIMEOUT_S)
-    elif args.engine != "serial":
+    elif args.engine != "serial" and not args.master:
         used = worker_count(asked, len(pieces))
         if note := capped_note(asked, used, len(pieces)):
             print(note, flush=True)
@@ -185,7 +194,7 @@ def _shards_into(out: Path, args, pieces, field: str, asked: int, kind: str, siz
                               **_tokenizer_options(args))
         print(_token_width(tok.vocab_size), flush=True)
         run = pretokenize_pieces(pieces, tok, out, engine=args.engine,
-                                 workers=asked, client=client,
+                                 workers=asked, client=client, master=args.master,
                                  codec=args.codec, text_field=field,
                                  progress=progress_enabled())
     finally:
@@ -389,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("shards", help="pretokenize the corpus, one shard per piece, on an "
-                       "engine (serial, threads, processes, dask)",
+                       "engine (serial, threads, processes, dask, spark)",
                        description="Trains the vocabulary (--tokenizer), cuts the corpus into "
                        "pieces and writes one token shard per piece on the chosen engine; the "
                        "shard folder appears only when every piece succeeded.")
@@ -397,13 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", type=int, default=8,
                    help="pieces to cut one JSONL file into (a folder of .jsonl files: one each)")
     p.add_argument("--engine", default="processes",
-                   help="serial, threads, processes or dask (default: processes)")
+                   help="serial, threads, processes, dask or spark (default: processes)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker count, a whole number >= 1 (0 is an error, as in the API); "
                    "default: the number of cores. Never more than the pieces, nor than "
                    "8 per core (at least 32): a cap is said when it applies")
     p.add_argument("--scheduler", help="a running dask scheduler's address, e.g. "
                    "tcp://host:8786 (default: a new cluster on this machine)")
+    p.add_argument("--master", help="a Spark master's address, e.g. spark://host:7077 "
+                   "(default: local[WORKERS], Spark on this machine)")
     p.add_argument("--codec", default=None, help="compress the shards in blocks, e.g. zstd:3")
     add_tokenizer_args(p, "to train on the corpus")
     p.add_argument("--lang", default=None,

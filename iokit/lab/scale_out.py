@@ -6,7 +6,10 @@
   :class:`~iokit.timing.Timeline`, to draw with :func:`iokit.lab.plots.timeline_gantt`.
 * :func:`shards_for` — the corpus as ``n`` shards (one per piece), made once and reused.
 * :func:`fit_cluster`, :func:`cluster_checks` — the cluster model fitted on runs of 1 and 2
-  workers, checked on a piece-count sweep.
+  workers and a second piece count, checked on a piece-count sweep.
+* :func:`empty_tasks`, :func:`task_costs` — what an engine (dask, Spark) costs per task and
+  per job, from tasks that do nothing, at two task counts; :class:`TaskCost` turns them into
+  the cluster model of that engine.
 * :func:`corpus_head` — the corpus's first documents, up to a size that suits the scale: the
   piece-count sweep and the shard-count panel run many times over, so above ``tiny`` they take
   a slice (the whole corpus at ``tiny``).
@@ -39,7 +42,7 @@ from iokit.ranks import rank_windows
 from iokit.shards import open_shards
 from iokit.split import plan_pieces
 from iokit.storage import get_preset, open_storage
-from iokit.timing import Timeline, Timing, timeline_from
+from iokit.timing import Timeline, Timing, format_seconds, interleaved, timeline_from
 
 DASK_LINK_KEY = "distributed.dashboard.link"
 DASK_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
@@ -263,10 +266,17 @@ def read_by_rank(folder, world_size: int, storage="object-store", *,
 # --------------------------------------------------------------------------- the cluster model
 
 
+def run_piece_bytes(timing: EngineTiming) -> list[int]:
+    """The sizes of the pieces a timed run processed, in piece order (from its tasks)."""
+    return [t.in_bytes for t in sorted(timing.run.tasks, key=lambda t: t.index)]
+
+
 def fit_cluster(serial: EngineTiming, runs, pieces, storage=None) -> ClusterModel:
-    """The cluster model from measured runs of the same ``pieces``: the single-worker rate from
-    the ``serial`` engine's run (no scheduler), then the start-up and per-task (scheduler)
-    cost from ``runs`` on 1 and 2 workers (:meth:`~iokit.costs.ClusterModel.fit_runs`).
+    """The cluster model from measured runs: the single-worker rate from the ``serial`` engine's
+    run of ``pieces`` (no scheduler), then the start-up, per-task and dispatch costs from
+    ``runs`` (say 8 pieces on 1 and 2 workers, and a second piece count on 2 workers, which
+    tells the dispatch from the start-up; each run's own pieces are read from its tasks;
+    :meth:`~iokit.costs.ClusterModel.fit_runs`).
 
     ``storage`` (a preset name or preset) sets the shared storage's bandwidth, the cap of a
     forecast for many machines; without it the forecast has no cap.
@@ -276,7 +286,8 @@ def fit_cluster(serial: EngineTiming, runs, pieces, storage=None) -> ClusterMode
     cap = math.inf
     if storage is not None:
         cap = (get_preset(storage) if isinstance(storage, str) else storage).aggregate_bandwidth
-    return ClusterModel.fit_runs([(sizes, r.workers, r.timing.median) for r in runs], rate, cap)
+    return ClusterModel.fit_runs([(run_piece_bytes(r), r.workers, r.timing.median)
+                                  for r in runs], rate, cap)
 
 
 def cluster_checks(model: ClusterModel, sweep, slots: int, calibrated_on: str,
@@ -287,3 +298,76 @@ def cluster_checks(model: ClusterModel, sweep, slots: int, calibrated_on: str,
                   f"{p.parts} pieces on {slots} workers",
                   model.predict(p.piece_bytes, slots), p.timing.median)
             for p in sweep if p.parts not in skip_parts]
+
+
+# --------------------------------------------------------------------------- engines' own costs
+
+
+def empty_tasks(engine: str, n: int, *, client=None, sc=None) -> list:
+    """Run ``n`` tasks that do nothing (``int(i)``) as one job on ``engine``: ``"dask"`` on
+    ``client``, ``"spark"`` on the SparkContext ``sc``. What such a job takes is the engine's
+    own cost: handing out tasks, sending them, starting them, collecting their results."""
+    if engine == "dask":
+        return client.gather(client.map(int, range(n), pure=False))
+    if engine == "spark":
+        from iokit.spark import spark_map
+
+        return spark_map(sc, int, [(i,) for i in range(n)])
+    raise ValueError(f"empty tasks run on dask or spark, not {engine!r}")
+
+
+@dataclass
+class TaskCost:
+    """An engine's cost per job and per task, from empty-task jobs at two or more task counts
+    on ``slots`` workers (each count's median over repeats)."""
+
+    engine: str
+    slots: int
+    counts: list[int]
+    timings: list[Timing]
+
+    def model(self, bytes_per_s: float, storage_bandwidth: float = math.inf) -> ClusterModel:
+        """The cluster model of this engine: its start-up (per job) and per-task overhead fitted
+        to the empty tasks, the work at ``bytes_per_s`` (a serial run's rate)."""
+        return ClusterModel.fit_runs([([0] * n, self.slots, t.median)
+                                      for n, t in zip(self.counts, self.timings)],
+                                     bytes_per_s, storage_bandwidth)
+
+    @property
+    def per_task_s(self) -> float:
+        """Seconds of a worker's time each task costs (the fitted per-task overhead)."""
+        return self.model(1.0).overhead_s
+
+    @property
+    def per_job_s(self) -> float:
+        """Seconds every job costs, whatever its task count (the fitted start-up)."""
+        return self.model(1.0).startup_s
+
+    def __str__(self) -> str:
+        runs = ", ".join(f"{n} tasks {format_seconds(t.median)}"
+                         for n, t in zip(self.counts, self.timings))
+        return (f"{self.engine} on {self.slots} workers: empty jobs of {runs} (medians): "
+                f"{format_seconds(self.per_task_s)} per task, {format_seconds(self.per_job_s)} "
+                "per job")
+
+
+def task_costs(engines: dict, counts=(8, 32), *, repeat: int | None = None,
+               warmup: int = 1) -> dict[str, TaskCost]:
+    """Each engine's :class:`TaskCost`: empty-task jobs of each of ``counts`` tasks, all
+    engines and counts taken in turn (:func:`iokit.timing.interleaved`, so a busy moment of
+    the machine slows every side alike). ``engines`` maps ``"dask"`` to its client and
+    ``"spark"`` to its SparkContext."""
+    from functools import partial
+
+    jobs, slots = [], {}
+    for engine, handle in engines.items():
+        kw = {"client": handle} if engine == "dask" else {"sc": handle}
+        slots[engine] = (len(handle.scheduler_info()["workers"]) if engine == "dask"
+                         else handle.defaultParallelism)
+        jobs += [(engine, partial(empty_tasks, engine, n, **kw)) for n in counts]
+    timings = interleaved(*(fn for _, fn in jobs), repeat=scale_repeat(repeat), warmup=warmup)
+    out = {}
+    for engine in engines:
+        mine = [t for (e, _), t in zip(jobs, timings) if e == engine]
+        out[engine] = TaskCost(engine, slots[engine], list(counts), mine)
+    return out

@@ -4,7 +4,8 @@ The workers get byte offsets into the corpus and the path of the saved tokenizer
 text or the vocabulary itself; each sends back the token IDs of its documents as numpy arrays
 (already in the shards' dtype). A task is a byte range of whole lines whose size is chosen
 from the corpus (:func:`choose_task_bytes`: a few tasks per worker, each read with one
-``read``), or, with ``chunk_size``, that many documents. The parent receives them in input order (:mod:`iokit.parallel` keeps it) and streams them into
+``read``), or, with ``chunk_size``, that many documents. The parent receives the arrays in
+input order (:mod:`iokit.parallel` keeps it) and streams them into
 :func:`iokit.shards.write_shards`, which writes every file atomically. So the shards are
 byte-identical to those of :func:`iokit.shards.pretokenize` whatever the number of workers and
 the task size, and an interrupted run leaves no half-written shard.

@@ -526,14 +526,12 @@ def encode_corpus(docs: Iterable, tokenizer) -> Iterator[np.ndarray]:
 
 @contextmanager
 def quiet_fork():
-    """While worker processes are forked: Hugging Face ``tokenizers`` told that its threads are
-    off (``TOKENIZERS_PARALLELISM=false``, unless the caller set it), as the children
-    inherit it.
-
-    A process that used the batch encoder's threads and then forks would otherwise get the
-    library's warning printed by every child (it turns the threads off there itself, as
-    threads do not survive a fork). Worker processes are the parallelism: each encodes on one
-    thread. The parent's own setting comes back when the block ends.
+    """While worker processes start: ``TOKENIZERS_PARALLELISM=false`` (unless the caller set
+    it), which the children inherit, so each worker encodes BPE on one thread: the worker
+    processes are the parallelism (two workers of two threads each would only take turns on
+    two cores). It also tells the library its threads were configured, so a parent that used
+    them forks without the warning some versions print in every child. The parent's own
+    setting (threads on) comes back when the block ends.
     """
     name = "TOKENIZERS_PARALLELISM"
     before = os.environ.get(name)

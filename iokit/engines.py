@@ -387,7 +387,7 @@ def _local_map(engine: str, workers: int, fn, items: list, bar,
     if own:
         pool = WorkerPool(workers, engine, preload=("iokit.engines",))
     try:
-        with quiet_fork():  # start the workers now, without tokenizers' fork warning
+        with quiet_fork():  # start the workers now, each to encode BPE on one thread
             pool.warm(0.0)
         start = time.perf_counter()
         out = []

@@ -87,7 +87,7 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2,
         worker_vocab = Path(scratch) / VOCAB_FILE
         tokenizer.save(worker_vocab)
         with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
-            with quiet_fork():  # start the workers now, without tokenizers' fork warning
+            with quiet_fork():  # start the workers now, each to encode BPE on one thread
                 pool.warm(0.0)
             bins = write_shards(
                 _encoded(pool, corpus, worker_vocab, chunk_size, nbytes, dt.name),

@@ -6,6 +6,9 @@ bytes and compressing each independently costs a little ratio (each block starts
 history; a trained dictionary wins most of that back) and buys random access: reading any
 range decompresses only the blocks it touches. The block table records where each compressed
 block starts and a checksum of it, so a corrupt block is caught before it is decompressed.
+A reader of a local file checks each block's checksum the first time it decompresses it: the
+kit replaces files by renaming new ones into place, so the file a reader has open never
+changes under it, and a block read again in a later epoch is not checked again.
 
 A standalone block file (``write_blocks`` / ``BlockReader``), all integers little-endian:
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -281,7 +285,12 @@ class BlockReader:
     ``BlockReader(path)`` opens a standalone block file; ``BlockReader(path, table, start)``
     reads blocks stored elsewhere (a shard's ``.bin``, with its table kept in the ``.idx``).
     ``storage`` (a :class:`~iokit.storage.LocalDisk` or ``SimulatedStore``) fetches the
-    compressed bytes; by default they are read from the local file with ``os.pread``.
+    compressed bytes; by default they are read from the local file with ``os.pread``, into a
+    buffer reused from block to block (a fresh buffer per block costs page faults).
+
+    ``verify`` checks each block's CRC-32 before decompressing it: for a local file, the first
+    time this reader decodes the block (the open file never changes: see the module
+    docstring); through ``storage``, every time.
     """
 
     def __init__(self, path, table: BlockTable | None = None, start: int = 0, *,
@@ -296,6 +305,8 @@ class BlockReader:
         self.verify = verify
         self.codec = table.make_codec()
         self._cached = (-1, b"")  # the last block decompressed (index, bytes)
+        self._checked = bytearray(table.n_blocks)  # 1: block i passed its checksum
+        self._local = threading.local()  # each thread's read buffer
 
     @property
     def size(self) -> int:
@@ -305,16 +316,19 @@ class BlockReader:
     def __len__(self) -> int:
         return self.table.raw_size
 
-    def _fetch(self, offset: int, size: int) -> bytes:
-        if self.storage is not None:
-            return self.storage.read(self.path, offset, size)
+    def _open(self) -> int:
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDONLY)
             except FileNotFoundError:
                 raise FormatError(f"{self.path}: missing; its block table has nowhere to "
                                   "read from.") from None
-        return os.pread(self._fd, size, offset)
+        return self._fd
+
+    def _fetch(self, offset: int, size: int) -> bytes:
+        if self.storage is not None:
+            return self.storage.read(self.path, offset, size)
+        return os.pread(self._open(), size, offset)
 
     def _where(self, i: int) -> str:
         t = self.table
@@ -334,13 +348,43 @@ class BlockReader:
                               f"{hi - lo:,} bytes. The file was cut short; write it again.")
         return packed
 
-    def decode(self, i: int, packed: bytes) -> bytes:
-        """Block ``i`` from its stored bytes: check the checksum, decompress (never to more
-        than the block's declared raw size), check the length."""
+    def _read_packed(self, i: int):
+        """Block ``i``'s stored bytes as a view of this thread's read buffer (valid until its
+        next read), or, through ``storage``, as :meth:`fetch` gives them."""
+        if self.storage is not None:
+            return self.fetch(i)
         t = self.table
-        if self.verify and zlib.crc32(packed) != int(t.checksums[i]):
+        lo, hi = int(t.offsets[i]), int(t.offsets[i + 1])
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < hi - lo:
+            buf = self._local.buf = memoryview(bytearray(max(hi - lo, 1 << 16)))
+        view = buf[:hi - lo]
+        got = os.preadv(self._open(), [view], self.start + lo)
+        if got != hi - lo:
+            raise FormatError(f"{self._where(i)}: truncated: got {got:,} of {hi - lo:,} "
+                              "bytes. The file was cut short; write it again.")
+        return view
+
+    def check(self, i: int, packed) -> None:
+        """Raise :class:`FormatError` naming the file and block if ``packed`` fails block
+        ``i``'s checksum (a local file's block that passed once is not checked again)."""
+        if self._checked[i]:
+            return
+        if zlib.crc32(packed) != int(self.table.checksums[i]):
             raise FormatError(f"{self._where(i)}: checksum mismatch: the block is corrupt. "
                               "Write the file again (or restore it from a good copy).")
+        if self.storage is None:
+            self._checked[i] = 1
+
+    def decode(self, i: int, packed: bytes) -> bytes:
+        """Block ``i`` from its stored bytes: check the checksum (see :meth:`check`),
+        decompress (never to more than the block's declared raw size), check the length."""
+        if self.verify:
+            self.check(i, packed)
+        return self._decompress(i, packed)
+
+    def _decompress(self, i: int, packed) -> bytes:
+        t = self.table
         try:
             raw = self.codec.decompress(packed, max_size=t.raw_length(i))
         except FormatError as exc:
@@ -354,7 +398,7 @@ class BlockReader:
         """Block ``i``, decompressed (checked against its checksum and its length first)."""
         if self._cached[0] == i:
             return self._cached[1]
-        raw = self.decode(i, self.fetch(i))
+        raw = self.decode(i, self._read_packed(i))
         self._cached = (i, raw)
         return raw
 
@@ -376,11 +420,20 @@ class BlockReader:
         parts[-1] = parts[-1][:end - last * bs]
         return b"".join(parts)
 
+    def _fetch_checked(self, i: int) -> bytes:
+        packed = self.fetch(i)
+        if self.verify:
+            self.check(i, packed)
+        return packed
+
     def iter_blocks(self, prefetch: bool = False) -> Iterator[bytes]:
         """Every block in order, decompressed one at a time (memory: one or two blocks).
 
-        With ``prefetch=True`` a background thread fetches block i + 1 while block i is
-        decompressed, so I/O and decompression overlap (both release the GIL).
+        With ``prefetch=True`` a background thread fetches block i + 1 (and checks its
+        checksum) while block i is decompressed, so I/O and decompression overlap (both
+        release the GIL). It pays when fetching waits (slow or remote storage); from the page
+        cache the hand-over between threads costs about what it saves, so it is not the
+        default.
         """
         n = self.table.n_blocks
         if not prefetch or n < 2:
@@ -389,12 +442,12 @@ class BlockReader:
             return
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iokit-prefetch") as pool:
-            pending = pool.submit(self.fetch, 0)
+            pending = pool.submit(self._fetch_checked, 0)
             for i in range(n):
                 packed = pending.result()
                 if i + 1 < n:
-                    pending = pool.submit(self.fetch, i + 1)
-                yield self.decode(i, packed)
+                    pending = pool.submit(self._fetch_checked, i + 1)
+                yield self._decompress(i, packed)
 
     def read_all(self) -> bytes:
         return b"".join(self.iter_blocks())

@@ -76,7 +76,7 @@ from iokit.shards import (
 )
 from iokit.split import Piece
 from iokit.timing import MB, Timeline, timeline_from
-from iokit.tokenize import encode_corpus
+from iokit.tokenize import encode_corpus, quiet_fork
 
 ENGINES = ("serial", "threads", "processes", "dask", "spark")
 STAGING_PREFIX = ".iokit-staging-"
@@ -303,7 +303,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
                        workers: int = 2, client=None, master: str | None = None,
                        dtype="auto", codec=None,
                        block_bytes: int | None = None, text_field: str = "text",
-                       progress: bool = True) -> ShardRun:
+                       progress: bool = True, pool: WorkerPool | None = None) -> ShardRun:
     """Tokenize every piece into its own shard, on ``engine``; return what happened.
 
     Shard ``i`` holds piece ``i``'s documents; the set in ``out_dir`` is published only when
@@ -312,7 +312,10 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
     started for this run and closed after (its start-up is not in ``seconds``). ``master``
     (spark only) is a Spark master URL; without it, ``local[workers]``
     (:func:`iokit.spark.spark_context`: started once per process, its start-up is not in
-    ``seconds`` either).
+    ``seconds`` either). ``pool`` (threads and processes) is a running
+    :class:`~iokit.parallel.WorkerPool` of that kind to reuse across calls, so its workers start
+    once (they load each run's tokenizer by its path); ``workers`` is then its size. Without it
+    a pool is started for this run.
     """
     engine = check_choice("engine", engine, ENGINES)
     workers = check_positive("workers", workers, hint="Use e.g. os.cpu_count().")
@@ -320,12 +323,16 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
         raise ParameterError(f"client= is for engine='dask', not {engine!r}.")
     if master is not None and engine != "spark":
         raise ParameterError(f"master= is for engine='spark', not {engine!r}.")
+    if pool is not None and pool.kind != engine:
+        raise ParameterError(f"pool= is a {pool.kind} pool, but the engine is {engine!r}; give "
+                             f"a WorkerPool(kind={engine!r}) or leave pool out.")
     pieces = list(pieces)
     if not pieces:
         raise ParameterError("no pieces to process; plan them with iokit.split.plan_pieces.")
     asked = workers  # a Spark session keeps its size whatever the pieces: it is reused
     # never more workers than pieces (or than MAX_WORKERS): see iokit.parallel.worker_count
-    workers = 1 if engine == "serial" else worker_count(workers, len(pieces))
+    workers = 1 if engine == "serial" else worker_count(
+        pool.workers if pool is not None else workers, len(pieces))
     if len(pieces) > MAX_PIECES:
         raise ParameterError(f"{len(pieces):,} pieces, but shard numbers stop at "
                              f"{MAX_PIECES - 1:,}; use fewer, larger pieces.")
@@ -356,7 +363,7 @@ def pretokenize_pieces(pieces: list[Piece], tokenizer, out_dir, *, engine: str =
                 elif engine == "spark":
                     workers, records, start = _spark_run(sc, fn, items, bar)
                 else:
-                    records, start = _local_map(engine, workers, fn, items, bar)
+                    records, start = _local_map(engine, workers, fn, items, bar, pool)
                 seconds = time.perf_counter() - start
             bins = _publish(staging, out_dir, len(items))
         except BaseException:
@@ -400,15 +407,26 @@ def _star(fn, item):
     return fn(*item)
 
 
-def _local_map(engine: str, workers: int, fn, items: list, bar) -> tuple[list, float]:
-    """Run the tasks on a local pool; return their records and when the (warm) pool began."""
-    with WorkerPool(workers, engine, preload=("iokit.engines",)) as pool:
-        pool.warm(0.0)
+def _local_map(engine: str, workers: int, fn, items: list, bar,
+               pool: WorkerPool | None = None) -> tuple[list, float]:
+    """Run the tasks on a local pool (``pool``, or one started for this call); return their
+    records and when the (warm) pool began."""
+    own = pool is None
+    if own:
+        pool = WorkerPool(workers, engine, preload=("iokit.engines",))
+    try:
+        with quiet_fork():  # start the workers now, each to encode BPE on one thread
+            pool.warm(0.0)
         start = time.perf_counter()
         out = []
         for task in pool.imap(partial(_star, fn), items):
             out.append(task)
             bar.update(1)
+    except BaseException:
+        pool.abort()  # a given pool starts new workers on its next use
+        raise
+    if own:
+        pool.close()
     return out, start
 
 

@@ -1,11 +1,14 @@
 """Parallel preprocessing: tokenize a corpus into shards with several workers.
 
 The workers get byte offsets into the corpus and the path of the saved tokenizer, never the
-text or the vocabulary itself; each sends back the token IDs of its documents as numpy arrays.
-The parent receives them in input order (:mod:`iokit.parallel` keeps it) and streams them into
+text or the vocabulary itself; each sends back the token IDs of its documents as numpy arrays
+(already in the shards' dtype). A task is a byte range of whole lines whose size is chosen
+from the corpus (:func:`choose_task_bytes`: a few tasks per worker, each read with one
+``read``), or, with ``chunk_size``, that many documents. The parent receives the arrays in
+input order (:mod:`iokit.parallel` keeps it) and streams them into
 :func:`iokit.shards.write_shards`, which writes every file atomically. So the shards are
 byte-identical to those of :func:`iokit.shards.pretokenize` whatever the number of workers and
-the chunk size, and an interrupted run leaves no half-written shard.
+the task size, and an interrupted run leaves no half-written shard.
 
 :func:`rewrite_shards` writes a shard set again with another codec or block size (the
 compressed copies of notebooks 03 and 05, the tour and the bench).
@@ -21,26 +24,62 @@ from pathlib import Path
 from iokit import tasks
 from iokit.atomic import output_folder
 from iokit.corpus import open_corpus
+from iokit.errors import ParameterError, check_positive
 from iokit.parallel import WorkerPool
-from iokit.shards import DEFAULT_MAX_SHARD_BYTES, VOCAB_FILE, open_shards, write_shards
+from iokit.shards import (
+    DEFAULT_MAX_SHARD_BYTES,
+    VOCAB_FILE,
+    _resolve_dtype,
+    open_shards,
+    write_shards,
+)
+from iokit.tokenize import quiet_fork
+
+TASKS_PER_WORKER = 16  # tasks per worker when their size is chosen from the corpus: enough
+# that the last ones leave little idle time, few enough that per-task costs stay small
+MIN_TASK_BYTES = 64 << 10
+MAX_TASK_BYTES = 4 << 20  # a task's text and tokens in memory, times 2 tasks per worker
 
 
-def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int) -> Iterator:
-    spans = tasks.document_spans(corpus)
-    fn = partial(tasks.encode_span, str(vocab_path), str(corpus))
+def choose_task_bytes(corpus_bytes: int, workers: int) -> int:
+    """Bytes of corpus per task: :data:`TASKS_PER_WORKER` tasks per worker, each between
+    :data:`MIN_TASK_BYTES` and :data:`MAX_TASK_BYTES`."""
+    share = corpus_bytes // (max(workers, 1) * TASKS_PER_WORKER)
+    return int(min(MAX_TASK_BYTES, max(MIN_TASK_BYTES, share)))
+
+
+def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int | None,
+             nbytes: int, dtype: str) -> Iterator:
+    if chunk_size is None:  # one byte range per task
+        spans, chunk_size = tasks.task_spans(corpus, nbytes), 1
+    else:  # chunk_size documents per task
+        spans = tasks.document_spans(corpus)
+    fn = partial(tasks.encode_span, str(vocab_path), str(corpus), dtype=dtype)
     for arrays in pool.imap(fn, spans, chunk_size):
         yield from arrays
 
 
-def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_size: int = 16,
+def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2,
+                         chunk_size: int | None = None, task_bytes: int | None = None,
                          kind: str = "processes", start_method: str | None = None,
                          dtype="auto", max_shard_bytes: int | None = None,
                          text_field: str = "text") -> list[Path]:
     """:func:`iokit.shards.pretokenize` with ``workers`` workers; the same shards, faster.
 
-    ``chunk_size`` is documents per task. Returns the ``.bin`` paths.
+    A task is ``task_bytes`` of the corpus (whole lines; default: chosen from the corpus
+    size and the workers, see :func:`choose_task_bytes`), or ``chunk_size`` documents when that is
+    given. Returns the ``.bin`` paths.
     """
+    if chunk_size is not None and task_bytes is not None:
+        raise ParameterError("give chunk_size (documents per task) or task_bytes (bytes per "
+                             "task), not both.")
+    if chunk_size is not None:
+        chunk_size = check_positive("chunk size", chunk_size,
+                                    hint="It is the number of documents per task; use e.g. 16.")
+    dt = _resolve_dtype(dtype, tokenizer.vocab_size)  # settings fail here, before any work
     corpus = open_corpus(corpus, text_field)  # checks the first record: a clear error early
+    nbytes = choose_task_bytes(corpus.stat().st_size, workers) if task_bytes is None else \
+        check_positive("task_bytes", task_bytes, hint="Use e.g. 1048576 (1 MiB).")
     # Workers load the tokenizer from a scratch copy; vocab.json is written last, beside the
     # finished shards, so a failed run leaves nothing behind (as pretokenize does).
     with output_folder(out_dir, "the shard folder") as out_dir, \
@@ -48,9 +87,11 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2, chunk_
         worker_vocab = Path(scratch) / VOCAB_FILE
         tokenizer.save(worker_vocab)
         with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
+            with quiet_fork():  # start the workers now, each to encode BPE on one thread
+                pool.warm(0.0)
             bins = write_shards(
-                _encoded(pool, corpus, worker_vocab, chunk_size), out_dir,
-                vocab_size=tokenizer.vocab_size, dtype=dtype,
+                _encoded(pool, corpus, worker_vocab, chunk_size, nbytes, dt.name),
+                out_dir, vocab_size=tokenizer.vocab_size, dtype=dt,
                 max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
                 fingerprint=tokenizer.fingerprint)
     tokenizer.save(out_dir / VOCAB_FILE)

@@ -612,6 +612,7 @@ class ShardSet:
         self.starts = np.concatenate([[0], np.cumsum([s.n_tokens for s in shards])])
         self.doc_starts = np.concatenate([[0], np.cumsum([s.n_docs for s in shards])])
         self._start_list = self.starts.tolist()
+        self._memory_checked = 0  # the largest batch (bytes) sample_batch found room for
         first = shards[0]
         self.dtype, self.vocab_size, self.fingerprint = \
             first.dtype, first.vocab_size, first.fingerprint
@@ -671,7 +672,10 @@ class ShardSet:
         """
         batch_size = check_positive("batch_size", batch_size)
         block_size = check_positive("block_size", block_size)
-        check_size("batch_size", batch_size, item_bytes=8 * (block_size + 2))  # memory first
+        need = 8 * batch_size * (block_size + 2)
+        if need > self._memory_checked:  # memory first (it reads /proc: once per size)
+            check_size("batch_size", batch_size, item_bytes=8 * (block_size + 2))
+            self._memory_checked = need
         rng = np.random.default_rng(rng)
         n = self.n_tokens
         if block_size + 1 > n:

@@ -49,6 +49,46 @@ def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
     return spans
 
 
+def task_spans(path, task_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges ``(start, end)`` of the JSONL file of about ``task_bytes`` each (at least
+    that many, but for the last), cut at line ends: one task's input each.
+
+    Unlike :func:`document_spans` it does not read the file: it seeks to each cut and reads on
+    to the end of that line, so planning costs one short read per range. The ranges cover the
+    file in order; a range of blank lines only holds no document.
+    """
+    task_bytes = max(1, int(task_bytes))
+    spans = []
+    start = 0
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            while size - start > task_bytes:
+                end = _line_end(f, start + task_bytes - 1, size)
+                spans.append((start, end))
+                start = end
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror}); open the corpus with "
+                          "iokit.open_corpus, which takes any corpus form.") from None
+    if start < size:
+        spans.append((start, size))
+    return spans
+
+
+def _line_end(f, pos: int, size: int, step: int = 1 << 16) -> int:
+    """The offset just past the first newline at or after ``pos`` (``size`` if none)."""
+    f.seek(pos)
+    while pos < size:
+        block = f.read(step)
+        if not block:
+            break
+        at = block.find(b"\n")
+        if at >= 0:
+            return pos + at + 1
+        pos += len(block)
+    return size
+
+
 def _has_text(path, start: int, end: int) -> bool:
     with open(path, "rb") as f:
         f.seek(start)
@@ -149,13 +189,20 @@ def load_tokenizer_once(vocab_path) -> object:
     return _tokenizer(str(vocab_path), os.stat(vocab_path).st_mtime_ns)
 
 
-def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text") -> list:
+def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text",
+                dtype: str | None = None) -> list:
     """The token IDs of each document in ``span``, each ending with the end-of-document ID.
 
-    Only the tokenizer's path travels with the task; the worker loads it once.
+    Only the tokenizer's path travels with the task; the worker loads it once. With ``dtype``
+    (the shards' ``uint16`` or ``uint32``) each array comes back in it, half the bytes to send
+    for ``uint16``, unless an ID does not fit (then the writer reports it).
     """
     tok = load_tokenizer_once(vocab_path)
-    return list(encode_corpus(read_texts(path, span, text_field), tok))
+    arrays = list(encode_corpus(read_texts(path, span, text_field), tok))
+    if dtype is None:
+        return arrays
+    limit = np.iinfo(dtype).max
+    return [a.astype(dtype) if not a.size or int(a.max()) <= limit else a for a in arrays]
 
 
 def encode_texts(vocab_path, texts: list[str]) -> list:

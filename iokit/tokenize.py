@@ -25,19 +25,25 @@ Two tokenizers turn text into IDs, with the same small interface (``encode``, ``
   trained on the corpus with Hugging Face ``tokenizers`` (the optional ``bpe`` extra). Its round
   trip is lossless: ``decode(encode(text)) == text`` for any text.
 
-:func:`load_tokenizer` reads any kind back from its JSON file (spaCy's tokenizer, the third kind,
-is in :mod:`iokit.tokenize_spacy`); :func:`encode_corpus` turns
-documents into one ID array each, ending with the end-of-document ID.
+Both also have ``encode_many(texts)``, one ID array per text: the word tokenizer looks its
+words up in one C-level pass per text, and BPE encodes a whole batch in one call of Hugging
+Face's batch encoder, which spreads the texts over its Rust threads (one per core).
+:func:`load_tokenizer` reads any kind back from its JSON file (spaCy's tokenizer, the third
+kind, is in :mod:`iokit.tokenize_spacy`); :func:`encode_corpus` turns
+documents into one ID array each, ending with the end-of-document ID, encoding them in batches
+of about :data:`BATCH_CHARS` characters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -93,6 +99,12 @@ def fast_word_tokenize(text: str) -> list[str]:
     if not text.isascii() and _CJK.search(text):
         return _CJK_PATTERN.findall(text)
     return _fast_pattern().findall(text)
+
+
+# The same pattern over ASCII bytes, faster than over str: for an ASCII character, \w is
+# [A-Za-z0-9_] either way, and str's \s also matches the separators \x1c-\x1f, which bytes'
+# \s leaves out, so they are named (a test checks all 128 characters).
+_ASCII_WORD_PUNCT = re.compile(rb"\w+|[^\w\s\x1c-\x1f]+")
 
 
 SLICE_CHARS = 1 << 18  # a long text is tokenized in slices of about this many characters
@@ -195,6 +207,8 @@ class WordTokenizer:
             raise ParameterError("the vocabulary lists a word twice; every word must be unique.")
         self.unk_id, self.eod_id = 0, 1
         self._table = np.array(self.tokens, dtype=object)
+        self._lookup = _IdsOrUnk(self.ids)  # a word's ID, 0 for a word outside
+        self._byte_lookup: _IdsOrUnk | None = None  # the same keyed by UTF-8 bytes, when used
         self.training: TrainingStats | None = None  # set by train()
 
     @classmethod
@@ -238,13 +252,26 @@ class WordTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """The IDs of ``text``'s tokens (``uint32``; unknown words get ID 0)."""
-        get = self.ids.get
-        parts = []
-        for piece in text_slices(text):
-            words = fast_word_tokenize(piece.lower())
-            parts.append(np.fromiter((get(w, 0) for w in words), dtype=np.uint32,
-                                     count=len(words)))
+        parts = [self._encode_piece(piece.lower()) for piece in text_slices(text)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def encode_many(self, texts: Iterable[str]) -> list[np.ndarray]:
+        """``[encode(t) for t in texts]``."""
+        return [self.encode(t) for t in texts]
+
+    def _encode_piece(self, piece: str) -> np.ndarray:
+        # One regular-expression pass, then every lookup in one C-level loop (map over the
+        # dict's __getitem__; a missing word costs one call of __missing__). ASCII text is
+        # matched as bytes, which is faster and gives the same tokens.
+        if piece.isascii():
+            if self._byte_lookup is None:
+                self._byte_lookup = _IdsOrUnk({w.encode("utf-8", "surrogatepass"): i
+                                               for w, i in self.ids.items()})
+            words = _ASCII_WORD_PUNCT.findall(piece.encode("ascii"))
+            lookup = self._byte_lookup
+        else:
+            words, lookup = fast_word_tokenize(piece), self._lookup
+        return np.fromiter(map(lookup.__getitem__, words), dtype=np.uint32, count=len(words))
 
     def decode(self, ids) -> str:
         """The tokens of ``ids`` joined by single spaces (see :meth:`normalize`)."""
@@ -275,6 +302,13 @@ class WordTokenizer:
 
     def __repr__(self) -> str:
         return f"WordTokenizer({self.vocab_size:,} IDs, fingerprint {self.fingerprint:016x})"
+
+
+class _IdsOrUnk(dict):
+    """A vocabulary's word → ID map that gives ID 0 (``<unk>``) for any other word."""
+
+    def __missing__(self, word) -> int:
+        return 0
 
 
 def _word_from_json(data: dict, path: Path) -> WordTokenizer:
@@ -362,6 +396,37 @@ class BPETokenizer:
                           dtype=np.uint32) for piece in text_slices(text)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def encode_many(self, texts: Iterable[str]) -> list[np.ndarray]:
+        """``[encode(t) for t in texts]`` (the same IDs), with the texts' slices encoded in
+        batches of about :data:`BATCH_CHARS` characters by the batch encoder, which runs on
+        its Rust threads (``TOKENIZERS_PARALLELISM`` and ``RAYON_NUM_THREADS`` set them) and
+        skips the character offsets that :meth:`encode` computes and throws away."""
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)  # >= 0.21
+        parts: list[list[np.ndarray]] = []
+        batch: list[str] = []
+        owner: list[int] = []  # which text each slice of the batch belongs to
+        size = 0
+
+        def flush() -> None:
+            for k, enc in zip(owner, encode(batch, add_special_tokens=False)):
+                parts[k].append(np.array(enc.ids, dtype=np.uint32))
+            batch.clear()
+            owner.clear()
+
+        for text in texts:
+            parts.append([])
+            for piece in text_slices(text):
+                batch.append(piece)
+                owner.append(len(parts) - 1)
+                size += len(piece)
+                if size >= BATCH_CHARS:
+                    flush()
+                    size = 0
+        if batch:
+            flush()
+        return [p[0] if len(p) == 1 else np.concatenate(p) if p else np.empty(0, np.uint32)
+                for p in parts]
+
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in np.asarray(ids).ravel()],
                                 skip_special_tokens=False)
@@ -431,13 +496,59 @@ def load_tokenizer(path):
                       "vocabulary nor a tokenizers BPE file.")
 
 
+BATCH_CHARS = 1 << 20  # characters of text encoded per batch call
+
+
+def _text_batches(docs: Iterable, chars: int) -> Iterator[list[str]]:
+    """The texts of ``docs`` in lists of about ``chars`` characters (a longer text alone)."""
+    batch: list[str] = []
+    size = 0
+    for doc in docs:
+        text = doc if isinstance(doc, str) else doc.text
+        batch.append(text)
+        size += len(text)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def encode_corpus(docs: Iterable, tokenizer) -> Iterator[np.ndarray]:
     """One ID array per document (``Document``s or strings), each ending with ``eod_id``.
 
-    The arrays depend only on the documents and the tokenizer, so shards written from them
-    are the same however (and in how many processes) the encoding was done.
+    Documents are read and encoded in batches of about :data:`BATCH_CHARS` characters with
+    the tokenizer's ``encode_many`` (its ``encode`` one by one if it has none). The arrays
+    depend only on the documents and the tokenizer, so shards written from them are the same
+    however (and in how many processes) the encoding was done.
     """
     eod = np.array([tokenizer.eod_id], dtype=np.uint32)
-    for doc in docs:
-        text = doc if isinstance(doc, str) else doc.text
-        yield np.concatenate([tokenizer.encode(text), eod])
+    many = getattr(tokenizer, "encode_many", None)
+    if many is None:
+        for doc in docs:
+            text = doc if isinstance(doc, str) else doc.text
+            yield np.concatenate([tokenizer.encode(text), eod])
+        return
+    for batch in _text_batches(docs, BATCH_CHARS):
+        for ids in many(batch):
+            yield np.concatenate([ids, eod])
+
+
+@contextmanager
+def quiet_fork():
+    """While worker processes start: ``TOKENIZERS_PARALLELISM=false`` (unless the caller set
+    it), which the children inherit, so each worker encodes BPE on one thread: the worker
+    processes are the parallelism (two workers of two threads each would only take turns on
+    two cores). It also tells the library its threads were configured, so a parent that used
+    them forks without the warning some versions print in every child. The parent's own
+    setting (threads on) comes back when the block ends.
+    """
+    name = "TOKENIZERS_PARALLELISM"
+    before = os.environ.get(name)
+    if before is None:
+        os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)

@@ -162,3 +162,48 @@ def test_prefetching_stream_gives_the_same_bytes_and_names_a_bad_block(tmp_path)
     path.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match="block 9 "):
         list(BlockReader(path).iter_blocks(prefetch=True))
+
+
+def test_a_reader_checks_each_block_once_and_a_new_reader_again(tmp_path, monkeypatch):
+    from iokit import blocks
+
+    path = tmp_path / "x.blk"
+    write_blocks(path, DATA, "zstd:3", block_bytes=4096)
+    calls = []
+    real = blocks.zlib.crc32
+    monkeypatch.setattr(blocks.zlib, "crc32", lambda data: calls.append(1) or real(data))
+    r = BlockReader(path)
+    n = r.table.n_blocks
+    calls.clear()  # opening checked the table's own CRC
+    for _ in range(3):
+        assert r.read_all() == DATA
+    assert len(calls) == n  # each block once, however often it is read
+    raw = bytearray(path.read_bytes())  # corrupt block 2 in place: a new reader sees it
+    raw[16 + int(r.table.offsets[2]) + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match=r"x\.blk: block 2 of \d+ .*checksum mismatch"):
+        BlockReader(path).read_all()
+    with pytest.raises(FormatError, match=r"block 2 of \d+ .*checksum mismatch"):
+        list(BlockReader(path).iter_blocks(prefetch=True))
+
+
+def test_through_storage_every_read_is_checked(tmp_path, monkeypatch):
+    from iokit import blocks
+    from iokit.storage import LocalDisk
+
+    path = tmp_path / "x.blk"
+    write_blocks(path, DATA, "zstd:3", block_bytes=4096)
+    calls = []
+    real = blocks.zlib.crc32
+    monkeypatch.setattr(blocks.zlib, "crc32", lambda data: calls.append(1) or real(data))
+    r = BlockReader(path, storage=LocalDisk())
+    calls.clear()  # opening checked the table's own CRC
+    assert r.read_all() == DATA and r.read_all() == DATA
+    assert len(calls) == 2 * r.table.n_blocks
+
+
+def test_prefetch_reads_the_same_blocks(tmp_path):
+    path = tmp_path / "x.blk"
+    write_blocks(path, DATA, "zstd:3", block_bytes=4096)
+    with BlockReader(path) as r:
+        assert b"".join(r.iter_blocks(prefetch=True)) == DATA == b"".join(r.iter_blocks())

@@ -221,3 +221,42 @@ def test_a_dask_worker_that_dies_is_a_clear_error():
                       bar)
     finally:
         close_cluster(client)
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_a_given_pool_is_reused_across_runs(serial, pieces, tokenizer, tmp_path, engine):
+    from iokit.parallel import WorkerPool
+
+    with WorkerPool(2, engine) as pool:
+        runs = [pretokenize_pieces(pieces, tokenizer, tmp_path / f"run{i}", engine=engine,
+                                   pool=pool, progress=False) for i in range(2)]
+        assert pool._executor is not None  # still running after both runs
+        pids = set(map(str, pool._executor._processes or ())) if engine == "processes" else ()
+    if engine == "processes":  # both runs' tasks ran in the pool's two processes
+        assert len(pids) == 2
+        assert {t.worker.split(":")[1] for r in runs for t in r.tasks} <= pids
+    for i in range(2):
+        assert shard_checksums(tmp_path / f"run{i}") == shard_checksums(serial[0])
+
+
+def test_a_failed_run_on_a_given_pool_leaves_it_usable(pieces, tokenizer, tmp_path):
+    from iokit.parallel import WorkerPool
+
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"doc {i}."}) + "\n" for i in range(20))
+                      + '{"text": "broken\n')
+    with WorkerPool(2, "processes") as pool:
+        with pytest.raises(CorpusError):
+            pretokenize_pieces(plan_pieces(corpus, 2), tokenizer, tmp_path / "bad",
+                               engine="processes", pool=pool, progress=False)
+        run = pretokenize_pieces(pieces, tokenizer, tmp_path / "good", engine="processes",
+                                 pool=pool, progress=False)
+    assert len(run.bins) == len(pieces)
+
+
+def test_a_pool_of_another_kind_is_refused(pieces, tokenizer, tmp_path):
+    from iokit.parallel import WorkerPool
+
+    with WorkerPool(2, "threads") as pool, pytest.raises(ParameterError, match="threads pool"):
+        pretokenize_pieces(pieces, tokenizer, tmp_path, engine="processes", pool=pool,
+                           progress=False)

@@ -104,3 +104,55 @@ def test_rewrite_shards_keeps_every_document_and_comes_back_byte_identical(tmp_p
         assert all(np.array_equal(z.document(i), d) for i, d in enumerate(docs))
     rewrite_shards(tmp_path / "z", tmp_path / "back", codec=None, max_shard_bytes=4096)
     assert shard_checksums(tmp_path / "back") == shard_checksums(tmp_path / "plain")
+
+
+def test_task_spans_cover_the_file_at_line_ends(tiny_corpus, tmp_path):
+    from iokit.tasks import read_texts, task_spans
+
+    data = tiny_corpus.read_bytes()
+    for size in (1, 1000, 100_000, 10**9):
+        spans = task_spans(tiny_corpus, size)
+        assert spans[0][0] == 0 and spans[-1][1] == len(data)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(data[e - 1:e] == b"\n" for _, e in spans)
+        assert all(e - s >= size for s, e in spans[:-1])
+    texts = [t for span in task_spans(tiny_corpus, 50_000) for t in read_texts(tiny_corpus,
+                                                                                span)]
+    assert texts == [d.text for d in iter_documents(tiny_corpus)]
+    odd = tmp_path / "odd.jsonl"  # blank lines, no newline at the end, one long line
+    odd.write_bytes(b'\n\n{"text": "a"}\n\n' + b'{"text": "' + b"b" * 200_000 + b'"}')
+    spans = task_spans(odd, 5)
+    assert spans[-1][1] == odd.stat().st_size
+    assert [t for s in spans for t in read_texts(odd, s)] == ["a", "b" * 200_000]
+
+
+def test_task_size_follows_the_corpus():
+    from iokit.preprocess import MAX_TASK_BYTES, MIN_TASK_BYTES, choose_task_bytes
+
+    assert choose_task_bytes(10, 2) == MIN_TASK_BYTES
+    assert choose_task_bytes(10**12, 2) == MAX_TASK_BYTES
+    assert choose_task_bytes(64 << 20, 2) == (64 << 20) // 32
+
+
+@pytest.mark.parametrize("task_bytes", [1, 4096, 10**9])
+def test_any_task_size_gives_the_same_shards(tiny_corpus, tokenizer, serial_hashes, tmp_path,
+                                             task_bytes):
+    parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, task_bytes=task_bytes,
+                         max_shard_bytes=MAX_SHARD)
+    assert _hashes(tmp_path) == serial_hashes
+
+
+def test_task_size_settings_are_checked(tiny_corpus, tokenizer, tmp_path):
+    from iokit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="not both"):
+        parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, chunk_size=4, task_bytes=10)
+    with pytest.raises(ParameterError, match="task_bytes"):
+        parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, task_bytes=0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_uint32_shards_are_identical_too(tiny_corpus, tokenizer, tmp_path):
+    shards.pretokenize(tiny_corpus, tokenizer, tmp_path / "one", dtype="uint32")
+    parallel_pretokenize(tiny_corpus, tokenizer, tmp_path / "two", workers=2, dtype="uint32")
+    assert _hashes(tmp_path / "one") == _hashes(tmp_path / "two")

@@ -119,5 +119,33 @@ def test_tour_and_bench_stages(small_corpus, tmp_path):
     rows = [stage(ctx) for stage in (stage_raw_epoch, stage_pretokenize, stage_shard_epoch)]
     assert "pays after" in rows[-1].note
     figures = bench_pretokenized(small_corpus, tmp_path / "bench")
-    assert [f.unit for f in figures] == ["×", "fraction"]
+    assert [f.unit for f in figures] == ["×", "fraction", "×", "fraction", "×"]
     assert all(f.value > 0 for f in figures)
+    assert "nanoGPT get_batch" in figures[2].name and "gather" in figures[1].name
+
+
+def test_bench_peers_whole_processes_and_tokenizers(small_corpus, tmp_path, monkeypatch):
+    import sys
+
+    from iokit.app import bench
+
+    (line,) = [bench.whole_process_pretokenize(small_corpus, tmp_path, 2, rounds=1)]
+    assert line.value > 0 and "shards identical: True" in line.note
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed
+    lines = bench.bench_tokenizers(small_corpus, tmp_path)
+    assert lines[-1].unit == "skipped" and "datasets" in lines[-1].note
+    assert all(r.value > 0 for r in lines[:-1])
+    assert "encode_batch" in str(lines[0]) or lines[0].unit == "skipped"
+
+
+def test_nanogpt_get_batch_is_the_kits_batch(small_corpus, tmp_path):
+    from iokit.app.bench import nanogpt_get_batch
+    from iokit.shards import open_shards, pretokenize
+    from iokit.tokenize import WordTokenizer
+
+    tok = WordTokenizer.train(d.text for d in iter_documents(small_corpus))
+    pretokenize(small_corpus, tok, tmp_path)
+    x, y = nanogpt_get_batch(tmp_path / "shard-00000.bin", np.random.default_rng(1), 4, 16)
+    with open_shards(tmp_path) as s:  # one shard: the same draws give the same windows
+        kx, ky = s.sample_batch(np.random.default_rng(1), 4, 16)
+    assert np.array_equal(x, kx) and np.array_equal(y, ky)

@@ -176,6 +176,7 @@ def test_tour_stages_and_bench_figures(tiny_corpus, tmp_path):
         assert np.array_equal(np.concatenate(list(z.iter_chunks())),
                               np.concatenate(list(r.iter_chunks())))
     figures = bench_compressed_shards(tiny_corpus, tmp_path / "bench")
-    frac, text, tokens = figures
-    assert frac.unit == "fraction" and frac.value > 0
+    frac, prefetch, text, tokens = figures
+    assert frac.unit == "fraction" and frac.value > 0 and "zstandard" in frac.name
+    assert prefetch.value > 0 and "prefetch" in prefetch.name
     assert text.value > tokens.value > 1  # token IDs compress worse than text

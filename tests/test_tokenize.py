@@ -342,3 +342,74 @@ def test_encoding_never_imports_nltk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- the batch paths
+
+
+def _one_by_one(texts, tok):
+    eod = np.array([tok.eod_id], dtype=np.uint32)
+    return [np.concatenate([tok.encode(t), eod]) for t in texts]
+
+
+LONG = ("Tokens cross no slice boundary; " * 40_000 + "end.",  # about 1.3 MB, several slices
+        "短" * 300_000 + "。" + "x" * 10,  # no spaces: cut at the punctuation only
+        "a" * 700_000)  # one word with no cut at all: one slice
+
+
+def test_encode_many_gives_the_ids_of_encode(texts, word, bpe):
+    odd = ["", "İstanbul K kelvin", "tab\x1csep\x1fx", "x\u3000y", "snake_case_word 3.14"]
+    for tok in (word, bpe):
+        many = tok.encode_many(texts + odd + list(LONG))
+        for text, ids in zip(texts + odd + list(LONG), many):
+            assert ids.dtype == np.uint32
+            assert np.array_equal(ids, tok.encode(text))
+
+
+def test_encode_corpus_in_batches_matches_one_by_one(texts, word, bpe, monkeypatch):
+    from iokit import tokenize
+
+    monkeypatch.setattr(tokenize, "BATCH_CHARS", 5_000)  # many batches, long texts alone
+    docs = texts + list(LONG) + texts[:3]
+    for tok in (word, bpe):
+        got = list(encode_corpus(docs, tok))
+        assert len(got) == len(docs)
+        assert all(np.array_equal(a, b) for a, b in zip(got, _one_by_one(docs, tok)))
+
+
+def test_ascii_bytes_pattern_splits_every_character_as_the_str_one():
+    from iokit.tokenize import _ASCII_WORD_PUNCT, _fast_pattern
+
+    for c in range(128):
+        for text in (chr(c), f"a{chr(c)}b", f"{chr(c)}{chr(c)}.", f"!{chr(c)}!"):
+            want = [t.encode("ascii") for t in _fast_pattern().findall(text)]
+            assert _ASCII_WORD_PUNCT.findall(text.encode("ascii")) == want, (c, text)
+
+
+def test_word_ids_ignore_the_lookup_path():
+    tok = WordTokenizer(["hello", "wörld", "x"])
+    assert tok.encode("Hello wörld, X y").tolist() == [2, 3, 0, 4, 0]  # non-ASCII path
+    assert tok.encode("Hello world, X y").tolist() == [2, 0, 0, 4, 0]  # ASCII (bytes) path
+
+
+def test_no_fork_warning_after_the_batch_encoder(bpe, texts, tmp_path, capfd):
+    import os
+
+    from iokit.preprocess import parallel_pretokenize
+
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    list(encode_corpus(texts * 4, bpe))  # the parent uses the Rust threads first
+    capfd.readouterr()
+    parallel_pretokenize(_jsonl(tmp_path, texts), bpe, tmp_path / "out", workers=2,
+                         kind="processes", start_method="fork")
+    out, err = capfd.readouterr()
+    assert "huggingface/tokenizers" not in out + err
+    assert os.environ.get("TOKENIZERS_PARALLELISM") == before  # the caller's setting is back
+
+
+def _jsonl(tmp_path, texts):
+    import json
+
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path

@@ -3,12 +3,22 @@
 Each entry of :data:`BENCHES` is a function ``bench(corpus, workdir) -> list[Ratio]``; the
 techniques add theirs. ``iokit bench`` prints them all, and last the cost models' errors on
 settings they were not calibrated on (``model error ...`` lines, :func:`bench_models`).
+
+Where a user would otherwise pick something else, the kit is measured against that peer on the
+same work, one line per comparison naming it: nanoGPT's ``get_batch`` (a numpy memmap made
+anew per call) and a plain in-memory gather of the same windows for sampling; a plain
+zstandard loop over the same blocks for compressed reads; ``multiprocessing.Pool`` and
+``ProcessPoolExecutor`` for the ordered map; Hugging Face ``tokenizers``' ``encode_batch``
+for BPE (with the ``bpe`` extra); HF ``datasets.map`` for pretokenizing (when installed, else
+a line says it was skipped); and 2 processes against 1, each a whole ``python`` process.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +43,6 @@ from iokit.engines import (
 from iokit.lab.chunks import calibrate_loop, loop_checks
 from iokit.lab.compression import compare_reads, corpus_text, profile_codecs, write_codec_files
 from iokit.lab.epochs import (
-    copy_rate,
     epoch_checks,
     predict_epochs,
     raw_epoch,
@@ -61,7 +70,7 @@ from iokit.loader import epoch_order, open_loader
 from iokit.parallel import WorkerPool
 from iokit.preprocess import rewrite_shards
 from iokit.ranks import rank_balance
-from iokit.shards import open_shards, pretokenize
+from iokit.shards import inputs_and_targets, open_shards, pretokenize
 from iokit.split import plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import Timing, format_error, interleaved, measure, stopwatch
@@ -81,6 +90,17 @@ class Ratio:
         return f"{self.name:<60} {self.value:>10.3g} {self.unit:<10} {self.note}"
 
 
+def skipped(name: str, why: str) -> Ratio:
+    """A comparison that could not run here, and why (the value is NaN)."""
+    return Ratio(name, float("nan"), "skipped", why)
+
+
+def load_note() -> str:
+    """The 1-minute load average and the cores: how busy the machine was."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"load average {load:.1f} on {os.cpu_count() or 1} cores"
+
+
 BENCHES: list[Callable[[Path, Path], list[Ratio]]] = []
 
 
@@ -98,7 +118,9 @@ def run_bench(corpus, benches=None) -> list[Ratio]:
 
 
 def bench_pretokenized(corpus: Path, workdir: Path) -> list[Ratio]:
-    """(a) epoch from shards vs from text; (b) window sampling vs a numpy copy of its bytes."""
+    """(a) epoch from shards vs from text; (b) window sampling against a plain in-memory
+    gather of the same windows (the bound) and nanoGPT's ``get_batch``, at 64×1024 and at the
+    largest shape the cost model checks, 256×2048."""
     tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
     folder = workdir / "shards-word"
     pretokenize(corpus, tok, folder)
@@ -107,23 +129,64 @@ def bench_pretokenized(corpus: Path, workdir: Path) -> list[Ratio]:
     raw = measure(lambda: raw_epoch(corpus, tok), repeat=3, warmup=1)
     pre = measure(lambda: shard_epoch(shards, size), repeat=5, warmup=1)
     shards.close()
-    batch, block = 64, 1024
-    sample = sampling_rate(folder, batch, block, batches=20, repeat=5)
-    number = 50
-    copy = copy_rate(sample.bytes_per_batch, number=number)
-    fraction = (copy.median / number) / sample.seconds_per_batch
-    return [
-        Ratio("pretokenized epoch speedup over raw-text epoch (word tokenizer)",
-              raw.median / pre.median, "×",
-              f"text {raw.median:.3g} s, shards {pre.median:.3g} s per epoch"),
-        Ratio(f"window sampling ({batch}×{block}, warm) / numpy copy of same bytes",
-              fraction, "fraction",
-              f"{sample.tokens_per_s / 1e6:,.1f} M tokens/s; copy "
-              f"{copy.mb_per_s:,.0f} MB/s"),
-    ]
+    out = [Ratio("pretokenized epoch speedup over raw-text epoch (word tokenizer)",
+                 raw.median / pre.median, "×",
+                 f"text {raw.median:.3g} s, shards {pre.median:.3g} s per epoch")]
+    for batch, block in ((64, 1024), (256, 2048)):
+        kit, bound, nano = sampling_peers(folder, batch, block)
+        out += [
+            Ratio(f"window sampling {batch}×{block} / in-memory numpy gather (bound)",
+                  bound / kit, "fraction",
+                  f"{batch * block / kit / 1e6:,.0f} M tokens/s; the same windows gathered "
+                  f"from an array in memory: {batch * block / bound / 1e6:,.0f} M tokens/s"),
+            Ratio(f"window sampling {batch}×{block} vs nanoGPT get_batch (memmap)",
+                  nano / kit, "×", f"get_batch: a numpy memmap made per call, one astype "
+                  f"per row: {nano * 1e3:.2f} ms per batch; {load_note()}"),
+        ]
+    return out
 
 
-BENCHES.append(bench_pretokenized)
+def nanogpt_get_batch(path, rng, batch_size: int, block_size: int):
+    """nanoGPT's ``get_batch`` in numpy: the memmap made anew on every call (as nanoGPT does,
+    to avoid a memory leak), one slice and ``astype`` per window, for inputs and targets."""
+    data = np.memmap(path, dtype=np.uint16, mode="r")
+    ix = rng.integers(0, len(data) - block_size, size=batch_size)
+    x = np.stack([data[i:i + block_size].astype(np.int64) for i in ix])
+    y = np.stack([data[i + 1:i + 1 + block_size].astype(np.int64) for i in ix])
+    return x, y
+
+
+def sampling_peers(folder: Path, batch: int, block: int, *, rounds: int = 200,
+                   nano_every: int = 10) -> tuple[float, float, float]:
+    """Median seconds per batch of the kit's sampler (warm shards), of the bound (the same
+    gather from an array in memory: every token loaded first, the window view made once) and
+    of nanoGPT's ``get_batch`` over the first shard. One batch of each in turn per round
+    (``get_batch``, slower, every ``nano_every`` rounds), so a busy moment hits all alike."""
+    bins = sorted(folder.glob("*.bin"))
+    data = np.concatenate([np.fromfile(p, dtype=np.uint16) for p in bins])
+    views = np.lib.stride_tricks.sliding_window_view(data, block + 1)
+    rngs = [np.random.default_rng(0) for _ in range(3)]
+    times: list[list[float]] = [[], [], []]
+
+    def bound():
+        ix = rngs[1].integers(0, len(data) - block, size=batch)
+        inputs_and_targets(views[ix].astype(np.int64))
+
+    with open_shards(folder) as s:
+        for chunk in s.iter_chunks():  # map and cache every page
+            chunk.sum()
+        sides = [lambda: s.sample_batch(rngs[0], batch, block), bound,
+                 lambda: nanogpt_get_batch(bins[0], rngs[2], batch, block)]
+        for r in range(rounds + 1):  # the first round warms up
+            for k, fn in enumerate(sides):
+                if k == 2 and r % nano_every:
+                    continue
+                with stopwatch() as sw:
+                    fn()
+                if r:
+                    times[k].append(sw.seconds)
+    kit, bound_s, nano = (float(np.median(t)) for t in times)
+    return kit, bound_s, nano
 
 
 # --------------------------------------------------------------------------- compressed shards
@@ -171,15 +234,38 @@ def bench_compressed_shards(corpus: Path, workdir: Path) -> list[Ratio]:
     zstd3 = get_codec("zstd:3")
     text_ratio = len(text) / len(zstd3.compress(text))
     token_ratio = len(first_tokens) / len(zstd3.compress(first_tokens))
+    prefetch = _prefetch_ratio(z_dir)
     return [
-        Ratio("compressed-shard sequential read / raw zstd decompress "
+        Ratio("compressed-shard sequential read / plain zstandard loop "
               f"({DEFAULT_BLOCK_BYTES >> 10} KiB blocks)", t_zstd.median / t_shards.median,
-              "fraction", f"shards {t_shards.mb_per_s:,.0f} MB/s, zstandard alone "
-              f"{t_zstd.mb_per_s:,.0f} MB/s of tokens"),
+              "fraction", f"shards {t_shards.mb_per_s:,.0f} MB/s, a loop of "
+              f"ZstdDecompressor.decompress over the same blocks in memory "
+              f"{t_zstd.mb_per_s:,.0f} MB/s of tokens; medians of 7 alternating runs"),
+        prefetch,
         Ratio("zstd:3 ratio on text", text_ratio, "×", f"first {len(text) / 1e6:,.1f} MB"),
         Ratio("zstd:3 ratio on uint16 token IDs (word-level)", token_ratio, "×",
               f"first {len(first_tokens) / 1e6:,.1f} MB"),
     ]
+
+
+def _prefetch_ratio(folder: Path) -> Ratio:
+    """One pass over the first shard's blocks with a fresh reader (checksums and all), with
+    and without the prefetch thread, in turn."""
+    from iokit.blocks import BlockReader
+
+    with open_shards(folder) as s:
+        shard = s.shards[0]
+
+        def one_pass(prefetch: bool):
+            with BlockReader(shard.bin_path, shard.blocks, 0) as r:
+                for _ in r.iter_blocks(prefetch=prefetch):
+                    pass
+
+        plain, ahead = interleaved(lambda: one_pass(False), lambda: one_pass(True), repeat=7)
+    return Ratio("block read with prefetch thread / without (one pass, warm)",
+                 plain.median / ahead.median, "×",
+                 f"{shard.blocks.n_blocks} blocks; > 1 means prefetch helps; it is off by "
+                 "default")
 
 
 BENCHES.append(bench_compressed_shards)
@@ -204,6 +290,7 @@ def bench_parallel(corpus: Path, workdir: Path) -> list[Ratio]:
         best = min(trial, key=trial.get)
         one, many = interleaved(lambda: serial.map(fn, spans, best),
                                 lambda: pool.map(fn, spans, best), repeat=5, warmup=0)
+        peers = _map_peers(pool, fn, spans, best, cores)
     speedup = one.median / many.median
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -217,13 +304,165 @@ def bench_parallel(corpus: Path, workdir: Path) -> list[Ratio]:
         Ratio(f"tokenize: {cores} processes vs 1 ({best} docs per task)", speedup, "×",
               f"{sum(e - s for s, e in spans) / 1e6:.1f} MB, medians of 5 alternating runs; "
               f"load average {load:.1f} on {cores} cores"),
+        *peers,
         Ratio(f"reads: {threads} threads on sim. object store vs model", p.mb_per_s * 1e6
               / predicted, "of model",
               f"{p.mb_per_s:,.0f} MB/s measured, {predicted / 1e6:,.0f} MB/s predicted"),
+        whole_process_pretokenize(corpus, workdir, cores),
     ]
 
 
+def _map_peers(pool: WorkerPool, fn, spans, chunk: int, cores: int) -> list[Ratio]:
+    """The kit's ordered map against ``multiprocessing.Pool.imap`` and
+    ``ProcessPoolExecutor.map`` on the same tasks and chunk size (every pool started and
+    warm before timing), in turn."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with multiprocessing.Pool(cores) as mp_pool, ProcessPoolExecutor(cores) as executor:
+        mp_pool.map(abs, range(cores))
+        list(executor.map(abs, range(cores)))
+        kit, mp, ex = interleaved(lambda: pool.map(fn, spans, chunk),
+                                  lambda: list(mp_pool.imap(fn, spans, chunk)),
+                                  lambda: list(executor.map(fn, spans, chunksize=chunk)),
+                                  repeat=5, warmup=1)
+    how = f"{cores} processes, {chunk} docs per task, medians of 5 alternating runs"
+    return [Ratio("ordered map vs multiprocessing.Pool.imap (same tasks)",
+                  mp.median / kit.median, "×", how),
+            Ratio("ordered map vs ProcessPoolExecutor.map (same tasks)",
+                  ex.median / kit.median, "×", how)]
+
+
+_ONE = """from iokit.shards import pretokenize
+from iokit.tokenize import load_tokenizer
+pretokenize({corpus!r}, load_tokenizer({vocab!r}), {out!r})"""
+_MANY = """from iokit.preprocess import parallel_pretokenize
+from iokit.tokenize import load_tokenizer
+parallel_pretokenize({corpus!r}, load_tokenizer({vocab!r}), {out!r}, workers={workers})"""
+
+
+def whole_process_pretokenize(corpus: Path, workdir: Path, workers: int,
+                              tokenizer: str = "word", rounds: int = 3) -> Ratio:
+    """Pretokenizing as a user runs it: a whole ``python`` process with ``workers`` worker
+    processes against one process (interpreter start, imports, pool start-up and writing
+    included), in turn; the shards must be byte-identical."""
+    from iokit.tokenize import train_tokenizer
+
+    vocab = workdir / f"whole-{tokenizer}-vocab.json"
+    train_tokenizer(tokenizer, (d.text for d in iter_documents(corpus)),
+                    progress=False).save(vocab)
+    env = dict(os.environ, IOKIT_PROGRESS="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parents[2]),
+                                                    env.get("PYTHONPATH")) if p)
+    one_dir, many_dir = workdir / "whole-1", workdir / f"whole-{workers}"
+    args = dict(corpus=str(corpus), vocab=str(vocab), workers=workers)
+
+    def run(code: str):
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+    one, many = interleaved(lambda: run(_ONE.format(out=str(one_dir), **args)),
+                            lambda: run(_MANY.format(out=str(many_dir), **args)),
+                            repeat=rounds, warmup=1)
+    same = shard_checksums(one_dir) == shard_checksums(many_dir)
+    return Ratio(f"pretokenize ({tokenizer}), {workers} processes vs 1, whole processes",
+                 one.median / many.median, "×",
+                 f"{one.median:.2f} s → {many.median:.2f} s per run, start-up included; "
+                 f"shards identical: {same}; medians of {rounds} alternating runs; "
+                 f"{load_note()}")
+
+
 BENCHES.append(bench_parallel)
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def bench_tokenizers(corpus: Path, workdir: Path) -> list[Ratio]:
+    """BPE: the kit's corpus encoding against HF ``tokenizers``' ``encode_batch`` on the same
+    texts with the same threads (the ``bpe`` extra); word pretokenizing against HF
+    ``datasets.map`` (when installed)."""
+    texts = [d.text for d in iter_documents(corpus)]
+    texts = texts[:max(1, _count_to(texts, 2 << 20))]  # about 2 MB of text at most
+    out = []
+    try:
+        from iokit.tokenize import BPETokenizer, encode_corpus, require_tokenizers
+
+        require_tokenizers()
+    except Exception:  # the bpe extra is not installed
+        out.append(skipped("BPE encode vs HF tokenizers encode_batch",
+                           "needs the bpe extra: pip install -e '.[bpe]'"))
+    else:
+        bpe = BPETokenizer.train(texts, progress=False)
+        hf = bpe._tok
+        eod = np.array([bpe.eod_id], dtype=np.uint32)
+
+        def peer():  # what a prepare script does with the batch encoder: arrays per document
+            return [np.concatenate([np.array(e.ids, dtype=np.uint32), eod])
+                    for e in hf.encode_batch(texts, add_special_tokens=False)]
+
+        kit, hf_t = interleaved(lambda: list(encode_corpus(texts, bpe)), peer, repeat=3)
+        nbytes = sum(len(t.encode("utf-8")) for t in texts)
+        threads = os.environ.get("RAYON_NUM_THREADS") or f"{os.cpu_count() or 1} (one per core)"
+        out.append(Ratio("BPE encode (kit, batches) vs HF tokenizers encode_batch",
+                         hf_t.median / kit.median, "×",
+                         f"same texts ({nbytes / 1e6:.1f} MB), same Rust threads: {threads}; "
+                         f"kit {nbytes / kit.median / 1e6:.2f} MB/s, encode_batch "
+                         f"{nbytes / hf_t.median / 1e6:.2f} MB/s; {load_note()}"))
+    out.append(bench_datasets_map(corpus, workdir))
+    return out
+
+
+def _count_to(texts: list[str], nbytes: int) -> int:
+    total = 0
+    for i, t in enumerate(texts):
+        total += len(t)
+        if total >= nbytes:
+            return i + 1
+    return len(texts)
+
+
+def bench_datasets_map(corpus: Path, workdir: Path) -> Ratio:
+    """Word pretokenizing, one process: the kit's ``pretokenize`` against HF ``datasets``
+    (``load_dataset("json")``, ``map`` with the same tokenizer, a uint16 memmap written as
+    nanoGPT's ``prepare.py`` does), in turn; skipped when ``datasets`` is not installed."""
+    name = "word pretokenize (kit) vs HF datasets.map + uint16 memmap"
+    try:
+        import datasets
+    except ImportError:
+        return skipped(name, "HF datasets is not installed (pip install datasets): not "
+                       "compared")
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    tok = WordTokenizer.train(d.text for d in iter_documents(corpus))
+    cache = workdir / "hf-cache"
+    eod = tok.eod_id
+
+    def peer():
+        ds = datasets.load_dataset("json", data_files=str(corpus), split="train",
+                                   cache_dir=str(cache))
+        ds = ds.map(lambda b: {"ids": [np.append(tok.encode(t), eod) for t in b["text"]]},
+                    batched=True, remove_columns=ds.column_names, load_from_cache_file=False)
+        lengths = [len(x) for x in ds["ids"]]
+        arr = np.memmap(workdir / "hf.bin", dtype=np.uint16, mode="w+", shape=(sum(lengths),))
+        at = 0
+        for ids in ds.iter(batch_size=1024):
+            flat = np.concatenate([np.asarray(x, dtype=np.uint16) for x in ids["ids"]])
+            arr[at:at + len(flat)] = flat
+            at += len(flat)
+        arr.flush()
+        del arr
+
+    kit, hf = interleaved(lambda: pretokenize(corpus, tok, workdir / "kit-shards"), peer,
+                          repeat=3, warmup=1)
+    with open_shards(workdir / "kit-shards") as s:
+        same = np.array_equal(np.concatenate(list(s.iter_chunks())),
+                              np.fromfile(workdir / "hf.bin", dtype=np.uint16))
+    return Ratio(name, hf.median / kit.median, "×",
+                 f"kit {kit.median:.2f} s, datasets {hf.median:.2f} s (warm cache); same "
+                 f"tokens: {same}; medians of 3 alternating runs")
+
+
+BENCHES.append(bench_tokenizers)
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -1,7 +1,11 @@
 """The whole story in one run: every stage from the naive loop to the fastest, side by side.
 
 Each stage is a function ``stage(ctx) -> Row`` listed in :data:`STAGES`; later techniques add
-their stage there. The first stage is the baseline every speedup is measured against.
+their stage there. A row's speedup is over a baseline doing the same work, and its note names
+it: the first stage (the naive loop) for the rows that do the naive loop's work (nltk tokens
+written as text), the text epoch for the rows that produce an epoch of token IDs, one process
+for the parallel rows, the uncompressed shards for the compressed ones, the naive loader for
+the pipeline.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from iokit.lab.epochs import raw_epoch, shard_epoch
 from iokit.lab.loops import chunked_loop, naive_loop
 from iokit.lab.scaling import parallel_token_file, read_point
 from iokit.lab.training import pipeline_walk, walk_steps
-from iokit.preprocess import parallel_pretokenize, rewrite_shards
+from iokit.preprocess import choose_task_bytes, parallel_pretokenize, rewrite_shards
 from iokit.progress import progress_bar
 from iokit.shards import open_shards, pretokenize
 from iokit.split import document_ends, plan_pieces
 from iokit.storage import SimulatedStore
 from iokit.timing import MB, measure, stopwatch
-from iokit.tokenize import fast_word_tokenize, train_tokenizer
+from iokit.tokenize import fast_word_tokenize, quiet_fork, train_tokenizer
 
 
 @dataclass
@@ -53,7 +57,8 @@ class Row:
     amount: float  # bytes of corpus text (or tokens, with unit "tok/s") handled
     unit: str = "MB/s"
     note: str = ""
-    speedup: float | None = None  # over its own baseline, when not comparable with the first row
+    speedup: float | None = None  # over its own baseline (the note names it), when its work is
+    # not the first row's
     comparison: Comparison | None = None  # the cost model's prediction against the measurement
 
     @property
@@ -71,6 +76,7 @@ def stage_naive(ctx: Context) -> Row:
 
 def stage_chunked(ctx: Context) -> Row:
     r = chunked_loop(ctx.corpus, ctx.workdir / "tokens-chunked.txt", chunk_size=1 << 20)
+    ctx.extra["chunked_s"] = r.seconds
     same = (ctx.workdir / "tokens-chunked.txt").read_bytes() == \
         (ctx.workdir / "tokens-naive.txt").read_bytes()
     return Row("chunked reads + batched writes (1 MiB)", r.seconds, r.bytes_in,
@@ -88,7 +94,8 @@ def model_note(c: Comparison) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as a plain-text table with speedups over the first row."""
+    """The rows as a plain-text table with each row's speedup over its baseline (the first
+    row's unless the row has its own, named in its note)."""
     base = rows[0].seconds if rows else 1.0
     lines = [f"{'stage':<48} {'time':>9} {'rate':>14} {'speedup':>8}  note"]
     for r in rows:
@@ -114,7 +121,10 @@ def stage_raw_epoch(ctx: Context) -> Row:
     r = raw_epoch(ctx.corpus, _word_tokenizer(ctx))
     ctx.extra["raw_epoch_s"] = r.seconds
     return Row("epoch from text (read + tokenize to IDs)", r.seconds, r.text_bytes,
-               note=f"{r.tokens:,} tokens; tokenize {r.stage_seconds.get('tokenize', 0):.2f} s")
+               speedup=1.0,
+               note=f"{r.tokens:,} tokens; tokenize {r.stage_seconds.get('tokenize', 0):.2f} "
+                    "s; the baseline of the rows below that give token IDs (other work than "
+                    "the loops above: IDs, nothing written)")
 
 
 def stage_pretokenize(ctx: Context) -> Row:
@@ -128,8 +138,12 @@ def stage_pretokenize(ctx: Context) -> Row:
     with open_shards(folder) as s:
         note = (f"once: {s.n_tokens:,} {s.dtype.name} tokens, {s.nbytes / MB:,.1f} MB "
                 f"in {len(s.shards)} shard(s)")
+    speedup = None
+    if "raw_epoch_s" in ctx.extra:
+        speedup = ctx.extra["raw_epoch_s"] / seconds
+        note += "; speedup over the text epoch (the same tokenizing, plus writing shards)"
     return Row(f"pretokenize once ({ctx.tokenizer} vocab → .bin/.idx)", seconds,
-               ctx.corpus.stat().st_size, note=note)
+               ctx.corpus.stat().st_size, note=note, speedup=speedup)
 
 
 def stage_shard_epoch(ctx: Context) -> Row:
@@ -138,12 +152,16 @@ def stage_shard_epoch(ctx: Context) -> Row:
     shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)  # warm-up: first-use costs
     r = shard_epoch(ctx.extra["shards"], ctx.corpus.stat().st_size)
     note = f"{r.tokens / r.seconds / 1e6:,.0f} M tokens/s"
+    ctx.extra["shard_epoch_s"] = r.seconds
+    speedup = None
     if "raw_epoch_s" in ctx.extra:
         m = EpochCostModel(ctx.extra["preprocess_s"], ctx.extra["raw_epoch_s"], r.seconds)
-        note += (f"; {format_speedup(ctx.extra['raw_epoch_s'] / r.seconds, 'the text epoch')}; "
+        speedup = ctx.extra["raw_epoch_s"] / r.seconds
+        note += (f"; {format_speedup(speedup, 'the text epoch')} (the same epoch of IDs); "
                  f"pays after {m.epochs_to_pay} whole epoch(s) (break-even "
                  f"{m.break_even:.2f})")
-    return Row("epoch from pretokenized shards (memmap)", r.seconds, r.text_bytes, note=note)
+    return Row("epoch from pretokenized shards (memmap)", r.seconds, r.text_bytes, note=note,
+               speedup=speedup)
 
 
 STAGES.extend([stage_raw_epoch, stage_pretokenize, stage_shard_epoch])
@@ -160,13 +178,17 @@ def stage_compress_shards(ctx: Context) -> Row:
     with stopwatch() as sw:
         rewrite_shards(ctx.extra["shards"], folder, codec="zstd:3")
     seconds = sw.seconds
+    with stopwatch() as plain:  # the same rewrite without compressing: its baseline
+        rewrite_shards(ctx.extra["shards"], ctx.workdir / "shards-word-copy", codec=None)
     with open_shards(ctx.extra["shards"]) as raw:
         raw_bytes = raw.nbytes
     ctx.extra["compressed_shards"] = folder
     with open_shards(folder) as z:
         note = (f"once: {raw_bytes / MB:,.1f} MB of tokens → {z.nbytes / MB:,.1f} MB "
-                f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_BYTES >> 10} KiB blocks")
-    return Row("compress shards (zstd:3 blocks)", seconds, raw_bytes, note=note)
+                f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_BYTES >> 10} KiB blocks; "
+                f"speedup over rewriting the shards uncompressed ({plain.seconds:.2f} s)")
+    return Row("compress shards (zstd:3 blocks)", seconds, raw_bytes, note=note,
+               speedup=plain.seconds / seconds)
 
 
 def stage_compressed_epoch(ctx: Context) -> Row:
@@ -179,28 +201,40 @@ def stage_compressed_epoch(ctx: Context) -> Row:
     t = measure(lambda: runs.append(shard_epoch(folder, size)), repeat=5, warmup=1)
     r = runs[-1]
     note = f"{r.tokens / t.median / 1e6:,.0f} M tokens/s"
+    speedup = None
     if "shards" in ctx.extra:
         raw = measure(lambda: shard_epoch(ctx.extra["shards"], size), repeat=5, warmup=1)
-        note += f"; {t.median / raw.median:,.1f}× the time of the memmap epoch (warm cache)"
+        speedup = raw.median / t.median
+        note += (f"; {t.median / raw.median:,.1f}× the time of the memmap epoch (warm cache; "
+                 "the same tokens): its speedup over that")
     r.seconds = t.median
-    return Row("epoch from compressed shards (decompress)", r.seconds, r.text_bytes, note=note)
+    return Row("epoch from compressed shards (decompress)", r.seconds, r.text_bytes, note=note,
+               speedup=speedup)
 
 
 STAGES.extend([stage_compress_shards, stage_compressed_epoch])
 
 
 def stage_parallel_tokenize(ctx: Context) -> Row:
+    """The loops' work (nltk tokens written as text, 1 MiB of documents per task) on one
+    process per core; its baseline is the chunked loop, the same work in one process."""
     workers = os.cpu_count() or 1
     out = ctx.workdir / "tokens-parallel.txt"
-    with stopwatch() as sw:
-        bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=16)
+    with quiet_fork(), stopwatch() as sw:
+        bytes_in, _ = parallel_token_file(ctx.corpus, out, workers=workers, chunk_size=1,
+                                          span_bytes=1 << 20)
     seconds = sw.seconds
     naive = ctx.workdir / "tokens-naive.txt"
-    note = f"{workers} processes, 16 docs per task, pool start-up included"
+    note = f"{workers} processes, 1 MiB of documents per task, pool start-up included"
+    speedup = None
     if naive.exists():
         same = out.read_bytes() == naive.read_bytes()
         note += "; output identical to naive" if same else "; OUTPUT DIFFERS from naive"
-    return Row(f"tokenize with {workers} processes", seconds, bytes_in, note=note)
+    if "chunked_s" in ctx.extra:
+        speedup = ctx.extra["chunked_s"] / seconds
+        note += "; speedup over the chunked loop (the same work in 1 process)"
+    return Row(f"the loops' work, {workers} processes (nltk → text)", seconds, bytes_in,
+               note=note, speedup=speedup)
 
 
 def stage_threaded_reads(ctx: Context) -> Row:
@@ -224,18 +258,22 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
     tok = _word_tokenizer(ctx)
     workers = os.cpu_count() or 1
     folder = ctx.workdir / "shards-word-parallel"
+    size = ctx.corpus.stat().st_size
     with stopwatch() as sw:
-        parallel_pretokenize(ctx.corpus, tok, folder, workers=workers, chunk_size=16)
+        parallel_pretokenize(ctx.corpus, tok, folder, workers=workers)
     seconds = sw.seconds
-    note = f"{workers} processes, 16 docs per task"
+    note = (f"{workers} processes, tasks of {choose_task_bytes(size, workers) / MB:,.2g} MB, "
+            "pool start-up included")
     serial = ctx.extra.get("shards")
+    speedup = None
     if serial is not None:
         same = shard_checksums(serial) == shard_checksums(folder)
         note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
         if "preprocess_s" in ctx.extra:
-            note += f"; {format_speedup(ctx.extra['preprocess_s'] / seconds, '1 process')}"
-    return Row(f"pretokenize with {workers} processes", seconds, ctx.corpus.stat().st_size,
-               note=note)
+            speedup = ctx.extra["preprocess_s"] / seconds
+            note += "; speedup over 1 process (the pretokenize row, the same work)"
+    return Row(f"pretokenize with {workers} processes", seconds, size, note=note,
+               speedup=speedup)
 
 
 STAGES.append(stage_parallel_tokenize)
@@ -264,10 +302,12 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
     note = (f"one shard per piece; cluster start-up {startup:.1f} s and a warm-up run not "
             f"included; shards "
             f"{'identical to' if same else 'DIFFER from'} the processes engine")
+    speedup = None
     if "preprocess_s" in ctx.extra:
-        note += f"; {format_speedup(ctx.extra['preprocess_s'] / run.seconds, '1 process')}"
+        speedup = ctx.extra["preprocess_s"] / run.seconds
+        note += "; speedup over 1 process (the pretokenize row, the same work)"
     return Row(f"pretokenize on dask, {workers} workers ({len(pieces)} pieces)", run.seconds,
-               run.in_bytes, note=note)
+               run.in_bytes, note=note, speedup=speedup)
 
 
 if importlib.util.find_spec("distributed") is not None:  # the optional 'dask' extra

@@ -1,8 +1,8 @@
 """Measurements for the batch job (notebook 07): where the model is loaded, how big the tasks
 are, the cost model, and a run killed midway and resumed.
 
-* :func:`batch_corpus` — the documents the notebook's runs summarise: the corpus's first 2 MiB
-  at ``tiny``, its first 8 MiB above (each configuration runs several times).
+* :func:`batch_corpus` — the documents the notebook's runs summarise: the whole corpus at
+  ``tiny``, its first 8 MiB above (each configuration runs several times).
 * :func:`measure_load`, :func:`measure_work` — the cost model's two measured parameters: one
   load of the model, and one worker's rate at summarising (no I/O), each measured in worker
   processes running as many at once as the runs will.
@@ -44,11 +44,11 @@ from iokit.parallel import WorkerPool
 from iokit.summarize import load_summarizer
 from iokit.timing import Timeline, Timing, interleaved, timeline_from
 
-HEAD_BYTES = {"tiny": 2 << 20, "small": 8 << 20, "large": 8 << 20}  # text the runs summarise
+HEAD_BYTES = {"tiny": None, "small": 8 << 20, "large": 8 << 20}  # text the runs summarise
 
 
 def batch_corpus(corpus, folder) -> Path:
-    """The corpus the notebook's runs use: its first 2 MiB at ``tiny``, 8 MiB above."""
+    """The corpus the notebook's runs use: all of it at ``tiny``, its first 8 MiB above."""
     return corpus_head(open_corpus(corpus, progress=False), folder,
                        HEAD_BYTES[resolve_scale()])
 

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from iokit.costs import ClusterModel, CodecProfile, EpochCostModel, RequestCostModel
+from iokit.costs import (
+    BatchCostModel,
+    ClusterModel,
+    CodecProfile,
+    EpochCostModel,
+    RequestCostModel,
+)
 from iokit.errors import ParameterError
 from iokit.lab import solutions
 from iokit.lab.compression import BlockBytesPoint
+from iokit.timing import Timing
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 REVEAL = re.compile(r"""reveal\(\s*["'](\d\d)["']\s*,\s*(\d+)""")
@@ -43,6 +50,11 @@ def variables(tiny_corpus):
         "stage_s": [0.020, 0.003, 0.002],
         "model": ClusterModel(bytes_per_s=5e6, overhead_s=0.05, startup_s=1.0),
         "shard_tokens": [1000, 1200, 900, 1100, 1000, 950, 1050, 980],
+        "cost_model": BatchCostModel(load_s=0.1, bytes_per_s=2e6, task_s=0.005,
+                                     startup_s=0.3, cores=2),
+        "docs": tiny_corpus,  # notebook 07's documents
+        "load": Timing([0.09, 0.10, 0.12], label="load the model"),
+        "per_doc": 0.002,  # seconds to summarise one document
         "exercise_signals": Signals(  # notebook 08's, as its exercise cell makes them
             steps=100, seconds=1.25, compute_s=0.5, wait_s=0.75, cores=2, workers=2,
             prefetch=2, nominal_step_s=0.005,

@@ -615,6 +615,49 @@ def bench_scale_out(corpus: Path, workdir: Path) -> list[Ratio]:
 BENCHES.append(bench_scale_out)
 
 
+# --------------------------------------------------------------------------- the batch job
+
+
+def bench_batch(corpus: Path, workdir: Path) -> list[Ratio]:
+    """Notebook 07's batch job on the corpus' first 512 KiB, tasks of 8 documents, 2 workers:
+    the model loaded once per worker against once per task (runs alternate, medians of 3), and
+    the batch cost model (``ℓ`` and ``r`` measured apart, ``o`` and ``T₀`` fitted to runs
+    loading once per worker with tasks of 8 and 32 documents) checked on the per-task and
+    fork runs."""
+    from iokit.batch import ensure_model
+    from iokit.lab.batch import (
+        batch_checks,
+        batch_point,
+        fit_batch,
+        measure_load,
+        measure_work,
+        time_batches,
+    )
+
+    docs = corpus_head(corpus, workdir / "batch-head", 512 << 10)
+    model_path = ensure_model(docs, workdir / "batch-summarizer.model")
+    load, work = measure_load(model_path, repeat=3), measure_work(docs, model_path, repeat=3)
+    per_task, per_worker, tasks32, by_fork = time_batches(docs, model_path, workdir / "batch", [
+        batch_point(docs, "per task, 2 workers, tasks of 8 docs", workers=2, loads="task",
+                    docs_per_task=8),
+        batch_point(docs, "per worker, tasks of 8", workers=2, docs_per_task=8),
+        batch_point(docs, "per worker, tasks of 32", workers=2, docs_per_task=32),
+        batch_point(docs, "fork, 2 workers, tasks of 8 docs", workers=2, loads="fork",
+                    docs_per_task=8)], repeat=3, warmup=1)
+    model = fit_batch(load, work, [per_worker, tasks32])
+    checks = batch_checks(model, [per_task, by_fork], "per worker, tasks of 8 and 32 docs")
+    return [Ratio("batch job: model loaded once per worker / once per task",
+                  per_task.timing.median / per_worker.timing.median, "×",
+                  f"2 workers, {per_task.last.tasks} tasks of 8 docs, "
+                  f"{docs.stat().st_size / 1e6:.1f} MB; {per_task.timing.median:.2f} s → "
+                  f"{per_worker.timing.median:.2f} s, medians of 3 alternating runs; one load "
+                  f"{load.median * 1e3:.0f} ms")
+            ] + model_error_lines(checks)[:len(checks)]  # the overall median is bench_models'
+
+
+BENCHES.append(bench_batch)
+
+
 # --------------------------------------------------------------------------- cost-model errors
 #
 # Every cost model of the kit, calibrated on some runs and checked on others it never saw (a

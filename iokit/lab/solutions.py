@@ -312,6 +312,35 @@ def _06_5(shard_tokens):
     # an open question: no check, the counts above are what to compare
 
 
+# --------------------------------------------------------------------------- notebook 07
+
+
+@solution("07", 1)
+def _07_1():
+    per_task = exercises.model_loads(44, 44, 4, "task")  # once in every task
+    per_worker = exercises.model_loads(4, 44, 4, "worker")  # once in each of the 4 workers
+    return per_task and per_worker
+
+
+@solution("07", 2)
+def _07_2(cost_model, docs):
+    from iokit.lab.batch import batch_point
+
+    task_bytes = batch_point(docs, "", workers=2, docs_per_task=64).task_bytes
+    answer = cost_model.predict(task_bytes, 2, "task")
+    print(f"{len(task_bytes)} tasks of 64 documents, the model loaded in each: {answer:.2f} s")
+    return exercises.batch_seconds(answer, cost_model, task_bytes, 2, "task")
+
+
+@solution("07", 3)
+def _07_3(load, per_doc):
+    import math
+
+    # a task of d documents spends ℓ / (ℓ + d × t) loading; ≤ 10 % when d ≥ 9 ℓ / t
+    answer = math.ceil(load.median * 0.9 / (0.1 * per_doc))
+    return exercises.docs_per_task_for(answer, load.median, per_doc)
+
+
 # --------------------------------------------------------------------------- notebook 08
 
 

@@ -10,6 +10,11 @@ bottleneck it should show (for the check) and how to build its fixed version.
 :class:`ProcessTextLoader` makes the same batches as :class:`TextBatches` in worker
 processes, so a training step that holds the GIL can be run against thread and process
 workers (:func:`gil_runs`).
+
+A speed ratio that one run of each side would give is mostly noise on a shared machine:
+:func:`paired` runs both sides in turn, round after round (:func:`iokit.timing.interleaved`),
+takes each round's ratio, and says whether the ratios' range leaves the noise
+(:class:`Paired`); :func:`fewer_workers` and :func:`gil_paired` use it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +36,7 @@ from iokit.probe import Signals, Verdict, diagnose, simulated_step
 from iokit.shards import open_shards
 from iokit.storage import LocalDisk, open_storage
 from iokit.tasks import load_tokenizer_once
-from iokit.timing import Timeline, measure
+from iokit.timing import Timeline, interleaved, measure
 
 # --------------------------------------------------------------------------- sources
 
@@ -277,6 +282,95 @@ def format_diagnoses(rows) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- paired rounds
+
+
+@dataclass
+class Paired:
+    """A speed ratio measured in paired rounds: in each round side A ran, then side B, and
+    the round's ratio is B's steps per second over A's. The ratios' range is the noise."""
+
+    name: str
+    ratios: list[float]
+    a_runs: list = field(default_factory=list)
+    b_runs: list = field(default_factory=list)
+    model: float | None = None  # the cost model's ratio, if any
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.ratios))
+
+    @property
+    def low(self) -> float:
+        return min(self.ratios)
+
+    @property
+    def high(self) -> float:
+        return max(self.ratios)
+
+    @property
+    def beyond_noise(self) -> bool:
+        """True when every round's ratio lies on the same side of 1."""
+        return self.low > 1 or self.high < 1
+
+    def verdict(self) -> str:
+        """This run's answer in words, from the ratios alone."""
+        n = len(self.ratios)
+        spread = f"{n} paired rounds, {self.low:.2f}× to {self.high:.2f}×"
+        if self.low > 1:
+            return f"faster in every one of {spread}: beyond the noise"
+        if self.high < 1:
+            return f"slower in every one of {spread}: beyond the noise"
+        return f"within the noise of {spread}: no difference this run can tell"
+
+    def comparison(self, guess=None, misses: str = ""):
+        """The median ratio as a :func:`~iokit.lab.compare.compare`, with the model's ratio."""
+        from iokit.lab.compare import compare
+
+        return compare(self.name, self.median, model=self.model, guess=guess, unit="×",
+                       low=self.low, high=self.high, runs=len(self.ratios), misses=misses,
+                       note=f"median of {len(self.ratios)} paired rounds, {self.low:.2f}× to "
+                            f"{self.high:.2f}×")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.median:.2f}×, {self.verdict()}"
+
+
+def paired(name: str, run_a, run_b, *, rounds: int = 5, warmup: int = 1) -> Paired:
+    """Call ``run_a()`` and ``run_b()`` in turn (:func:`~iokit.timing.interleaved`),
+    ``warmup`` untimed rounds then ``rounds`` paired ones; each returns a run with
+    ``steps_per_s``. The ratio of a round is B's steps per second over A's."""
+    got: tuple[list, list] = ([], [])
+    interleaved(lambda: got[0].append(run_a()), lambda: got[1].append(run_b()),
+                repeat=rounds, warmup=warmup)
+    a, b = got[0][warmup:], got[1][warmup:]
+    return Paired(name, [y.steps_per_s / x.steps_per_s for x, y in zip(a, b)], a, b)
+
+
+def fewer_workers(lab: Lab, b: Broken, verdict: Verdict, *, rounds: int = 5,
+                  steps: int = 120) -> Paired:
+    """The broken pipeline ``b`` with its own workers and prefetch (A) against the settings
+    the verdict asks for (B), ``rounds`` paired rounds of ``steps`` steps, with the pipeline
+    model's ratio (the verdict's calibration, both settings)."""
+    from iokit.lab.training import train
+
+    def run(settings):
+        src = lab.source(b.fixed_source, b.storage)
+        n = min(steps, src.n_batches)
+        with Loader(src, batch_size=lab.batch_size, block_size=lab.block_size, limit=n,
+                    timeline=Timeline(), adaptive=False, **settings) as loader:
+            return train(loader, b.step_s, n)
+
+    before = {"workers": b.workers, "prefetch": b.prefetch}
+    after = {**before, **verdict.settings}
+    p = paired(f"{after['workers']} workers over {b.workers}", partial(run, before),
+               partial(run, after), rounds=rounds)
+    if verdict.model is not None:
+        was = replace(verdict.model, workers=b.workers, prefetch=b.prefetch)
+        p.model = was.period_s / verdict.model.period_s
+    return p
+
+
 # --------------------------------------------------------------------------- the GIL step
 
 
@@ -364,45 +458,78 @@ class GilRun:
 
 
 def gil_runs(lab: Lab, vocab_path, *, step_s: float = 0.010, shares=(0.0, 0.5),
-             workers: int = 2, steps: int = 40, calibrate: int = 8) -> list[GilRun]:
+             workers: int = 2, steps: int = 40, calibrate: int = 8, rounds: int = 1
+             ) -> list[GilRun]:
     """Tokenizing in the loop with thread workers and with process workers, under a step that
-    holds the GIL for each share of ``shares``; every run with the pipeline model's forecast
-    from a one-batch-at-a-time calibration (the tokenize stage's CPU seconds)."""
+    holds the GIL for each share of ``shares`` (``rounds`` times each, thread run then process
+    run); every run with the pipeline model's forecast from a one-batch-at-a-time calibration
+    (the tokenize stage's CPU seconds)."""
+    calib = _gil_calibrate(lab, calibrate)
+    out = []
+    for share in shares:
+        for _ in range(rounds):
+            for kind in ("threads", "processes"):
+                out.append(_gil_run(lab, vocab_path, calib, kind, share, step_s=step_s,
+                                    workers=workers, steps=steps))
+    return out
+
+
+def _gil_calibrate(lab: Lab, calibrate: int) -> tuple:
+    """The text pipeline one batch at a time: its stage seconds (read, decompress, batch)
+    and the Python the workers hold the GIL for per batch (tokenizing and batching)."""
     from iokit.lab.training import train
 
-    cores = os.cpu_count() or 1
     src = Metered(lab.source("text", "local"))
     with Loader(src, batch_size=lab.batch_size, block_size=lab.block_size, workers=0,
                 prefetch=0, limit=calibrate, timeline=Timeline()) as solo:
         train(solo, 0.0, calibrate)
     stage = _stage_means(solo.timeline)
     read, dec, bat = (stage.get(k, 0.0) for k in ("read", "decompress", "batch"))
-    py = float(np.mean(src.cpu["decompress"])) + bat  # the Python the workers hold the GIL for
-    out = []
-    for share in shares:
-        step = simulated_step(step_s, share)
-        for kind in ("threads", "processes"):
-            # the step alone, just before the run: what it takes on this machine now
-            alone = measure(step, repeat=15, warmup=2).median
-            model = PipelineModel(read, dec, bat, alone, workers=workers,
-                                  prefetch=2 * workers, cores=cores,
-                                  step_gil_s=alone - (1 - share) * step_s if share else 0.0,
-                                  loader_gil_s=py, kind=kind)
-            if kind == "threads":
-                # adaptive=False: the lesson is the thread workers' Python competing with
-                # the step for the GIL, so the workers make every batch
-                loader = Loader(lab.source("text", "local"), batch_size=lab.batch_size,
-                                block_size=lab.block_size, workers=workers,
-                                prefetch=2 * workers, limit=steps, timeline=Timeline(),
-                                adaptive=False)
-            else:
-                loader = ProcessTextLoader(lab.corpus, vocab_path, batch_size=lab.batch_size,
-                                           block_size=lab.block_size, workers=workers,
-                                           limit=steps)
-            with loader:
-                run = train(loader, step_s, steps, share)
-            out.append(GilRun(kind, share, run, model, alone))
-    return out
+    return read, dec, bat, float(np.mean(src.cpu["decompress"])) + bat
+
+
+def _gil_run(lab: Lab, vocab_path, calib: tuple, kind: str, share: float, *, step_s: float,
+             workers: int, steps: int) -> GilRun:
+    """One training run of the text pipeline fed by ``kind`` workers under a step that holds
+    the GIL for ``share`` of its time, with the pipeline model's forecast."""
+    from iokit.lab.training import train
+
+    read, dec, bat, py = calib
+    step = simulated_step(step_s, share)
+    # the step alone, just before the run: what it takes on this machine now
+    alone = measure(step, repeat=15, warmup=2).median
+    model = PipelineModel(read, dec, bat, alone, workers=workers, prefetch=2 * workers,
+                          cores=os.cpu_count() or 1,
+                          step_gil_s=alone - (1 - share) * step_s if share else 0.0,
+                          loader_gil_s=py, kind=kind)
+    if kind == "threads":
+        # adaptive=False: the lesson is the thread workers' Python competing with the step
+        # for the GIL, so the workers make every batch
+        loader = Loader(lab.source("text", "local"), batch_size=lab.batch_size,
+                        block_size=lab.block_size, workers=workers, prefetch=2 * workers,
+                        limit=steps, timeline=Timeline(), adaptive=False)
+    else:
+        loader = ProcessTextLoader(lab.corpus, vocab_path, batch_size=lab.batch_size,
+                                   block_size=lab.block_size, workers=workers, limit=steps)
+    with loader:
+        run = train(loader, step_s, steps, share)
+    return GilRun(kind, share, run, model, alone)
+
+
+def gil_paired(lab: Lab, vocab_path, *, step_s: float = 0.010, share: float = 0.5,
+               workers: int = 2, steps: int = 40, rounds: int = 5, calibrate: int = 8
+               ) -> Paired:
+    """Process workers against thread workers under a step that holds the GIL for ``share``:
+    ``rounds`` paired rounds (thread run, then process run), the ratio of steps per second
+    in each, and the pipeline model's ratio (the median over the rounds' forecasts)."""
+    calib = _gil_calibrate(lab, calibrate)
+    run = partial(_gil_run, lab, vocab_path, calib, share=share, step_s=step_s,
+                  workers=workers, steps=steps)
+    p = paired(f"process over thread workers, {share:.0%} GIL step",
+               partial(run, "threads"), partial(run, "processes"), rounds=rounds, warmup=0)
+    p.model = float(np.median([a.model.period_s / b.model.period_s
+                               for a, b in zip(p.a_runs, p.b_runs)]))
+    return p
 
 
 def gil_checks(runs: list[GilRun]) -> list[Check]:

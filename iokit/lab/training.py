@@ -259,12 +259,14 @@ def runs_by_storage(folder, *, max_shard_bytes: int = 4 << 20, workers: int = 8,
 
     The shards are first written again in pieces of at most ``max_shard_bytes`` (the loopback
     server copies a whole object for every request, so small objects keep its requests
-    cheap) and uploaded. ``run_kwargs`` go to :func:`run_training`. Needs the ``s3`` extra.
+    cheap) and uploaded. ``run_kwargs`` go to :func:`run_training` (a ``storage`` among them
+    is replaced by each place's). Needs the ``s3`` extra.
     """
     from iokit.preprocess import rewrite_shards
     from iokit.remote import require_s3, s3_endpoint, upload
 
     require_s3()  # before any work: the kit's error naming the extra
+    run_kwargs.pop("storage", None)
     folder = Path(folder)
     small = folder.parent / f"{folder.name}-{max_shard_bytes >> 20}MiB"
     rewrite_shards(folder, small, codec=None, max_shard_bytes=max_shard_bytes)

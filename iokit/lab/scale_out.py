@@ -15,6 +15,7 @@
   a slice (the whole corpus at ``tiny``).
 * :func:`read_by_rank` — ``world_size`` trainers, one thread each, reading their part of an
   epoch (:mod:`iokit.ranks`) through one storage at the same time; each rank's time.
+  :func:`rank_reads_by_storage` — the same on simulated presets and on a real S3 endpoint.
 * :func:`use_server_proxy` — under JupyterHub, dask's dashboard link goes through the Jupyter
   server's proxy (jupyter-server-proxy), since ``127.0.0.1`` is the hub's machine, not yours.
   Done when this module is imported, before the notebook starts its cluster.
@@ -209,17 +210,25 @@ class RankRead:
 
 
 def read_by_rank(folder, world_size: int, storage="object-store", *,
-                 window_tokens: int = 32_768, epoch: int = 0, seed: int = 0) -> RankRead:
+                 window_tokens: int = 32_768, epoch: int = 0, seed: int = 0,
+                 url: str | None = None) -> RankRead:
     """Every rank reads its shards of one epoch, all ranks at once (one thread each).
 
     A rank opens each of its shards (one request for the ``.idx``) and reads its windows of
     ``window_tokens`` tokens, one request each, through ``storage`` (a name for
     :func:`iokit.storage.open_storage`, or a storage). Ranks with no shard finish at once.
+    With ``url`` (the same shard set uploaded there, e.g. with :func:`iokit.remote.upload`),
+    the files are read from that URL instead (``storage="fsspec"``).
     """
     store = open_storage(storage) if isinstance(storage, str) else storage
+
+    def where(path: Path):
+        return f"{url.rstrip('/')}/{path.name}" if url else path
+
     with open_shards(folder) as s:
         tokens = [sh.n_tokens for sh in s.shards]
-        paths = [(sh.bin_path, sh.idx_path, sh.idx_path.stat().st_size) for sh in s.shards]
+        paths = [(where(sh.bin_path), where(sh.idx_path), sh.idx_path.stat().st_size)
+                 for sh in s.shards]
         itemsize = s.dtype.itemsize
         shard_bytes = [sh.bin_size for sh in s.shards]
     plans = [rank_windows(tokens, r, world_size, window_tokens, epoch=epoch, seed=seed)
@@ -261,6 +270,53 @@ def read_by_rank(folder, world_size: int, storage="object-store", *,
         raise errors[0]
     per_rank = np.array([sum(len(w) for w in plan) for plan in plans], dtype=np.int64)
     return RankRead(seconds, per_rank, requests, nbytes, shard_bytes)
+
+
+REAL_ENDPOINT = "real S3 endpoint"
+
+
+def rank_reads_by_storage(folder, world_size: int, presets=("object-store",), *,
+                          window_tokens: int = 32_768, max_shard_bytes: int = 4 << 20
+                          ) -> dict[str, RankRead]:
+    """:func:`read_by_rank` on each simulated preset, then on a real S3 endpoint
+    (:func:`iokit.remote.s3_endpoint`: yours, or the kit's loopback server, stopped
+    afterwards) holding an upload of the same shards; one :class:`RankRead` per place.
+
+    The loopback server copies a whole object for every request, so shards larger than
+    ``max_shard_bytes`` are refused (write smaller ones). Needs the ``s3`` extra.
+    """
+    from iokit.remote import require_s3, s3_endpoint, upload
+
+    require_s3()  # before any work: the kit's error naming the extra
+    folder = Path(folder)
+    with open_shards(folder) as s:
+        largest = max(sh.bin_size for sh in s.shards)
+    if largest > max_shard_bytes:
+        raise FormatError(f"{folder}: a shard of {largest:,} bytes; the loopback S3 server "
+                          f"copies a whole object per request, so upload shards of at most "
+                          f"{max_shard_bytes:,} bytes (iokit.preprocess.rewrite_shards with "
+                          f"max_shard_bytes).")
+    reads = {f"simulated {p}": read_by_rank(folder, world_size, p, window_tokens=window_tokens)
+             for p in presets}
+    with s3_endpoint() as endpoint:
+        url = f"s3://{endpoint.bucket}/{folder.parent.name}-{folder.name}"
+        upload(folder, url)
+        reads[REAL_ENDPOINT] = read_by_rank(folder, world_size, "fsspec",
+                                            window_tokens=window_tokens, url=url)
+    return reads
+
+
+def format_rank_reads(reads: dict[str, RankRead]) -> str:
+    """Per place: each rank's epoch read time, the epoch (slowest rank), idle share, and the
+    time per request."""
+    lines = []
+    for name, got in reads.items():
+        ranks = ", ".join(f"{t:.3f}" for t in got.seconds)
+        per_request = float(got.seconds.sum() / max(int(got.requests.sum()), 1))
+        lines.append(f"{name:<24} ranks' read time (s): {ranks}; epoch {got.epoch_seconds:.3f} "
+                     f"s, idle {got.idle_fraction:.0%}, {per_request * 1e3:.2f} ms per request "
+                     f"({int(got.requests.sum())} requests)")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the cluster model

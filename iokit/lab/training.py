@@ -5,7 +5,9 @@ wait for data and the compute time: their ratio is the busy fraction a learner p
 :class:`~iokit.costs.PipelineModel`. :func:`pipeline_walk` runs the techniques of notebook 05
 one after another on the same shards; :func:`prefetch_sweep` varies the prefetch depth.
 :func:`run_until_killed` trains in a child process that checkpoints the loader's state and is
-killed mid-epoch, for notebook 05's resume.
+killed mid-epoch, for notebook 05's resume. :func:`runs_by_storage` trains on the local disk,
+the simulated presets and a real S3 endpoint in turn; :func:`endpoint_differences` says what
+the real endpoint did that the presets did not.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +43,7 @@ class TrainRun:
     timeline: Timeline
     step_s: float
     settings: dict = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU seconds this process used in the loop (all its threads)
 
     @property
     def steps(self) -> int:
@@ -84,6 +88,7 @@ def train(loader: Loader, step_s: float, steps: int | None = None, gil_share: fl
         loader.timeline = Timeline()
     tl = loader.timeline
     waits, computes = [], []
+    cpu0 = time.process_time()
     start = tl.now()
     it = iter(loader)
     try:
@@ -106,7 +111,9 @@ def train(loader: Loader, step_s: float, steps: int | None = None, gil_share: fl
     settings = {"workers": loader.workers, "prefetch": loader.prefetch,
                 "batch_size": loader.batch_size, "block_size": loader.block_size,
                 "codec": getattr(loader.source, "codec", "none"), "gil_share": gil_share}
-    return TrainRun(waits, computes, tl.now() - start, tl, step_s, settings)
+    seconds = tl.now() - start
+    return TrainRun(waits, computes, seconds, tl, step_s, settings,
+                    time.process_time() - cpu0)
 
 
 def run_training(folder, *, step_s: float = 0.005, steps: int | None = 40,
@@ -235,6 +242,72 @@ def walk_checks(rows: list[WalkRow]) -> list[Check]:
                   "stage times of 10 batches loaded one at a time",
                   f"{r.run.steps} steps, {r.step.settings}", r.predicted_busy,
                   r.run.busy_fraction, unit="fraction") for r in rows]
+
+
+# --------------------------------------------------------------------------- a real endpoint
+
+WHERE = [("local disk", "local"), ("simulated network-fs", "network-fs"),
+         ("simulated object-store", "object-store")]
+REAL_ENDPOINT = "real S3 endpoint"
+
+
+def runs_by_storage(folder, *, max_shard_bytes: int = 4 << 20, workers: int = 8,
+                    prefetch: int = 8, **run_kwargs) -> dict[str, TrainRun]:
+    """Train the same loader on the local disk, the simulated presets (:data:`WHERE`) and a
+    real S3 endpoint (:func:`iokit.remote.s3_endpoint`: yours, or the kit's loopback server,
+    stopped afterwards), one after another; a run per place, by name.
+
+    The shards are first written again in pieces of at most ``max_shard_bytes`` (the loopback
+    server copies a whole object for every request, so small objects keep its requests
+    cheap) and uploaded. ``run_kwargs`` go to :func:`run_training` (a ``storage`` among them
+    is replaced by each place's). Needs the ``s3`` extra.
+    """
+    from iokit.preprocess import rewrite_shards
+    from iokit.remote import require_s3, s3_endpoint, upload
+
+    require_s3()  # before any work: the kit's error naming the extra
+    run_kwargs.pop("storage", None)
+    folder = Path(folder)
+    small = folder.parent / f"{folder.name}-{max_shard_bytes >> 20}MiB"
+    rewrite_shards(folder, small, codec=None, max_shard_bytes=max_shard_bytes)
+    runs: dict[str, TrainRun] = {}
+    with s3_endpoint() as endpoint:
+        url = f"s3://{endpoint.bucket}/{small.name}"
+        upload(small, url)
+        for name, store in [*WHERE, (REAL_ENDPOINT, "fsspec")]:
+            runs[name] = run_training(url if store == "fsspec" else small, storage=store,
+                                      workers=workers, prefetch=prefetch, **run_kwargs)
+    return runs
+
+
+def format_runs_by_storage(runs: dict[str, TrainRun]) -> str:
+    """One line per place: busy fraction, steps/s, read time and CPU time per batch."""
+    lines = [f"{'where the shards are':<24} {'busy':>5} {'steps/s':>8} {'read/batch':>11} "
+             f"{'CPU/batch':>10}"]
+    for name, run in runs.items():
+        read = run.stage_means().get("read", 0.0)
+        lines.append(f"{name:<24} {run.busy_fraction:>5.0%} {run.steps_per_s:>8,.1f} "
+                     f"{read * 1e3:>8.2f} ms {run.cpu_s / max(run.steps, 1) * 1e3:>7.2f} ms")
+    return "\n".join(lines)
+
+
+def endpoint_differences(runs: dict[str, TrainRun], cores: int | None = None) -> str:
+    """What the real endpoint did that the simulated object store did not, from the runs: its
+    read time per batch, the busy fraction, and the CPU the loader's process spent per batch
+    (HTTP, parsing, copies; the loopback server's own CPU comes on top, on the same cores)."""
+    real, sim = runs[REAL_ENDPOINT], runs["simulated object-store"]
+    r_read = real.stage_means().get("read", 0.0)
+    s_read = sim.stage_means().get("read", 0.0)
+    per = {k: v.cpu_s / max(v.steps, 1) for k, v in runs.items()}
+    cores = cores or os.cpu_count() or 1
+    ratio = r_read / s_read if s_read > 0 else float("inf")
+    return (f"The real endpoint read a batch in {r_read * 1e3:.2f} ms, {ratio:.2g}× the simulated "
+            f"object store's {s_read * 1e3:.2f} ms; busy {real.busy_fraction:.0%} against "
+            f"{sim.busy_fraction:.0%}. The loader's process used {per[REAL_ENDPOINT] * 1e3:.2f} ms "
+            f"of CPU per batch on it against {per['simulated object-store'] * 1e3:.2f} ms on the "
+            f"simulation and {per['local disk'] * 1e3:.2f} ms on local disk (HTTP and copies; "
+            f"the simulation only sleeps), and a loopback server shares this machine's "
+            f"{cores} core(s) with the loader.")
 
 
 # --------------------------------------------------------------------------- kill and resume

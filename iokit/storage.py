@@ -181,6 +181,15 @@ class LocalDisk:
                 yield data
 
 
+def _requests_in_turn(store, path, chunk_size: int, limit: int | None) -> Iterator[bytes]:
+    """``path`` (its first ``limit`` bytes) as ``store.read`` requests of ``chunk_size`` bytes,
+    one after another: what a store without a faster way of streaming does."""
+    chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
+    total = store.size(path) if limit is None else min(limit, store.size(path))
+    for offset in range(0, total, chunk_size):
+        yield store.read(path, offset, min(chunk_size, total - offset))
+
+
 def _remove_state_file(path: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:  # not in a forked worker that inherited the object
         try:
@@ -278,10 +287,7 @@ class SimulatedStore:
 
     def read_chunks(self, path, chunk_size: int, limit: int | None = None) -> Iterator[bytes]:
         """The file in requests of ``chunk_size`` bytes, one after another."""
-        chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
-        total = self.size(path) if limit is None else min(limit, self.size(path))
-        for offset in range(0, total, chunk_size):
-            yield self.read(path, offset, min(chunk_size, total - offset))
+        return _requests_in_turn(self, path, chunk_size, limit)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -381,10 +387,7 @@ class FsspecStorage:
 
     def read_chunks(self, path, chunk_size: int, limit: int | None = None) -> Iterator[bytes]:
         """The object in range requests of ``chunk_size`` bytes, one after another."""
-        chunk_size = check_positive("chunk size", chunk_size, hint="Use e.g. 1048576 (1 MiB).")
-        total = self.size(path) if limit is None else min(limit, self.size(path))
-        for offset in range(0, total, chunk_size):
-            yield self.read(path, offset, min(chunk_size, total - offset))
+        return _requests_in_turn(self, path, chunk_size, limit)
 
     def forget(self, path=None) -> None:
         """Forget the size and ETag of ``path`` (or of every object): the next read sees the

@@ -18,10 +18,16 @@ trained on):
   the seconds every later epoch saves.
 
 A tokenizer whose optional extra is missing is left out, with the reason in ``skipped``.
+
+:func:`compare_chinese` runs the same comparison on text without spaces: the first nineteen
+chapters of the *Daodejing* (public domain, shipped in ``iokit/data``), spaCy with
+``lang="zh"`` (one token per character, no downloads), trained on the first chapters and
+measured on the last quarter.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +38,7 @@ from iokit.atomic import write_bytes_atomic
 from iokit.corpus import decode_record, iter_documents, open_corpus
 from iokit.costs import EpochCostModel
 from iokit.errors import IokitError, check_positive
+from iokit.shards import choose_dtype
 from iokit.timing import Timing, measure, stopwatch
 
 KINDS = ("word", "bpe", "spacy")
@@ -57,6 +64,26 @@ class TokenizerRow:
     exact_docs: int  # documents whose round trip is the identical text
     docs: int
     epochs: EpochCostModel  # on the held-out sample's JSONL: P, R and S
+    chars: int = 0  # characters of the held-out text
+
+    @property
+    def tokens_per_char(self) -> float:
+        return self.tokens / self.chars if self.chars else 0.0
+
+    @property
+    def bytes_per_token(self) -> float:
+        """UTF-8 bytes of text per token."""
+        return self.text_bytes / self.tokens if self.tokens else 0.0
+
+    @property
+    def dtype(self):
+        """The ID width shards of this tokenizer get: ``uint16`` or ``uint32``."""
+        return choose_dtype(self.tokenizer.vocab_size)
+
+    @property
+    def id_bytes_per_char(self) -> float:
+        """Bytes on disk per character of text, as stored IDs."""
+        return self.tokens_per_char * self.dtype.itemsize
 
     @property
     def mb_per_s(self) -> float:
@@ -243,6 +270,42 @@ def compare_tokenizers(corpus, kinds=KINDS, *, train_bytes: int = 2 << 20,
                 epoch = measure(lambda s=shards: shard_epoch(s, len(held)), repeat=repeat)
             rows.append(TokenizerRow(kind, tok, train_s, first, seen, sum(len(a) for a in ids),
                                      nbytes, unknown, exact, len(docs),
-                                     EpochCostModel(once.median, raw.median, epoch.median)))
+                                     EpochCostModel(once.median, raw.median, epoch.median),
+                                     sum(map(len, docs))))
     return TokenizerComparison(rows, sum(len(t.encode("utf-8")) for t in texts), len(texts),
                                len(held), skipped)
+
+
+CHINESE_SAMPLE = "daodejing.txt"  # in iokit/data: one chapter a line, "#" lines are a header
+
+
+def chinese_sample() -> list[str]:
+    """The chapters of the Chinese sample shipped with the kit (real text, offline)."""
+    from importlib.resources import files
+
+    text = files("iokit").joinpath("data", CHINESE_SAMPLE).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def compare_chinese(kinds=KINDS, *, repeat: int = 3) -> TokenizerComparison:
+    """:func:`compare_tokenizers` on :func:`chinese_sample`, spaCy with ``lang="zh"``: trained on
+    the first chapters, measured on the last quarter of the JSONL (chapters never seen)."""
+    chapters = chinese_sample()
+    with tempfile.TemporaryDirectory(prefix="iokit-chinese-") as tmp:
+        path = Path(tmp) / "daodejing.jsonl"
+        lines = [json.dumps({"id": f"ch{i}", "text": t}, ensure_ascii=False)
+                 for i, t in enumerate(chapters, 1)]
+        write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+        size = path.stat().st_size
+        return compare_tokenizers(path, kinds, train_bytes=size, sample_bytes=size, lang="zh",
+                                  repeat=repeat)
+
+
+def cjk_code_points() -> int:
+    """How many code points the word tokenizer makes a token each (CJK ideographs with BERT's
+    ranges, kana, hangul): the vocabulary that would cover them all."""
+    import re
+
+    from iokit.tokenize import CJK_CHARS
+
+    return sum(ord(b) - ord(a) + 1 for a, b in re.findall(r"(.)-(.)", CJK_CHARS))

@@ -40,7 +40,8 @@ def test_python_dash_m_works_and_reports_errors_without_traceback(tmp_path):
 def test_tour_prints_the_table(tiny_corpus, capsys):
     assert main(["tour", "--corpus", str(tiny_corpus)]) == 0
     out = capsys.readouterr().out
-    assert "naive loop" in out and "speedup" in out and "output identical to naive" in out
+    assert "naive loop" in out and "vs baseline" in out and "output identical to naive" in out
+    assert "× faster" in out and "baseline: the chunked loop" in out
 
 
 def test_tour_takes_a_folder_of_text_files_or_another_text_field(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from iokit.app.cli import main
 from iokit.app.report import report_figures, write_report
-from iokit.app.tour import Context, Row, format_table, run_tour
+from iokit.app.tour import Context, Row, format_table, ratio_words, run_tour
 from iokit.lab.training import WALK
 
 
@@ -50,6 +50,7 @@ def test_report_writes_html_and_figures(story, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert base64.b64encode(data).decode() in html  # embedded: the page stands alone
     assert html.count("<tr>") == len(rows) + 1
+    assert "<th>vs baseline</th>" in html and f"<td>{ratio_words(rows[2], rows)}</td>" in html
     assert "cores" in html and "Machine" in html
 
 
@@ -101,4 +102,29 @@ def test_simulated_reads_are_compared_with_the_same_store(tiny_corpus, tmp_path)
 
     row = stage_threaded_reads(Context(tiny_corpus, tmp_path))
     assert row.speedup is not None  # not over the naive loop, which read the local disk
-    assert "speedup over one thread on the same store" in row.note
+    assert "baseline: one thread on the same store" in row.note
+
+
+def test_every_row_reads_against_its_baseline_in_the_kits_words():
+    rows = [Row("naive", 4.0, 4e6, baseline=True), Row("chunked", 1.0, 4e6),
+            Row("text epoch", 2.0, 4e6, speedup=1.0, baseline=True),
+            Row("shard epoch", 0.01, 4e6, speedup=200.0),
+            Row("compressed", 0.03, 4e6, speedup=0.5)]
+    assert [ratio_words(r, rows) for r in rows] == \
+        ["baseline", "4.00× faster", "baseline", "200× faster", "2.00× the time"]
+    table = format_table(rows)
+    assert "vs baseline" in table.splitlines()[0] and "speedup" not in table
+    assert "2.00× the time" in table and "×  " not in table.replace("× faster", "").replace(
+        "× the time", "")  # no bare ratios left
+    # A row without a baseline of its own is compared with the first row, which is one.
+    first, second = Row("first", 2.0, 1e6), Row("second", 1.0, 1e6)
+    assert [ratio_words(r, [first, second]) for r in (first, second)] == \
+        ["baseline", "2.00× faster"]
+
+
+def test_the_pipeline_rows_name_their_baseline(story):
+    rows, _ = story
+    assert rows[1].baseline and "the baseline of the pipeline rows" in rows[1].note
+    assert "baseline: the naive loader" in rows[2].note
+    assert ratio_words(rows[1], rows) == "baseline"
+    assert ratio_words(rows[2], rows).endswith(("× faster", "× the time"))

@@ -314,16 +314,22 @@ technique in one table, about 15 seconds). Errors in your input or settings prin
 and exit with code 2."""
 
 TOUR_HELP = """\
-Runs every stage of the kit on one corpus, in this order, and prints one table (time, MB/s,
-speedup over the first row):
+Runs every stage of the kit on one corpus, in this order, and prints one table:
 
   the naive loop (one read call per byte, one write per document), then chunked reads and
   batched writes; an epoch from text against one from pretokenized shards (word vocabulary
-  to .bin/.idx); the shards compressed in zstd blocks and an epoch from them; tokenizing and
-  pretokenizing with one process per core; 16 threads reading a simulated object store; the
-  same pretokenizing on a dask cluster (with the dask extra); and the pipeline, from a naive
-  loader to background workers, prefetching and compressed blocks, feeding a simulated
-  training loop.
+  to .bin/.idx); the shards compressed in zstd blocks and an epoch from them; the loops'
+  work (nltk tokens written as text) and pretokenizing with one process per core; 16 threads
+  reading a simulated object store; the same pretokenizing on a dask cluster (with the dask
+  extra); and the pipeline, from a naive loader to background workers, prefetching and
+  compressed blocks, feeding a simulated training loop.
+
+The table: each row's time, its rate (MB/s, or tokens/s for the pipeline) and how it compares
+with a baseline doing the same work, named in its note: "N× faster", or "N× the time" when it
+is slower. The baselines: the naive loop for the chunked loop, the chunked loop for the loops'
+work on several processes, the epoch from text for the rows that give token IDs, one process
+for the parallel pretokenizing, one thread on the same store for the threaded reads, the
+uncompressed shards for the compressed ones, the naive loader for the pipeline.
 
 How long: about 15 s at tiny, 3 to 4 min at small, 40 min or more at large (on a 2-core
 laptop; the naive loop is most of it).

@@ -1,8 +1,8 @@
 """``iokit report``: the tour's table and figures as one HTML page, with the machine it ran on.
 
-:func:`report_figures` draws the figures (speedup of every stage, the pipeline's timelines and
-busy fractions); :func:`write_report` writes ``report.html`` with them embedded and each figure
-as a PNG beside it, every file atomically.
+:func:`report_figures` draws the figures (every stage against its own baseline, the pipeline's
+timelines and busy fractions); :func:`write_report` writes ``report.html`` with them embedded
+and each figure as a PNG beside it, every file atomically.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 import subprocess
 from pathlib import Path
 
-from iokit.app.tour import Row
+from iokit.app.tour import Row, ratio_words, speedup_of
 from iokit.atomic import atomic_write, make_folder, write_bytes_atomic
 from iokit.lab.machine import describe_machine
 from iokit.lab.plots import busy_predicted_vs_measured, timelines_side_by_side
@@ -27,9 +27,9 @@ def _png(fig) -> bytes:
 
 
 CAPTIONS = {  # each figure's file name, and what it shows in words
-    "stages.png": "How much faster each stage is (log scale). Blue: over the naive loop on "
-                  "local disk. Purple: over the baseline its note names (the naive loader, or "
-                  "one thread on the same simulated store).",
+    "stages.png": "Each stage against its baseline, the same work done the plain way (named "
+                  "in the table's note; log scale). Green: faster than its baseline; orange: "
+                  "more time than its baseline; grey: a baseline itself.",
     "timeline.png": "The naive loader and the full pipeline on one timeline: where the "
                     "training loop waits for data, and where loading overlaps computing.",
     "busy.png": "How busy the training loop is at each step of the walk: the cost model's "
@@ -61,15 +61,38 @@ def report_figures(rows: list[Row], extra: dict) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     figs = {}
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(rows)), layout="constrained")
-    base = rows[0].seconds
-    ax.barh([r.stage for r in rows], [r.speedup or base / r.seconds for r in rows],
-            color=["tab:purple" if r.speedup else "tab:blue" for r in rows])
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.4 * len(rows)), layout="constrained")
+    ratios = [speedup_of(r, rows) for r in rows]
+    words = [ratio_words(r, rows) for r in rows]
+    kinds = ["baseline" if w == "baseline" else "faster" if x >= 1 else "slower"
+             for w, x in zip(words, ratios)]
+    colours = {"faster": "tab:green", "slower": "tab:orange", "baseline": "tab:gray"}
+    y = range(len(rows))
+    ax.barh(y, [x - 1 for x in ratios], left=1, color=[colours[k] for k in kinds])
+    ax.plot([1 for k in kinds if k == "baseline"],
+            [i for i, k in zip(y, kinds) if k == "baseline"], "|", color="tab:gray",
+            markersize=14, markeredgewidth=3)
+    ax.axvline(1, color="black", linewidth=0.8)
     ax.set_xscale("log")
+    low, high = min(ratios + [1.0]), max(ratios + [1.0])
+    ax.set_xlim(low / 8, high * 8)  # room for the words beside the bars
+    for i, (x, w) in enumerate(zip(ratios, words)):  # the words beside the bar's outer end
+        left = x < 1
+        ax.annotate(w, (x, i), xytext=(-4 if left else 4, 0), textcoords="offset points",
+                    va="center", ha="right" if left else "left", fontsize=8)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.set_yticks(list(y), [r.stage for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("speedup (log scale)\nblue: over the naive loop · purple: over the "
-                  "baseline in its note")
-    ax.set_title("Every stage of the tour")
+    ax.set_xlabel("speed against the row's baseline (×, log scale; right of 1×: faster, "
+                  "left: more time)")
+    fig.legend(handles=[Patch(color=colours[k], label=label) for k, label in (
+        ("faster", "faster than its baseline"), ("slower", "more time than its baseline"),
+        ("baseline", "a baseline (rows below it are compared with it)"))],
+        loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    ax.set_title("Every stage of the tour against its own baseline")
     figs["stages.png"] = _png(fig)
     plt.close(fig)
     walk = extra.get("walk") or []
@@ -97,11 +120,10 @@ def write_report(rows: list[Row], extra: dict, out_dir, *, title: str = "iokit r
     m = describe_machine()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = git_commit()
-    base = rows[0].seconds if rows else 1.0
     e = html.escape
     table = "".join(
         f"<tr><td>{e(r.stage)}</td><td>{r.seconds:.2f}&nbsp;s</td><td>{r.rate:,.1f}&nbsp;"
-        f"{e(r.unit)}</td><td>{r.speedup or base / r.seconds:.1f}×</td><td>{e(r.note)}</td>"
+        f"{e(r.unit)}</td><td>{e(ratio_words(r, rows))}</td><td>{e(r.note)}</td>"
         "</tr>" for r in rows)
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     images = "".join(
@@ -122,7 +144,9 @@ img{{max-width:100%}}</style>
 <p>{e(m['cpu'])}, {m['cores']} cores; {e(m['os'])}; Python {e(m['python'])};
 cold reads {'possible' if m['cold_reads'] else 'not possible'}.<br>{e(packages)}</p>
 <h2>Every stage, from the naive loop to the full pipeline</h2>
-<table><tr><th>stage</th><th>time</th><th>rate</th><th>speedup</th><th>note</th></tr>
+<p>Each row is compared with a baseline doing the same work, named in its note (the
+naive loop when it names none): "N× faster" or "N× the time".</p>
+<table><tr><th>stage</th><th>time</th><th>rate</th><th>vs baseline</th><th>note</th></tr>
 {table}</table>
 <h2>Figures</h2>
 {images}

@@ -1,11 +1,12 @@
 """The whole story in one run: every stage from the naive loop to the fastest, side by side.
 
 Each stage is a function ``stage(ctx) -> Row`` listed in :data:`STAGES`; later techniques add
-their stage there. A row's speedup is over a baseline doing the same work, and its note names
-it: the first stage (the naive loop) for the rows that do the naive loop's work (nltk tokens
-written as text), the text epoch for the rows that produce an epoch of token IDs, one process
-for the parallel rows, the uncompressed shards for the compressed ones, the naive loader for
-the pipeline.
+their stage there. Each row is compared with a baseline doing the same work ("N× faster" or
+"N× the time"), and its note names it: the naive loop for the chunked loop, the chunked loop
+for the loops' work on several processes (nltk tokens written as text), the text epoch for the
+rows that produce an epoch of token IDs, one process for the parallel pretokenizing, one thread
+on the same store for the threaded reads, the uncompressed rewrite for the compressing, the
+memmap epoch for the compressed epoch, the naive loader for the pipeline.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class Row:
     amount: float  # bytes of corpus text (or tokens, with unit "tok/s") handled
     unit: str = "MB/s"
     note: str = ""
-    speedup: float | None = None  # over its own baseline (the note names it), when its work is
-    # not the first row's
+    speedup: float | None = None  # over its own baseline (the note names it); None: over the
+    # first row (the naive loop)
+    baseline: bool = False  # the row is a baseline for others (its ratio column says so)
     comparison: Comparison | None = None  # the cost model's prediction against the measurement
 
     @property
@@ -70,7 +72,7 @@ class Row:
 def stage_naive(ctx: Context) -> Row:
     r = naive_loop(ctx.corpus, ctx.workdir / "tokens-naive.txt")
     return Row("naive loop (1 read per byte, 1 write per doc)", r.seconds, r.bytes_in,
-               note=f"read {r.stage_seconds['read']:.2f} s, process "
+               baseline=True, note=f"read {r.stage_seconds['read']:.2f} s, process "
                     f"{r.stage_seconds['process']:.2f} s, write {r.stage_seconds['write']:.2f} s")
 
 
@@ -93,14 +95,29 @@ def model_note(c: Comparison) -> str:
            f"{c.model_verdict})"
 
 
+def speedup_of(row: Row, rows: list[Row]) -> float:
+    """How much faster ``row`` is than its baseline: its own (named in its note) or, without
+    one, the first row."""
+    if row.speedup is not None:
+        return row.speedup
+    return rows[0].seconds / row.seconds if rows and row.seconds > 0 else 1.0
+
+
+def ratio_words(row: Row, rows: list[Row]) -> str:
+    """The row against its baseline in the kit's words: "5.27× faster", "1.18× the time", or
+    "baseline" for the first row and the rows others are compared with."""
+    if row.baseline or (rows and row is rows[0] and row.speedup is None):
+        return "baseline"
+    return format_speedup(speedup_of(row, rows))
+
+
 def format_table(rows: list[Row]) -> str:
-    """The rows as a plain-text table with each row's speedup over its baseline (the first
-    row's unless the row has its own, named in its note)."""
-    base = rows[0].seconds if rows else 1.0
-    lines = [f"{'stage':<48} {'time':>9} {'rate':>14} {'speedup':>8}  note"]
+    """The rows as a plain-text table with each row against its baseline (the first row
+    unless the row has its own, named in its note): "N× faster" or "N× the time"."""
+    lines = [f"{'stage':<48} {'time':>9} {'rate':>14} {'vs baseline':>15}  note"]
     for r in rows:
         lines.append(f"{r.stage:<48} {r.seconds:>8.2f}s {r.rate:>9,.1f} {r.unit:<4} "
-                     f"{r.speedup or base / r.seconds:>7.1f}×  {r.note}")
+                     f"{ratio_words(r, rows):>15}  {r.note}")
     return "\n".join(lines)
 
 
@@ -121,7 +138,7 @@ def stage_raw_epoch(ctx: Context) -> Row:
     r = raw_epoch(ctx.corpus, _word_tokenizer(ctx))
     ctx.extra["raw_epoch_s"] = r.seconds
     return Row("epoch from text (read + tokenize to IDs)", r.seconds, r.text_bytes,
-               speedup=1.0,
+               speedup=1.0, baseline=True,
                note=f"{r.tokens:,} tokens; tokenize {r.stage_seconds.get('tokenize', 0):.2f} "
                     "s; the baseline of the rows below that give token IDs (other work than "
                     "the loops above: IDs, nothing written)")
@@ -141,7 +158,7 @@ def stage_pretokenize(ctx: Context) -> Row:
     speedup = None
     if "raw_epoch_s" in ctx.extra:
         speedup = ctx.extra["raw_epoch_s"] / seconds
-        note += "; speedup over the text epoch (the same tokenizing, plus writing shards)"
+        note += "; baseline: the text epoch (the same tokenizing, plus writing shards)"
     return Row(f"pretokenize once ({ctx.tokenizer} vocab → .bin/.idx)", seconds,
                ctx.corpus.stat().st_size, note=note, speedup=speedup)
 
@@ -157,9 +174,8 @@ def stage_shard_epoch(ctx: Context) -> Row:
     if "raw_epoch_s" in ctx.extra:
         m = EpochCostModel(ctx.extra["preprocess_s"], ctx.extra["raw_epoch_s"], r.seconds)
         speedup = ctx.extra["raw_epoch_s"] / r.seconds
-        note += (f"; {format_speedup(speedup, 'the text epoch')} (the same epoch of IDs); "
-                 f"pays after {m.epochs_to_pay} whole epoch(s) (break-even "
-                 f"{m.break_even:.2f})")
+        note += (f"; baseline: the text epoch (the same epoch of IDs); pays after "
+                 f"{m.epochs_to_pay} whole epoch(s) (break-even {m.break_even:.2f})")
     return Row("epoch from pretokenized shards (memmap)", r.seconds, r.text_bytes, note=note,
                speedup=speedup)
 
@@ -186,7 +202,7 @@ def stage_compress_shards(ctx: Context) -> Row:
     with open_shards(folder) as z:
         note = (f"once: {raw_bytes / MB:,.1f} MB of tokens → {z.nbytes / MB:,.1f} MB "
                 f"(ratio {raw_bytes / z.nbytes:.2f}), {DEFAULT_BLOCK_BYTES >> 10} KiB blocks; "
-                f"speedup over rewriting the shards uncompressed ({plain.seconds:.2f} s)")
+                f"baseline: rewriting the shards uncompressed ({plain.seconds:.2f} s)")
     return Row("compress shards (zstd:3 blocks)", seconds, raw_bytes, note=note,
                speedup=plain.seconds / seconds)
 
@@ -205,8 +221,7 @@ def stage_compressed_epoch(ctx: Context) -> Row:
     if "shards" in ctx.extra:
         raw = measure(lambda: shard_epoch(ctx.extra["shards"], size), repeat=5, warmup=1)
         speedup = raw.median / t.median
-        note += (f"; {t.median / raw.median:,.1f}× the time of the memmap epoch (warm cache; "
-                 "the same tokens): its speedup over that")
+        note += "; baseline: the memmap epoch (warm cache; the same tokens)"
     r.seconds = t.median
     return Row("epoch from compressed shards (decompress)", r.seconds, r.text_bytes, note=note,
                speedup=speedup)
@@ -232,7 +247,7 @@ def stage_parallel_tokenize(ctx: Context) -> Row:
         note += "; output identical to naive" if same else "; OUTPUT DIFFERS from naive"
     if "chunked_s" in ctx.extra:
         speedup = ctx.extra["chunked_s"] / seconds
-        note += "; speedup over the chunked loop (the same work in 1 process)"
+        note += "; baseline: the chunked loop (the same work in 1 process)"
     return Row(f"the loops' work, {workers} processes (nltk → text)", seconds, bytes_in,
                note=note, speedup=speedup)
 
@@ -245,11 +260,11 @@ def stage_threaded_reads(ctx: Context) -> Row:
     m = ThreadedReadModel.from_preset("object-store")
     c = compare("threaded reads", p.mb_per_s, model=float(m.throughput(threads, request)) / MB,
                 unit="MB/s")
-    # Its speedup is over one thread on the same simulated store: the naive loop read the
-    # local disk, so a ratio to it would compare two different storages.
+    # Its baseline is one thread on the same simulated store: the naive loop read the local
+    # disk, so a ratio to it would compare two different storages.
     return Row(f"reads, {threads} threads (sim. object store)", p.seconds, p.nbytes,
                speedup=p.mb_per_s / one.mb_per_s,
-               note=f"1 MiB requests; {model_note(c)}; speedup over one thread on the same "
+               note=f"1 MiB requests; {model_note(c)}; baseline: one thread on the same "
                     f"store ({one.mb_per_s:.0f} MB/s, model "
                     f"{float(m.per_stream(request)) / 1e6:.0f} MB/s)", comparison=c)
 
@@ -271,7 +286,7 @@ def stage_parallel_pretokenize(ctx: Context) -> Row:
         note += "; shards identical to 1 process" if same else "; SHARDS DIFFER from 1 process"
         if "preprocess_s" in ctx.extra:
             speedup = ctx.extra["preprocess_s"] / seconds
-            note += "; speedup over 1 process (the pretokenize row, the same work)"
+            note += "; baseline: 1 process (the pretokenize row, the same work)"
     return Row(f"pretokenize with {workers} processes", seconds, size, note=note,
                speedup=speedup)
 
@@ -305,7 +320,7 @@ def stage_dask_pretokenize(ctx: Context) -> Row:
     speedup = None
     if "preprocess_s" in ctx.extra:
         speedup = ctx.extra["preprocess_s"] / run.seconds
-        note += "; speedup over 1 process (the pretokenize row, the same work)"
+        note += "; baseline: 1 process (the pretokenize row, the same work)"
     return Row(f"pretokenize on dask, {workers} workers ({len(pieces)} pieces)", run.seconds,
                run.in_bytes, note=note, speedup=speedup)
 
@@ -357,11 +372,13 @@ def _walk_stage(step, number: int = 0):
         r = row.run
         tokens = r.steps * r.settings["batch_size"] * r.settings["block_size"]
         c = compare("busy fraction", r.busy_fraction, model=row.predicted_busy, unit="fraction")
+        first = len(walk) == 1
         return Row(f"pipeline: {step.technique}", r.seconds, tokens, unit="tok/s",
-                   speedup=row.speedup, comparison=c,
+                   speedup=row.speedup, comparison=c, baseline=first,
                    note=f"{storage}, {PIPELINE_STEP_S * 1e3:g} ms steps: busy "
-                        f"{r.busy_fraction:.0%}, {model_note(c)}; speedup over the naive "
-                        f"loader; removes: {step.removes}")
+                        f"{r.busy_fraction:.0%}, {model_note(c)}; "
+                        + ("the baseline of the pipeline rows" if first else
+                           f"baseline: the naive loader; removes: {step.removes}"))
 
     stage.__name__ = f"stage_pipeline_{number}"
     return stage

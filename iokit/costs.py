@@ -514,8 +514,10 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 #
 # Notebook 08 adds the GIL. A step whose Python side holds it for g·S, fed by thread workers
 # that hold it C_py per batch, gets two more limits: the two Pythons take turns (P ≥ g·S +
-# C_py), and the step waits for the workers' Python (P ≥ S + C_py); the step's Python also
-# takes a core (C + g·S) / cores. Process workers have their own GIL: only the cores count.
+# C_py), and the workers' Python cuts into the step's when the step holds the GIL longer than
+# the interpreter's switch interval i (P ≥ S + min(C_py, k·i), k = ceil(g·S / i) − 1); the
+# step's Python also takes a core (C + g·S) / cores. Process workers have their own GIL: only
+# the cores count.
 
 
 @dataclass(frozen=True)
@@ -535,6 +537,11 @@ class PipelineModel:
     step_gil_s: float = 0.0
     loader_gil_s: float = 0.0
     kind: str = "threads"  # or "processes"
+    # ``sys.getswitchinterval()``: a thread waiting for the GIL this long makes the holder let go
+    switch_interval_s: float = 0.005
+    # a woken worker's own latency before it starts waiting for the GIL (futex wake-up and
+    # scheduling; about a tenth of a millisecond on a quiet machine, read off the timeline)
+    wake_s: float = 1e-4
 
     @property
     def load_s(self) -> float:
@@ -559,16 +566,36 @@ class PipelineModel:
         """The GIL's terms, for thread workers (process workers hold their own GIL: none).
 
         One lock: per batch, the step's Python (``g·S``) and the workers' (``C_py``) take
-        turns, so ``P ≥ g·S + C_py``. And a step that needs the GIL at all waits for it
-        whenever a worker holds it (a worker lets go at the end of its Python work, or at the
-        switch interval): in steady state each batch's Python lands inside a step, so
-        ``P ≥ S + C_py``. A step with no Python (a sleep) waits only for its wake-up: left out.
+        turns, so ``P ≥ g·S + C_py``. The workers' Python lands where the GIL is free first:
+        the loop's taking a batch wakes a worker as the step begins, and while the step's
+        Python holds the GIL the worker gets it only by waiting a switch interval ``i`` (then
+        the interpreter makes the holder let go), once per interval. A step whose Python ends
+        within ``i`` of the worker's wake-up (``g·S ≤ i + wake``) is never cut into: the
+        workers' Python runs while the step's non-Python part (the accelerator) leaves the GIL
+        free, and only what does not fit there delays the next step (the turn-taking limit).
+        A longer step's Python is cut ``k = ceil((g·S − wake) / i) − 1`` times, each time for
+        up to ``i`` of the workers' Python, so ``P ≥ S + min(C_py, k·i)``. A step with no
+        Python (a sleep) waits only for its wake-up: left out.
         """
         g_s, c_py, s = self.step_gil_s, self.loader_gil_s, self.step_s
         if self.kind != "threads" or g_s <= 0 or c_py <= 0:
             return {}
-        return {"the GIL: the step's Python and the workers' take turns": g_s + c_py,
-                "the GIL: the step waits for the workers' Python": s + c_py}
+        limits = {"the GIL: the step's Python and the workers' take turns": g_s + c_py}
+        inside = min(c_py, self.gil_cuts * self.switch_interval_s)
+        if inside > 0:
+            limits["the GIL: the workers' Python cuts into the step's"] = s + inside
+        return limits
+
+    @property
+    def gil_cuts(self) -> int | float:
+        """How many times thread workers' Python cuts into one step's Python (forced GIL
+        switches, one per switch interval past the first): ``ceil((g·S − wake) / i) − 1``."""
+        g_s, i = self.step_gil_s, self.switch_interval_s
+        if self.kind != "threads" or g_s <= 0:
+            return 0
+        if i <= 0:
+            return math.inf
+        return max(0, math.ceil((g_s - self.wake_s) / i - 1e-9) - 1)
 
     @property
     def period_s(self) -> float:

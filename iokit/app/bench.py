@@ -849,7 +849,7 @@ def check_probe(corpus: Path, workdir: Path) -> list[Check]:
     checks = _median_checks(rounds)
     vocab = tok.save(workdir / "probe-vocab.json")
     lab = Lab(corpus, tok, folder, workdir)
-    return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5,), steps=60))
+    return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5, 0.75), steps=60))
 
 
 

@@ -457,8 +457,9 @@ class GILThreadModel:
     it in that moment, and the holder must then be woken to get it back, across cores. Pinned
     to one core the same threads cost nothing extra (a waiter cannot run while the holder
     does); with a thread per core (n ≤ cores) a waiter is always on another core, and with
-    more threads than cores the kernel keeps moving waiting threads onto the idle core, so
-    more of them contend at each release, until every core holds two (n = 2 × cores)::
+    more threads than cores more waiters are woken onto the other cores at each release and
+    contend for it; the loss grows until every core holds two (n = 2 × cores) and then
+    levels off (a fitted shape: measure a sweep to see it on your machine)::
 
         T(n) = T1 × (1 + cross + crowd × min(1, (n − cores) / cores))     (n ≥ 2; n > cores
                                                                             for the crowd)

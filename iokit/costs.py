@@ -448,48 +448,74 @@ def fit_serial_fraction(workers, speedups, cores: int | None = None) -> float:
 
 @dataclass(frozen=True)
 class GILThreadModel:
-    """n threads on CPU-bound Python work: the GIL runs one at a time, and handing it over costs.
+    """n threads on CPU-bound Python work: the GIL runs one at a time, and handing it over
+    *between cores* costs.
 
-    The interpreter lets one thread run Python bytecode at a time, so n threads share one
-    core's worth of work (``T1``), never less. Once a second thread waits, the interpreter
-    forces a hand-over every switch ``interval`` (``sys.getswitchinterval()``, 5 ms); each
-    hand-over wakes a thread (on another core, or behind other programs' work on a busy one)
-    and refills its caches, and each extra waiting thread adds its own share of that
-    contention. With ``handover_s`` the seconds one hand-over costs per waiting thread::
+    One core's worth of work (``T1``) is never shared out. What makes threads slower than one
+    is code that lets the GIL go many times a second (the ``regex`` engine nltk's tokenizers
+    use releases it around each match): a waiting thread that runs on *another* core can take
+    it in that moment, and the holder must then be woken to get it back, across cores. Pinned
+    to one core the same threads cost nothing extra (a waiter cannot run while the holder
+    does); with a thread per core (n ≤ cores) a waiter is always on another core, and with
+    more threads than cores more waiters are woken onto the other cores at each release and
+    contend for it; the loss grows until every core holds two (n = 2 × cores) and then
+    levels off (a fitted shape: measure a sweep to see it on your machine)::
 
-        T(n) = T1 × (1 + (n − 1) × handover_s / interval)
+        T(n) = T1 × (1 + cross + crowd × min(1, (n − cores) / cores))     (n ≥ 2; n > cores
+                                                                            for the crowd)
 
-    so the speedup ``T1 / T(n)`` is 1 at one thread and falls below it from two on.
+    ``cross`` and ``crowd`` are seconds lost per second of one thread's work: ``cross`` is
+    priced by a count from 2 to ``cores``, ``crowd`` by one above. Both are fitted, so the
+    checks are fits; both scale with the machine's free cores (other programs' work on the
+    other cores takes the waiters' place, and the loss shrinks towards 1×).
     """
 
     t1: float  # seconds for the work on one thread
-    handover_s: float  # seconds lost per hand-over, per waiting thread
-    interval: float = 0.005
+    cross: float  # extra seconds per second of work: waiters on other cores (n ≥ 2)
+    crowd: float = 0.0  # more, when threads outnumber the cores (full at 2 × cores)
+    cores: int = 2
+
+    def crowding(self, threads) -> np.ndarray:
+        """The share of the crowd term at ``threads``: 0 up to the cores, 1 from twice them."""
+        n = np.asarray(threads, dtype=float)
+        return np.clip((n - self.cores) / self.cores, 0.0, 1.0)
 
     def seconds(self, threads) -> np.ndarray:
         n = np.asarray(threads, dtype=float)
-        return self.t1 * (1.0 + (n - 1.0) * self.handover_s / self.interval)
+        return self.t1 * (1.0 + np.where(n >= 2, self.cross, 0.0)
+                          + self.crowd * self.crowding(n))
 
     def speedup(self, threads) -> np.ndarray:
         return self.t1 / self.seconds(threads)
 
     @classmethod
-    def fit(cls, threads, seconds, t1: float, interval: float = 0.005) -> GILThreadModel:
-        """``handover_s`` from runs at ``threads`` (seconds each) and the one-thread time
-        ``t1``: least squares on ``T(n)/T1 − 1 = (n − 1) × handover_s / interval`` (>= 0)."""
+    def fit(cls, threads, seconds, t1: float, cores: int = 2) -> GILThreadModel:
+        """``cross`` and ``crowd`` from runs at ``threads`` (seconds each) and the one-thread
+        time ``t1``: least squares on ``T(n)/T1 − 1`` (each >= 0). With no count above the
+        cores among ``threads`` the crowd cannot be told and is left at 0."""
         n = np.asarray(threads, dtype=float)
-        ratio = np.asarray(seconds, dtype=float) / t1 - 1.0
-        x = n - 1.0
-        if n.shape != ratio.shape or not np.any(x > 0):
+        extra = np.asarray(seconds, dtype=float) / t1 - 1.0
+        if n.shape != extra.shape or not np.any(n >= 2):
             raise ParameterError("the thread model needs at least one run with two or more "
                                  "threads and its time; measure 2 threads.")
-        slope = float(np.sum(x * ratio) / np.sum(x * x))
-        return cls(float(t1), max(slope, 0.0) * interval, interval)
+        m = cls(float(t1), 0.0, 0.0, cores)
+        share = m.crowding(n)
+        if not np.any(share > 0):
+            cross = float(np.mean(extra[n >= 2]))
+            return cls(float(t1), max(cross, 0.0), 0.0, cores)
+        if not np.any((n >= 2) & (share == 0)):
+            raise ParameterError(f"the thread model needs one run with 2 to {cores} threads "
+                                 f"(the cores) as well as the runs above them.")
+        a = np.column_stack([(n >= 2).astype(float), share])
+        (cross, crowd), *_ = np.linalg.lstsq(a, extra, rcond=None)
+        cross = max(float(cross), 0.0)
+        crowd = max(float(np.sum(share * (extra - cross)) / np.sum(share * share)), 0.0)
+        return cls(float(t1), cross, crowd, cores)
 
     def __str__(self) -> str:
-        return (f"one thread {format_seconds(self.t1)}; {format_seconds(self.handover_s)} lost "
-                f"per GIL hand-over per waiting thread (switch interval "
-                f"{format_seconds(self.interval)})")
+        return (f"one thread {format_seconds(self.t1)}; GIL hand-overs across cores add "
+                f"{self.cross:.0%} of it with a thread per core, {self.crowd:.0%} more with "
+                f"twice as many threads as the {self.cores} cores")
 
 
 def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
@@ -514,8 +540,10 @@ def serial_fraction_from_timings(t1: float, tn: float, n: int) -> float:
 #
 # Notebook 08 adds the GIL. A step whose Python side holds it for g·S, fed by thread workers
 # that hold it C_py per batch, gets two more limits: the two Pythons take turns (P ≥ g·S +
-# C_py), and the step waits for the workers' Python (P ≥ S + C_py); the step's Python also
-# takes a core (C + g·S) / cores. Process workers have their own GIL: only the cores count.
+# C_py), and the workers' Python cuts into the step's when the step holds the GIL longer than
+# the interpreter's switch interval i (P ≥ S + min(C_py, k·i), k = ceil(g·S / i) − 1); the
+# step's Python also takes a core (C + g·S) / cores. Process workers have their own GIL: only
+# the cores count.
 
 
 @dataclass(frozen=True)
@@ -535,6 +563,11 @@ class PipelineModel:
     step_gil_s: float = 0.0
     loader_gil_s: float = 0.0
     kind: str = "threads"  # or "processes"
+    # ``sys.getswitchinterval()``: a thread waiting for the GIL this long makes the holder let go
+    switch_interval_s: float = 0.005
+    # a woken worker's own latency before it starts waiting for the GIL (futex wake-up and
+    # scheduling; about a tenth of a millisecond on a quiet machine, read off the timeline)
+    wake_s: float = 1e-4
 
     @property
     def load_s(self) -> float:
@@ -559,16 +592,36 @@ class PipelineModel:
         """The GIL's terms, for thread workers (process workers hold their own GIL: none).
 
         One lock: per batch, the step's Python (``g·S``) and the workers' (``C_py``) take
-        turns, so ``P ≥ g·S + C_py``. And a step that needs the GIL at all waits for it
-        whenever a worker holds it (a worker lets go at the end of its Python work, or at the
-        switch interval): in steady state each batch's Python lands inside a step, so
-        ``P ≥ S + C_py``. A step with no Python (a sleep) waits only for its wake-up: left out.
+        turns, so ``P ≥ g·S + C_py``. The workers' Python lands where the GIL is free first:
+        the loop's taking a batch wakes a worker as the step begins, and while the step's
+        Python holds the GIL the worker gets it only by waiting a switch interval ``i`` (then
+        the interpreter makes the holder let go), once per interval. A step whose Python ends
+        within ``i`` of the worker's wake-up (``g·S ≤ i + wake``) is never cut into: the
+        workers' Python runs while the step's non-Python part (the accelerator) leaves the GIL
+        free, and only what does not fit there delays the next step (the turn-taking limit).
+        A longer step's Python is cut ``k = ceil((g·S − wake) / i) − 1`` times, each time for
+        up to ``i`` of the workers' Python, so ``P ≥ S + min(C_py, k·i)``. A step with no
+        Python (a sleep) waits only for its wake-up: left out.
         """
         g_s, c_py, s = self.step_gil_s, self.loader_gil_s, self.step_s
         if self.kind != "threads" or g_s <= 0 or c_py <= 0:
             return {}
-        return {"the GIL: the step's Python and the workers' take turns": g_s + c_py,
-                "the GIL: the step waits for the workers' Python": s + c_py}
+        limits = {"the GIL: the step's Python and the workers' take turns": g_s + c_py}
+        inside = min(c_py, self.gil_cuts * self.switch_interval_s)
+        if inside > 0:
+            limits["the GIL: the workers' Python cuts into the step's"] = s + inside
+        return limits
+
+    @property
+    def gil_cuts(self) -> int | float:
+        """How many times thread workers' Python cuts into one step's Python (forced GIL
+        switches, one per switch interval past the first): ``ceil((g·S − wake) / i) − 1``."""
+        g_s, i = self.step_gil_s, self.switch_interval_s
+        if self.kind != "threads" or g_s <= 0:
+            return 0
+        if i <= 0:
+            return math.inf
+        return max(0, math.ceil((g_s - self.wake_s) / i - 1e-9) - 1)
 
     @property
     def period_s(self) -> float:

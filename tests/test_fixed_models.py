@@ -100,24 +100,36 @@ def _points(kind, workers, seconds, t1):
     return [ScalingPoint(kind, n, 4, s, s, s, 10, 1000, t1) for n, s in zip(workers, seconds)]
 
 
-def test_gil_model_recovers_handover_cost_and_predicts_held_out_counts():
+def test_gil_model_recovers_cross_core_costs_and_predicts_held_out_counts():
     from iokit.lab.scaling import thread_checks
 
-    true = GILThreadModel(t1=2.0, handover_s=0.0015, interval=0.005)
-    got = GILThreadModel.fit([2, 3], true.seconds([2, 3]), 2.0, 0.005)
-    assert got.handover_s == pytest.approx(0.0015)
-    assert float(got.speedup(1)) == pytest.approx(1.0)
-    assert float(got.speedup(4)) == pytest.approx(1 / (1 + 3 * 0.3))
-    counts = [1, 2, 4, 8]
+    true = GILThreadModel(t1=2.0, cross=0.5, crowd=2.0, cores=2)
+    # one thread: no hand-overs; a thread per core: the cross-core cost; from twice the
+    # cores on, the crowd's full share
+    assert float(true.speedup(1)) == pytest.approx(1.0)
+    assert float(true.seconds(2)) == pytest.approx(3.0)
+    assert float(true.seconds(3)) == pytest.approx(2.0 * (1 + 0.5 + 1.0))
+    assert float(true.seconds(4)) == float(true.seconds(8)) == pytest.approx(7.0)
+    got = GILThreadModel.fit([2, 3], true.seconds([2, 3]), 2.0, cores=2)
+    assert (got.cross, got.crowd) == (pytest.approx(0.5), pytest.approx(2.0))
+    counts = [1, 2, 3, 4, 6]
     model, checks = thread_checks(_points("threads", counts, true.seconds(counts), 2.0),
-                                  calibrate_on=(2,), interval=0.005)
-    assert model.handover_s == pytest.approx(0.0015)
-    assert [c.checked_on for c in checks] == ["4 threads", "8 threads"]
-    assert all(abs(c.rel_error) < 1e-9 for c in checks)
-    # Threads that never slow down fit no hand-over cost; with no 2-thread run, no fit.
-    assert GILThreadModel.fit([2, 4], [2.0, 2.0], 2.0).handover_s == 0.0
+                                  calibrate_on=(2, 4), cores=2)
+    assert (model.cross, model.crowd) == (pytest.approx(0.5), pytest.approx(2.0))
+    assert [c.checked_on for c in checks] == [
+        "3 threads (more workers than the 2 cores: they take turns)",
+        "6 threads (more workers than the 2 cores: they take turns)"]
+    assert all(abs(c.rel_error) < 1e-9 and c.kind == "fit" for c in checks)
+    # calibrated on a thread per core only, the crowd is not priced, and the output says so
+    flat, flat_checks = thread_checks(_points("threads", counts, true.seconds(counts), 2.0),
+                                      calibrate_on=(2,), cores=2)
+    assert flat.crowd == 0.0 and "crowding not priced" in flat_checks[0].calibrated_on
+    # Threads that never slow down fit no cost; with no 2-thread run, no fit.
+    assert GILThreadModel.fit([2, 4], [2.0, 2.0], 2.0).cross == 0.0
     with pytest.raises(ParameterError):
         GILThreadModel.fit([1], [2.0], 2.0)
+    with pytest.raises(ParameterError, match="2 to 2 threads"):
+        GILThreadModel.fit([3, 4], [5.0, 7.0], 2.0, cores=2)
 
 
 def test_amdahl_capped_at_cores_recovers_serial_fraction():

@@ -194,13 +194,30 @@ def test_gil_term_known_cases():
                 prefetch=4, cores=2)
     # a step with no Python (a sleep): the GIL term is absent, as before
     assert PipelineModel(**base, loader_gil_s=0.008).period_s == pytest.approx(0.010)
-    # half the step holds the GIL; thread workers' 8 ms of Python per batch lands in it
+    # half the step holds the GIL, no longer than the switch interval: the workers' 8 ms of
+    # Python waits for the step's sleep, and only the 3 ms that do not fit there delay it
     threads = PipelineModel(**base, step_gil_s=0.005, loader_gil_s=0.008)
-    assert threads.period_s == pytest.approx(0.018)
-    assert "GIL" in threads.bottleneck
+    assert threads.gil_cuts == 0
+    assert threads.period_s == pytest.approx(0.013)
+    assert "take turns" in threads.bottleneck
+    # 2 ms of the workers' Python fit in the sleep: the step sets the pace, as with processes
+    small = PipelineModel(**base, step_gil_s=0.005, loader_gil_s=0.002)
+    assert small.period_s == pytest.approx(0.010)
     # process workers hold their own GIL: the step sets the pace (CPU: 13 ms on 2 cores)
     procs = PipelineModel(**base, step_gil_s=0.005, loader_gil_s=0.008, kind="processes")
-    assert procs.period_s == pytest.approx(0.010)
+    assert procs.period_s == pytest.approx(0.010) and procs.gil_cuts == 0
+    # a step's Python of 7.5 ms outlasts the 5 ms interval once: the worker's 2 ms land in it
+    cut = PipelineModel(**base, step_gil_s=0.0075, loader_gil_s=0.002)
+    assert cut.gil_cuts == 1
+    assert cut.period_s == pytest.approx(0.012)
+    assert "cuts into" in cut.bottleneck
+    # 15 ms of Python in a 20 ms step: cut twice, at most one interval each time
+    long = PipelineModel(**{**base, "step_s": 0.020}, step_gil_s=0.015, loader_gil_s=0.012)
+    assert long.gil_cuts == 2
+    assert long.period_s == pytest.approx(max(0.020 + 0.010, 0.015 + 0.012))
+    # a shorter switch interval lets the workers in sooner
+    quick = PipelineModel(**base, step_gil_s=0.005, loader_gil_s=0.002, switch_interval_s=0.001)
+    assert quick.gil_cuts == 4 and quick.period_s == pytest.approx(0.012)
     # one lock: a step that is all Python and as much Python per batch take turns
     full = PipelineModel(**{**base, "step_s": 0.008}, step_gil_s=0.008, loader_gil_s=0.008)
     assert full.period_s == pytest.approx(0.016)

@@ -746,15 +746,16 @@ def check_codecs(corpus: Path, workdir: Path) -> list[Check]:
 
 
 def check_parallel(corpus: Path, workdir: Path) -> list[Check]:
-    """Notebook 04's models: the GIL model for threads and Amdahl's law capped at the cores,
-    both calibrated on 2 workers and checked on 3 and 4; threaded reads against the preset."""
+    """Notebook 04's models: the GIL model for threads fitted on 2 and 4 threads and checked
+    on 3 and 6; Amdahl's law capped at the cores, calibrated on 2 workers and checked on 3
+    and 4; threaded reads against the preset."""
     spans = corpus_sample(corpus, _sample_bytes(corpus, 512 << 10, 2 << 20))
     counts = [1, 2, 3, 4]
-    threads = list(worker_sweep(corpus, spans, counts, "threads", chunk_size=4, baseline=True,
-                                repeat=5))
+    threads = list(worker_sweep(corpus, spans, counts + [6], "threads", chunk_size=4,
+                                baseline=True, repeat=5))
     procs = list(worker_sweep(corpus, spans, counts, "processes", chunk_size=4, baseline=True,
                               repeat=5))
-    checks = thread_checks(threads, calibrate_on=(2,))[1]
+    checks = thread_checks(threads, calibrate_on=(2, 4))[1]
     checks += amdahl_checks(procs)[1]
     model = ThreadedReadModel.from_preset("object-store")
     for n in (4, 16):
@@ -824,8 +825,8 @@ def check_cluster(corpus: Path, workdir: Path) -> list[Check]:
 def check_probe(corpus: Path, workdir: Path) -> list[Check]:
     """The probe's busy fraction on the kit's loader (8 workers, prefetch 8, object store,
     5 ms steps) against the pipeline model calibrated one batch at a time; and notebook 08's
-    GIL term: steps with half their time holding the GIL, over thread and process workers that
-    tokenize in the loop."""
+    GIL term: steps with half and three quarters of their time holding the GIL (within and
+    past the switch interval), over thread and process workers that tokenize in the loop."""
     from iokit.lab.diagnose import Lab, gil_checks, gil_runs
     from iokit.loader import open_loader
     from iokit.probe import probe
@@ -849,7 +850,7 @@ def check_probe(corpus: Path, workdir: Path) -> list[Check]:
     checks = _median_checks(rounds)
     vocab = tok.save(workdir / "probe-vocab.json")
     lab = Lab(corpus, tok, folder, workdir)
-    return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5,), steps=60))
+    return checks + gil_checks(gil_runs(lab, vocab, shares=(0.5, 0.75), steps=60))
 
 
 

@@ -20,6 +20,7 @@ takes each round's ratio, and says whether the ratios' range leaves the noise
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from iokit.costs import Check, PipelineModel
 from iokit.errors import ParameterError
 from iokit.loader import Batch, Loader, ShardBatches, make_batch
 from iokit.parallel import WorkerPool
-from iokit.probe import Signals, Verdict, diagnose, simulated_step
+from iokit.probe import Signals, Verdict, diagnose, hold_gil, simulated_step
 from iokit.shards import open_shards
 from iokit.storage import LocalDisk, open_storage
 from iokit.tasks import load_tokenizer_once
@@ -496,12 +497,14 @@ def _gil_run(lab: Lab, vocab_path, calib: tuple, kind: str, share: float, *, ste
 
     read, dec, bat, py = calib
     step = simulated_step(step_s, share)
-    # the step alone, just before the run: what it takes on this machine now
+    # the step alone, just before the run: what it takes on this machine now; and its Python
+    # part alone (the rest is the sleep standing in for the accelerator, with its oversleep)
     alone = measure(step, repeat=15, warmup=2).median
+    held = measure(partial(hold_gil, share * step_s), repeat=15, warmup=2).median if share \
+        else 0.0
     model = PipelineModel(read, dec, bat, alone, workers=workers, prefetch=2 * workers,
-                          cores=os.cpu_count() or 1,
-                          step_gil_s=alone - (1 - share) * step_s if share else 0.0,
-                          loader_gil_s=py, kind=kind)
+                          cores=os.cpu_count() or 1, step_gil_s=held, loader_gil_s=py,
+                          kind=kind, switch_interval_s=sys.getswitchinterval())
     if kind == "threads":
         # adaptive=False: the lesson is the thread workers' Python competing with the step
         # for the GIL, so the workers make every batch

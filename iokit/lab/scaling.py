@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -228,23 +227,27 @@ def cores_note(workers: int, cores: int | None = None) -> str:
     return f"(more workers than the {cores} cores: they take turns)" if workers > cores else ""
 
 
-def thread_checks(points, calibrate_on=(2,), interval: float | None = None):
+def thread_checks(points, calibrate_on=(2, 4), cores: int | None = None):
     """The GIL model for threads on CPU-bound work (:class:`~iokit.costs.GILThreadModel`),
-    calibrated on the points with ``calibrate_on`` threads and checked on the others.
+    fitted on the points with ``calibrate_on`` threads (one count up to the cores prices the
+    hand-overs across cores, one above them the crowding) and checked on the others.
 
     ``points`` are :class:`ScalingPoint` of kind ``threads`` measured with ``baseline=True``
     (each one's single-thread runs, timed in turn, give ``T1``). Returns ``(model, checks)``;
-    the checks compare speedups (×).
+    the checks compare speedups (×) and are fits.
     """
-    interval = interval or sys.getswitchinterval()
+    cores = cores or os.cpu_count() or 1
     points = [p for p in points if p.workers >= 1]
     t1 = float(np.median([p.baseline_seconds for p in points]))
     cal = [p for p in points if p.workers in calibrate_on]
     model = GILThreadModel.fit([p.workers for p in cal], [p.seconds / p.baseline_seconds * t1
-                                                          for p in cal], t1, interval)
+                                                          for p in cal], t1, cores)
     on = ", ".join(f"{p.workers} threads" for p in cal)
-    checks = [Check(f"threads (GIL) at {p.workers}", on, f"{p.workers} threads",
-                    float(model.speedup(p.workers)), p.speedup(), unit="×")
+    if not any(p.workers > cores for p in cal):
+        on += f" (none above the {cores} cores: crowding not priced)"
+    checks = [Check(f"threads (GIL) at {p.workers}", on,
+                    f"{p.workers} threads {cores_note(p.workers, cores)}".strip(),
+                    float(model.speedup(p.workers)), p.speedup(), kind="fit", unit="×")
               for p in points if p.workers not in calibrate_on and p.workers > 1]
     return model, checks
 

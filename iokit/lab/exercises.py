@@ -359,5 +359,6 @@ def gil_step_seconds(answer, step_s: float, step_gil_s: float, loader_gil_s: flo
     m = PipelineModel(0.0, loader_gil_s, 0.0, step_s, workers=8, prefetch=8, cores=64,
                       step_gil_s=step_gil_s, loader_gil_s=loader_gil_s)
     return _report(close(answer, m.period_s, 0.02),
-                   "one GIL: the step waits for the workers' Python (S + C_py), and the two "
-                   "Pythons take turns (g·S + C_py); the larger wins.")
+                   "one GIL: the two Pythons take turns (g·S + C_py), and the workers cut into "
+                   "the step only once per switch interval past the first (S + min(C_py, k·i), "
+                   "k = ceil(g·S / i) − 1, i = 5 ms); the larger wins.")

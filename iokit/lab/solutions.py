@@ -365,8 +365,13 @@ def _08_2():
 
 @solution("08", 3)
 def _08_3():
+    import math
+
     step_s, step_gil_s, loader_gil_s = 0.010, 0.004, 0.006
-    # one GIL: the step waits for the workers' Python (S + C_py),
-    # and the two Pythons take turns (g·S + C_py); the larger sets the pace
-    answer = max(step_s + loader_gil_s, step_gil_s + loader_gil_s)
+    interval = 0.005  # sys.getswitchinterval(): a waiting thread gets the GIL after this long
+    # the workers cut into the step's Python once per switch interval past the first; 4 ms of
+    # Python ends before the first is up, so the workers' Python runs in the step's sleep
+    cuts = max(0, math.ceil((step_gil_s - 1e-4) / interval) - 1)
+    answer = max(step_s + min(loader_gil_s, cuts * interval),  # the step, cut into
+                 step_gil_s + loader_gil_s)  # the two Pythons taking turns
     return exercises.gil_step_seconds(answer, step_s, step_gil_s, loader_gil_s)

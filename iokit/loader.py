@@ -89,6 +89,8 @@ JOIN_TIMEOUT_S = 10.0
 QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
+LOOP_RUN = 64  # positions the loop claims at once when it makes quick batches itself
+SAMPLE_EVERY = 8  # of which it times one in this many (timing each costs more than a check)
 WAIT_WINDOW = 16  # batches from workers over which the loop's wait for them is averaged
 STATE_VERSION = 1
 
@@ -589,9 +591,9 @@ class Loader:
                     if not run.awake:  # quick batches: the loop makes the next ones itself
                         with lock:
                             if run.next == p:  # (unless a worker has claimed p)
-                                run.next = mine = min(p + CLAIM_MOST, n)
-                    if mine > p:  # its own run of positions, made as the inline loop does
-                        took = []
+                                run.next = mine = min(p + LOOP_RUN, n)
+                    if mine > p:  # its own run of positions, made as the inline loop does;
+                        took = []  # the first of every SAMPLE_EVERY batches is timed
                         while p < mine:
                             k, t0 = order[p], perf_counter()
                             try:
@@ -602,6 +604,22 @@ class Loader:
                             p += 1
                             cursor[1] = p
                             yield Batch(p - 1, k, x, y, "loop")
+                            if took[-1] > QUICK_BATCH_S and 2 * sum(
+                                    t > QUICK_BATCH_S for t in took) >= LOOP_RUN // SAMPLE_EVERY:
+                                break  # half the samples of a run slow already: hand it back
+                            stop = min(p + SAMPLE_EVERY - 1, mine)
+                            for q in range(p, stop):  # untimed, exactly as the inline loop
+                                k = order[q]
+                                try:
+                                    x, y = load(k, "loop")
+                                except Exception as exc:
+                                    raise _loader_error(exc, "loop", k, q) from exc
+                                cursor[1] = q + 1
+                                yield Batch(q, k, x, y, "loop")
+                            p = stop
+                        if p < mine:  # positions claimed but not made: the workers make them
+                            with lock:
+                                run.next = p
                         # the median: a batch or two held up (a busy machine) is no reason
                         own_s = self._own_s = sorted(took)[len(took) // 2]
                         if own_s > QUICK_BATCH_S:  # slow now: workers take over

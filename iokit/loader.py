@@ -89,8 +89,8 @@ JOIN_TIMEOUT_S = 10.0
 QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
-LOOP_RUN = 64  # positions the loop claims at once when it makes quick batches itself
-SAMPLE_EVERY = 8  # of which it times one in this many (timing each costs more than a check)
+LOOP_RUN = 256  # positions the loop claims at once when it makes quick batches itself
+SAMPLE_EVERY = 32  # of which it times one in this many (timing each costs more than a check)
 WAIT_WINDOW = 16  # batches from workers over which the loop's wait for them is averaged
 STATE_VERSION = 1
 

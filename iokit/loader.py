@@ -579,6 +579,7 @@ class Loader:
             run.ready, run.values, run.lock
         p, n = start, run.n
         own_s = self._own_s  # seconds the loop took to make a batch itself, last it did
+        last_slow = False  # was the loop's last timed batch slow?
         handed, waited = 0, 0.0  # batches from workers, and the loop's wait for them
         try:
             while p < n:
@@ -604,9 +605,12 @@ class Loader:
                             p += 1
                             cursor[1] = p
                             yield Batch(p - 1, k, x, y, "loop")
-                            if took[-1] > QUICK_BATCH_S and 2 * sum(
-                                    t > QUICK_BATCH_S for t in took) >= LOOP_RUN // SAMPLE_EVERY:
-                                break  # half the samples of a run slow already: hand it back
+                            if took[-1] > QUICK_BATCH_S:
+                                if last_slow:  # two samples in a row: storage turned slow
+                                    break
+                                last_slow = True
+                            else:
+                                last_slow = False
                             stop = min(p + SAMPLE_EVERY - 1, mine)
                             for q in range(p, stop):  # untimed, exactly as the inline loop
                                 k = order[q]
@@ -617,11 +621,12 @@ class Loader:
                                 cursor[1] = q + 1
                                 yield Batch(q, k, x, y, "loop")
                             p = stop
-                        if p < mine:  # positions claimed but not made: the workers make them
+                        if p < mine:  # turned slow: the workers make the rest of the run
                             with lock:
                                 run.next = p
-                        # the median: a batch or two held up (a busy machine) is no reason
-                        own_s = self._own_s = sorted(took)[len(took) // 2]
+                            own_s = self._own_s = took[-1]
+                        else:  # the median: one batch held up (a busy machine) is no reason
+                            own_s = self._own_s = sorted(took)[len(took) // 2]
                         if own_s > QUICK_BATCH_S:  # slow now: workers take over
                             if not self._threads:
                                 self._start_workers(run)

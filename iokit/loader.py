@@ -31,10 +31,11 @@ one it waits for is filled, and a worker sleeps only when the prefetch window is
 batches are claimed several per wake-up. Batches quicker to make than a hand-off between
 threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
 workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline),
-as they do when the loop waits for them twice as long as it took to make its own; when its
-batches turn slow (storage), the workers take over again. The next epoch starts as the
-last one ended (its threads started only when needed). Nothing of this changes which batches
-arrive or in what order.
+as they do when the loop waits for them twice as long as it took to make its own. The loop
+then claims long runs and times one batch in :data:`SAMPLE_EVERY`, so its path costs what the
+inline loop costs; when its batches turn slow (storage), the workers take over again. The
+next epoch starts as the last one ended (its threads started only when needed). Nothing of
+this changes which batches arrive or in what order.
 
 **Resuming mid-epoch.** :meth:`Loader.state` is where the loader is: the epoch, the batches
 of it already handed to the loop, the seed (every order is drawn from ``default_rng([seed,

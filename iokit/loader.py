@@ -31,10 +31,11 @@ one it waits for is filled, and a worker sleeps only when the prefetch window is
 batches are claimed several per wake-up. Batches quicker to make than a hand-off between
 threads costs (under ``QUICK_BATCH_S``: warm local shards) gain nothing from workers, so the
 workers then stand down and the loop makes them itself (shown as ``loop`` on the timeline),
-as they do when the loop waits for them twice as long as it took to make its own; when its
-batches turn slow (storage), the workers take over again. The next epoch starts as the
-last one ended (its threads started only when needed). Nothing of this changes which batches
-arrive or in what order.
+as they do when the loop waits for them twice as long as it took to make its own. The loop
+then claims long runs and times one batch in :data:`SAMPLE_EVERY`, so its path costs what the
+inline loop costs; when its batches turn slow (storage), the workers take over again. The
+next epoch starts as the last one ended (its threads started only when needed). Nothing of
+this changes which batches arrive or in what order.
 
 **Resuming mid-epoch.** :meth:`Loader.state` is where the loader is: the epoch, the batches
 of it already handed to the loop, the seed (every order is drawn from ``default_rng([seed,
@@ -89,6 +90,8 @@ JOIN_TIMEOUT_S = 10.0
 QUICK_BATCH_S = 500e-6  # a batch made faster than this: the loop makes it itself
 SMALL_BATCH_S = 2e-3  # a batch made faster than this: a worker claims several per wake-up
 CLAIM_MOST = 8  # the most positions a worker claims at once
+LOOP_RUN = 256  # positions the loop claims at once when it makes quick batches itself
+SAMPLE_EVERY = 32  # of which it times one in this many (timing each costs more than a check)
 WAIT_WINDOW = 16  # batches from workers over which the loop's wait for them is averaged
 STATE_VERSION = 1
 
@@ -577,6 +580,7 @@ class Loader:
             run.ready, run.values, run.lock
         p, n = start, run.n
         own_s = self._own_s  # seconds the loop took to make a batch itself, last it did
+        last_slow = False  # was the loop's last timed batch slow?
         handed, waited = 0, 0.0  # batches from workers, and the loop's wait for them
         try:
             while p < n:
@@ -589,9 +593,9 @@ class Loader:
                     if not run.awake:  # quick batches: the loop makes the next ones itself
                         with lock:
                             if run.next == p:  # (unless a worker has claimed p)
-                                run.next = mine = min(p + CLAIM_MOST, n)
-                    if mine > p:  # its own run of positions, made as the inline loop does
-                        took = []
+                                run.next = mine = min(p + LOOP_RUN, n)
+                    if mine > p:  # its own run of positions, made as the inline loop does;
+                        took = []  # the first of every SAMPLE_EVERY batches is timed
                         while p < mine:
                             k, t0 = order[p], perf_counter()
                             try:
@@ -602,8 +606,28 @@ class Loader:
                             p += 1
                             cursor[1] = p
                             yield Batch(p - 1, k, x, y, "loop")
-                        # the median: a batch or two held up (a busy machine) is no reason
-                        own_s = self._own_s = sorted(took)[len(took) // 2]
+                            if took[-1] > QUICK_BATCH_S:
+                                if last_slow:  # two samples in a row: storage turned slow
+                                    break
+                                last_slow = True
+                            else:
+                                last_slow = False
+                            stop = min(p + SAMPLE_EVERY - 1, mine)
+                            for q in range(p, stop):  # untimed, exactly as the inline loop
+                                k = order[q]
+                                try:
+                                    x, y = load(k, "loop")
+                                except Exception as exc:
+                                    raise _loader_error(exc, "loop", k, q) from exc
+                                cursor[1] = q + 1
+                                yield Batch(q, k, x, y, "loop")
+                            p = stop
+                        if p < mine:  # turned slow: the workers make the rest of the run
+                            with lock:
+                                run.next = p
+                            own_s = self._own_s = took[-1]
+                        else:  # the median: one batch held up (a busy machine) is no reason
+                            own_s = self._own_s = sorted(took)[len(took) // 2]
                         if own_s > QUICK_BATCH_S:  # slow now: workers take over
                             if not self._threads:
                                 self._start_workers(run)

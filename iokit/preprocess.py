@@ -1,8 +1,9 @@
 """Parallel preprocessing: tokenize a corpus into shards with several workers.
 
 The workers get byte offsets into the corpus and the path of the saved tokenizer, never the
-text or the vocabulary itself; each sends back the token IDs of its documents as numpy arrays
-(already in the shards' dtype). A task is a byte range of whole lines whose size is chosen
+text or the vocabulary itself (forked workers find the caller's tokenizer already loaded); each
+sends back the token IDs of its documents packed in one numpy array (already in the shards'
+dtype) with the documents' lengths. A task is a byte range of whole lines whose size is chosen
 from the corpus (:func:`choose_task_bytes`: a few tasks per worker, each read with one
 ``read``), or, with ``chunk_size``, that many documents. The parent receives the arrays in
 input order (:mod:`iokit.parallel` keeps it) and streams them into
@@ -39,6 +40,7 @@ TASKS_PER_WORKER = 16  # tasks per worker when their size is chosen from the cor
 # that the last ones leave little idle time, few enough that per-task costs stay small
 MIN_TASK_BYTES = 64 << 10
 MAX_TASK_BYTES = 4 << 20  # a task's text and tokens in memory, times 2 tasks per worker
+TAPER_PER_WORKER = 1  # the last tasks cut in quarters, this many per worker: less idle at the end
 
 
 def choose_task_bytes(corpus_bytes: int, workers: int) -> int:
@@ -50,13 +52,14 @@ def choose_task_bytes(corpus_bytes: int, workers: int) -> int:
 
 def _encoded(pool: WorkerPool, corpus: Path, vocab_path: Path, chunk_size: int | None,
              nbytes: int, dtype: str) -> Iterator:
-    if chunk_size is None:  # one byte range per task
-        spans, chunk_size = tasks.task_spans(corpus, nbytes), 1
+    if chunk_size is None:  # one byte range per task, the last few short (see task_spans)
+        spans = tasks.task_spans(corpus, nbytes, taper=TAPER_PER_WORKER * pool.workers)
+        chunk_size = 1
     else:  # chunk_size documents per task
         spans = tasks.document_spans(corpus)
-    fn = partial(tasks.encode_span, str(vocab_path), str(corpus), dtype=dtype)
-    for arrays in pool.imap(fn, spans, chunk_size):
-        yield from arrays
+    fn = partial(tasks.encode_span_packed, str(vocab_path), str(corpus), dtype=dtype)
+    for packed in pool.imap(fn, spans, chunk_size):
+        yield from tasks.unpack(packed)
 
 
 def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2,
@@ -86,7 +89,9 @@ def parallel_pretokenize(corpus, tokenizer, out_dir, *, workers: int = 2,
             tempfile.TemporaryDirectory(prefix="iokit-vocab-") as scratch:
         worker_vocab = Path(scratch) / VOCAB_FILE
         tokenizer.save(worker_vocab)
-        with WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
+        # Forked workers inherit this tokenizer, loaded and warmed up; others load the copy.
+        with tasks.share_tokenizer(worker_vocab, tokenizer), \
+                WorkerPool(workers, kind, start_method, preload=("iokit.tasks",)) as pool:
             with quiet_fork():  # start the workers now, each to encode BPE on one thread
                 pool.warm(0.0)
             bins = write_shards(

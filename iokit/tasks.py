@@ -10,6 +10,8 @@ than the work itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,13 +51,15 @@ def document_spans(path, target_bytes: int = 1) -> list[tuple[int, int]]:
     return spans
 
 
-def task_spans(path, task_bytes: int) -> list[tuple[int, int]]:
+def task_spans(path, task_bytes: int, taper: int = 0) -> list[tuple[int, int]]:
     """Byte ranges ``(start, end)`` of the JSONL file of about ``task_bytes`` each (at least
     that many, but for the last), cut at line ends: one task's input each.
 
     Unlike :func:`document_spans` it does not read the file: it seeks to each cut and reads on
     to the end of that line, so planning costs one short read per range. The ranges cover the
-    file in order; a range of blank lines only holds no document.
+    file in order; a range of blank lines only holds no document. ``taper``: the last that
+    many ranges are cut again in quarters, so that workers run out of work closer together
+    (the last task a worker gets is short).
     """
     task_bytes = max(1, int(task_bytes))
     spans = []
@@ -72,7 +76,29 @@ def task_spans(path, task_bytes: int) -> list[tuple[int, int]]:
                           "iokit.open_corpus, which takes any corpus form.") from None
     if start < size:
         spans.append((start, size))
+    if taper > 0 and spans:
+        spans = spans[:-taper] + _quarters(path, spans[-taper:])
     return spans
+
+
+def _quarters(path, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each range cut at line ends into about four."""
+    out = []
+    try:
+        with open(path, "rb") as f:
+            for start, end in spans:
+                step = max(1, (end - start) // 4)
+                while end - start > step:
+                    cut = _line_end(f, start + step - 1, end)
+                    if cut >= end:
+                        break
+                    out.append((start, cut))
+                    start = cut
+                out.append((start, end))
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror}); open the corpus with "
+                          "iokit.open_corpus, which takes any corpus form.") from None
+    return out
 
 
 def _line_end(f, pos: int, size: int, step: int = 1 << 16) -> int:
@@ -112,14 +138,15 @@ def read_texts(path, span: tuple[int, int], text_field: str = "text") -> list[st
                           "iokit.open_corpus gives for any corpus form.") from None
     texts = []
     offset = start
-    pieces = raw.split(b"\n")  # lines end at LF only, as they do for every reader of JSONL
-    lines = [p + b"\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
-    for i, line in enumerate(lines):
-        text = _document_text(path, line, offset, text_field,
-                              lineno=i + 1 if start == 0 else None)
-        if text is not None:
-            texts.append(text)
-        offset += len(line)
+    # Lines end at LF only, as they do for every reader of JSONL. Each line is decoded without
+    # its LF (JSON does not need it), so no line is copied to put it back.
+    for i, line in enumerate(raw.split(b"\n")):
+        if line:
+            text = _document_text(path, line, offset, text_field,
+                                  lineno=i + 1 if start == 0 else None)
+            if text is not None:
+                texts.append(text)
+        offset += len(line) + 1
     return texts
 
 
@@ -183,10 +210,31 @@ def _tokenizer(vocab_path: str, stamp: float):
     return load_tokenizer(vocab_path)
 
 
+_shared: dict = {}  # (vocab path, mtime) -> the caller's own tokenizer, see share_tokenizer
+
+
 def load_tokenizer_once(vocab_path) -> object:
     """The tokenizer saved at ``vocab_path``, loaded once per worker (and again if the file
-    changes)."""
-    return _tokenizer(str(vocab_path), os.stat(vocab_path).st_mtime_ns)
+    changes), or the one :func:`share_tokenizer` left for forked workers."""
+    key = (str(vocab_path), os.stat(vocab_path).st_mtime_ns)
+    tok = _shared.get(key)
+    return tok if tok is not None else _tokenizer(*key)
+
+
+@contextmanager
+def share_tokenizer(vocab_path, tokenizer):
+    """While the block runs, :func:`load_tokenizer_once` (``vocab_path``, as saved now) gives
+    ``tokenizer`` itself: worker processes forked inside the block inherit it, loaded and
+    warmed up, instead of each reading the vocabulary again (spawned workers still load it)."""
+    key = (str(vocab_path), os.stat(vocab_path).st_mtime_ns)
+    warm = getattr(tokenizer, "encode", None)
+    if warm is not None:
+        warm("a")  # lookup tables a tokenizer builds on first use, built once for all workers
+    _shared[key] = tokenizer
+    try:
+        yield tokenizer
+    finally:
+        _shared.pop(key, None)
 
 
 def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text",
@@ -203,6 +251,29 @@ def encode_span(vocab_path, path, span: tuple[int, int], text_field: str = "text
         return arrays
     limit = np.iinfo(dtype).max
     return [a.astype(dtype) if not a.size or int(a.max()) <= limit else a for a in arrays]
+
+
+def encode_span_packed(vocab_path, path, span: tuple[int, int], text_field: str = "text",
+                       dtype: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_span` packed for the trip back: all the documents' IDs in one array (in
+    ``dtype`` when every ID fits) and each document's length, so a task sends two arrays
+    rather than one per document (pickling thousands of small arrays costs more than their
+    bytes). :func:`unpack` gives the documents' arrays back."""
+    arrays = encode_span(vocab_path, path, span, text_field)
+    ids = np.concatenate(arrays) if arrays else np.empty(0, np.uint32)
+    if dtype is not None and (not ids.size or int(ids.max()) <= np.iinfo(dtype).max):
+        ids = ids.astype(dtype)
+    return ids, np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+
+
+def unpack(packed: tuple[np.ndarray, np.ndarray]) -> Iterator[np.ndarray]:
+    """The documents' arrays (views) of what :func:`encode_span_packed` sent back."""
+    ids, lengths = packed
+    ends = np.cumsum(lengths).tolist()
+    start = 0
+    for end in ends:
+        yield ids[start:end]
+        start = end
 
 
 def encode_texts(vocab_path, texts: list[str]) -> list:

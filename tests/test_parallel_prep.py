@@ -156,3 +156,39 @@ def test_uint32_shards_are_identical_too(tiny_corpus, tokenizer, tmp_path):
     shards.pretokenize(tiny_corpus, tokenizer, tmp_path / "one", dtype="uint32")
     parallel_pretokenize(tiny_corpus, tokenizer, tmp_path / "two", workers=2, dtype="uint32")
     assert _hashes(tmp_path / "one") == _hashes(tmp_path / "two")
+
+
+@pytest.mark.parametrize("task_bytes", [50_000, 300_000])
+def test_byte_range_tasks_with_a_tapered_end_give_the_same_shards(
+        tiny_corpus, tokenizer, serial_hashes, tmp_path, task_bytes):
+    parallel_pretokenize(tiny_corpus, tokenizer, tmp_path, workers=2, task_bytes=task_bytes,
+                         max_shard_bytes=MAX_SHARD)
+    assert _hashes(tmp_path) == serial_hashes
+
+
+def test_tapered_task_spans_cover_the_file_in_order_at_line_ends(tiny_corpus):
+    from iokit import tasks
+
+    data = tiny_corpus.read_bytes()
+    plain = tasks.task_spans(tiny_corpus, 100_000)
+    tapered = tasks.task_spans(tiny_corpus, 100_000, taper=3)
+    assert tapered[:len(plain) - 3] == plain[:-3]
+    assert len(tapered) > len(plain)
+    assert tapered[0][0] == 0 and tapered[-1][1] == len(data)
+    assert all(a[1] == b[0] for a, b in zip(tapered, tapered[1:]))
+    assert all(data[end - 1:end] == b"\n" for _, end in tapered[:-1])
+
+
+def test_packed_results_unpack_to_the_documents_arrays(tiny_corpus, tokenizer, tmp_path):
+    from iokit import tasks
+
+    vocab = tokenizer.save(tmp_path / "vocab.json")
+    span = tasks.task_spans(tiny_corpus, 200_000)[1]
+    arrays = tasks.encode_span(vocab, tiny_corpus, span, dtype="uint16")
+    ids, lengths = tasks.encode_span_packed(vocab, tiny_corpus, span, dtype="uint16")
+    assert ids.dtype == np.uint16 and len(lengths) == len(arrays)
+    got = list(tasks.unpack((ids, lengths)))
+    assert [a.tolist() for a in got] == [a.tolist() for a in arrays]
+    with tasks.share_tokenizer(vocab, tokenizer):  # forked workers find this very object
+        assert tasks.load_tokenizer_once(vocab) is tokenizer
+    assert tasks.load_tokenizer_once(vocab) is not tokenizer  # loaded from the file again

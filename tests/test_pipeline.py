@@ -285,6 +285,29 @@ def test_quick_batches_are_made_by_the_loop_and_slow_ones_by_workers():
     assert loader_threads() == []
 
 
+def test_batches_turning_slow_mid_epoch_go_back_to_the_workers_in_order():
+    # The loop makes quick batches itself in long runs, timing a sample; when storage turns
+    # slow in the middle of a run, it hands the rest of the run back to the workers.
+    from iokit.loader import LOOP_RUN, SAMPLE_EVERY
+
+    n = 3 * LOOP_RUN
+    src = FakeSource(n=n)
+    loader = Loader(src, batch_size=BATCH, block_size=BLOCK, workers=2, prefetch=3)
+    list(loader)  # the workers stand down
+    got = []
+    for b in loader:
+        got.append(b)
+        if b.position == LOOP_RUN // 2:
+            src.read_s = 0.002  # storage turns slow
+    assert [b.index for b in got] == list(range(n))
+    makers = [b.worker for b in got]
+    assert set(makers[:LOOP_RUN // 2]) == {"loop"}
+    slow_by_loop = makers[LOOP_RUN // 2 + 1:].count("loop")
+    assert slow_by_loop <= 2 * SAMPLE_EVERY  # two slow samples in a row: handed back
+    assert {"worker-0", "worker-1"} & set(makers)
+    assert loader_threads() == []
+
+
 def test_bench_compares_the_loader_with_a_bare_loop(tmp_path):
     from iokit.app.bench import bench_loader
 

@@ -354,6 +354,10 @@ def whole_process_pretokenize(corpus: Path, workdir: Path, workers: int,
     env = dict(os.environ, IOKIT_PROGRESS="0")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parents[2]),
                                                     env.get("PYTHONPATH")) if p)
+    # Start-up as an installed kit has it: bytecode compiled once (by the warm-up run, into
+    # the scratch folder, even where the environment turned writing it off), not every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     one_dir, many_dir = workdir / "whole-1", workdir / f"whole-{workers}"
     args = dict(corpus=str(corpus), vocab=str(vocab), workers=workers)
 

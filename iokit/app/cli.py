@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="print measured ratios, side by side in one run",
                        description="Measures pairs of techniques side by side in one run and "
-                       "prints their ratios and the cost models' errors (2-3 min at small). "
+                       "prints their ratios and the cost models' errors (about 6 min at small on "
+                       "2 quiet cores). "
                        "With the s3 extra, the request model and threaded reads are also "
                        "checked on a real S3 endpoint: the kit's loopback server, or yours "
                        "when AWS_ENDPOINT_URL (or IOKIT_S3_BUCKET) and the AWS_* credentials "

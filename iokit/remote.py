@@ -33,7 +33,6 @@ the local disk and the simulated stores work as before and ``s3://`` says what t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -55,6 +54,7 @@ from iokit.shards import (
     ShardSet,
     check_shard_set,
     check_vocabulary,
+    checksum_of,
     read_index,
 )
 from iokit.storage import FsspecStorage, as_url
@@ -352,10 +352,7 @@ class RemoteShard(Shard):
     storage: object = None
 
     def compute_checksum(self) -> int:
-        h = hashlib.blake2b(digest_size=8)
-        for data in self.storage.read_chunks(self.bin_path, 4 << 20):
-            h.update(data)
-        return int.from_bytes(h.digest(), "little")
+        return checksum_of(self.storage.read_chunks(self.bin_path, 4 << 20))
 
     def verify(self) -> None:
         """Recompute the ``.bin`` checksum over range requests; FormatError if it differs."""

@@ -133,6 +133,15 @@ def shard_paths(out_dir, index: int, prefix: str = "shard") -> tuple[Path, Path]
 # --------------------------------------------------------------------------- writing
 
 
+def checksum_of(chunks) -> int:
+    """The checksum an index records for a ``.bin`` (8-byte blake2b, little-endian), over its
+    bytes given as a stream of chunks: one definition for every reader, local or remote."""
+    h = hashlib.blake2b(digest_size=8)
+    for data in chunks:
+        h.update(data)
+    return int.from_bytes(h.digest(), "little")
+
+
 class _OpenShard:
     """One shard being written: its .bin streams through atomic_write, its offsets in memory."""
 
@@ -414,11 +423,8 @@ class Shard:
         return self.read(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def compute_checksum(self) -> int:
-        h = hashlib.blake2b(digest_size=8)
         with open(self.bin_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return int.from_bytes(h.digest(), "little")
+            return checksum_of(iter(lambda: f.read(1 << 20), b""))
 
     def verify(self) -> None:
         """Recompute the ``.bin`` checksum; raise FormatError if it differs from the index."""

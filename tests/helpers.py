@@ -4,6 +4,7 @@ The small work functions are defined at the top level of a module, so worker pro
 every start method can import them by name.
 """
 
+import json
 import os
 import signal
 import time
@@ -81,3 +82,13 @@ def started_pid(_item):
 def failing_initializer():
     """A pool initializer that fails (as a model file that cannot be read would)."""
     raise ValueError("initializer failed")
+
+
+def bad_corpus(tmp_path, bad_doc: int, n: int = 30):
+    """A JSONL corpus of ``n`` short documents whose line ``bad_doc`` is broken JSON, and the
+    byte offset of that line."""
+    lines = [json.dumps({"text": f"document {i} is short."}) for i in range(n)]
+    lines[bad_doc] = '{"text": "broken'
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    return corpus, sum(len(line) + 1 for line in lines[:bad_doc])

@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from helpers import interrupt_at
+from helpers import bad_corpus, interrupt_at
 
 from iokit import shards
 from iokit.corpus import iter_documents
@@ -115,14 +115,6 @@ def test_without_dask_the_error_names_the_extra(pieces, tokenizer, tmp_path, mon
     assert not (tmp_path / "out").exists()
 
 
-def _bad_corpus(tmp_path, bad_doc: int, n: int = 30):
-    lines = [json.dumps({"text": f"document {i} is short."}) for i in range(n)]
-    lines[bad_doc] = '{"text": "broken'
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text("\n".join(lines) + "\n")
-    return corpus, sum(len(line) + 1 for line in lines[:bad_doc])
-
-
 @pytest.mark.parametrize("engine", ["serial", "processes"])
 def test_a_failed_task_leaves_the_old_shards_untouched(tmp_path, tokenizer, engine):
     good = tmp_path / "good.jsonl"
@@ -130,7 +122,7 @@ def test_a_failed_task_leaves_the_old_shards_untouched(tmp_path, tokenizer, engi
     out = tmp_path / "out"
     pretokenize_pieces(plan_pieces(good, 3), tokenizer, out, engine=engine, progress=False)
     before = shard_checksums(out)
-    corpus, offset = _bad_corpus(tmp_path, 25)
+    corpus, offset = bad_corpus(tmp_path, 25)
     with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset} "
                        r"is malformed JSON .*fix or remove it"):
         pretokenize_pieces(plan_pieces(corpus, 3), tokenizer, out, engine=engine, workers=2,
@@ -140,7 +132,7 @@ def test_a_failed_task_leaves_the_old_shards_untouched(tmp_path, tokenizer, engi
 
 
 def test_a_failed_first_run_leaves_no_folder(tmp_path, tokenizer):
-    corpus, _ = _bad_corpus(tmp_path, 3)
+    corpus, _ = bad_corpus(tmp_path, 3)
     with pytest.raises(CorpusError):
         pretokenize_pieces(plan_pieces(corpus, 2), tokenizer, tmp_path / "out",
                            engine="serial", progress=False)
@@ -191,7 +183,7 @@ def test_checksums_are_of_the_bytes(tmp_path):
 
 def test_a_bad_piece_on_dask_names_the_file_and_offset(tmp_path, tokenizer):
     pytest.importorskip("dask.distributed", reason="the optional 'dask' extra is not installed")
-    corpus, offset = _bad_corpus(tmp_path, 25)
+    corpus, offset = bad_corpus(tmp_path, 25)
     out = tmp_path / "out"
     with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset} "):
         pretokenize_pieces(plan_pieces(corpus, 3), tokenizer, out, engine="dask", workers=2,

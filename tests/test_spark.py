@@ -11,6 +11,7 @@ import time
 from functools import partial
 
 import pytest
+from helpers import bad_corpus
 
 from iokit.corpus import iter_documents
 from iokit.engines import pretokenize_pieces, shard_checksums
@@ -58,14 +59,6 @@ def processes(tiny_corpus, tokenizer, tmp_path_factory):
     return folder
 
 
-def _bad_corpus(tmp_path, bad_doc: int, n: int = 30):
-    lines = [json.dumps({"text": f"document {i} is short."}) for i in range(n)]
-    lines[bad_doc] = '{"text": "broken'
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text("\n".join(lines) + "\n")
-    return corpus, sum(len(line) + 1 for line in lines[:bad_doc])
-
-
 def test_spark_writes_the_processes_engines_shards(spark, tiny_corpus, tokenizer, processes,
                                                    tmp_path):
     run = pretokenize_pieces(plan_pieces(tiny_corpus, PARTS), tokenizer, tmp_path,
@@ -94,7 +87,7 @@ def test_a_bad_piece_names_the_file_and_offset_and_publishes_nothing(spark, toke
     out = tmp_path / "out"
     pretokenize_pieces(plan_pieces(good, 3), tokenizer, out, engine="spark", progress=False)
     before = shard_checksums(out)
-    corpus, offset = _bad_corpus(tmp_path, 25)
+    corpus, offset = bad_corpus(tmp_path, 25)
     with pytest.raises(CorpusError, match=rf"bad\.jsonl: the document at byte offset {offset} "
                        r"is malformed JSON .*fix or remove it") as caught:
         pretokenize_pieces(plan_pieces(corpus, 3), tokenizer, out, engine="spark",
